@@ -1,0 +1,1 @@
+"""HTTP routers only; the logic lives in ``cache``, ``levers`` and ``upstream``."""

@@ -1,0 +1,174 @@
+"""The cache-aside API: the app asks (lookup), calls its LLM on a miss, then stores the answer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from ..cache.service import LookupResult
+from ..errors import InvalidRequest
+from ..store.base import Entry, Partition
+from .body import read_model
+from .deps import principal_of, services_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/cache")
+
+Name = Annotated[StrictStr, Field(max_length=200)]
+Number = StrictFloat | StrictInt
+
+
+class ChatMessage(BaseModel):
+    """One earlier turn of the conversation a query belongs to."""
+
+    model_config = ConfigDict(extra="allow")
+    role: StrictStr
+    content: StrictStr | list[dict[str, Any]] | None = None
+
+
+class _Scoped(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr
+    model: Name
+    namespace: Name = ""
+    doc_version: Name = ""
+    context: list[ChatMessage] | None = None
+
+    def chat_request(self) -> dict[str, Any]:
+        """The query as the chat request the proxy would key on: context, then the query."""
+        messages = [m.model_dump(exclude_none=True) for m in self.context or []]
+        messages.append({"role": "user", "content": self.query})
+        return {"messages": messages}
+
+
+class LookupBody(_Scoped):
+    threshold: Number | None = None
+
+
+class StoreBody(_Scoped):
+    response: Any = Field(...)
+    ttl_s: Number | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class InvalidateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    namespace: Name | None = None
+    model: Name | None = None
+    doc_version: Name | None = None
+    all: bool = False
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry as the API shows it."""
+    return {
+        "id": entry.entry_id,
+        "query": entry.query,
+        "response": entry.response,
+        "created_at": _iso(entry.created_at),
+        "expires_at": _iso(entry.expires_at),
+        "metadata": entry.metadata,
+        "namespace": entry.partition.namespace,
+        "model": entry.partition.model,
+        "doc_version": entry.partition.doc_version,
+        "hit_count": entry.hit_count,
+    }
+
+
+def status_headers(result: LookupResult, now: float) -> dict[str, str]:
+    """The X-Semcache-* headers of a lookup outcome (DESIGN.md "HTTP surface")."""
+    headers = {"X-Semcache-Status": result.status}
+    if result.similarity is not None:
+        headers["X-Semcache-Similarity"] = f"{result.similarity:.4f}"
+    if result.entry is not None:
+        headers["X-Semcache-Entry-Id"] = result.entry.entry_id
+        headers["Age"] = str(max(0, int(now - result.entry.created_at)))
+    return headers
+
+
+@router.post("/lookup")
+async def lookup(request: Request) -> JSONResponse:
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_model(request, LookupBody, services.settings.max_body_bytes)
+    cache = services.cache
+    cache.check_query(body.query)
+    partition = Partition(principal.tenant, body.namespace, body.model, body.doc_version)
+    threshold = None if body.threshold is None else float(body.threshold)
+    result = await cache.lookup(partition, body.chat_request(), threshold=threshold)
+    payload = {
+        "hit": result.hit,
+        "status": result.status,
+        "similarity": result.similarity,
+        "entry": entry_json(result.entry) if result.entry else None,
+    }
+    return JSONResponse(payload, headers=status_headers(result, cache.clock()))
+
+
+@router.post("/store", status_code=201)
+async def store(request: Request) -> JSONResponse:
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_model(request, StoreBody, services.settings.max_body_bytes)
+    cache = services.cache
+    cache.check_query(body.query)
+    partition = Partition(principal.tenant, body.namespace, body.model, body.doc_version)
+    ttl = None if body.ttl_s is None else float(body.ttl_s)
+    entry = await cache.store(
+        partition, body.chat_request(), body.response, ttl_s=ttl, metadata=body.metadata
+    )
+    return JSONResponse(
+        {"id": entry.entry_id, "expires_at": _iso(entry.expires_at)}, status_code=201
+    )
+
+
+@router.get("/entries/{entry_id}")
+async def get_entry(entry_id: str, request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+    entry = await services_of(request).cache.get(principal.tenant, entry_id)
+    return entry_json(entry)
+
+
+@router.delete("/entries/{entry_id}")
+async def delete_entry(entry_id: str, request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+    await services_of(request).cache.delete(principal.tenant, entry_id)
+    return {"id": entry_id, "deleted": True}
+
+
+@router.post("/invalidate")
+async def invalidate(request: Request) -> dict[str, int]:
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_model(request, InvalidateBody, services.settings.max_body_bytes)
+    scoped = body.namespace is not None or body.model is not None or body.doc_version is not None
+    if not scoped and not body.all:
+        # An empty filter would wipe the tenant's whole cache; make that explicit.
+        raise InvalidRequest(
+            'name at least one of namespace, model, doc_version, or send {"all": true} to '
+            "delete every entry of this tenant",
+            code="unscoped_invalidate",
+        )
+    deleted = await services.cache.invalidate(
+        principal.tenant,
+        namespace=body.namespace,
+        model=body.model,
+        doc_version=body.doc_version,
+    )
+    return {"deleted": deleted}
+
+
+@router.get("/stats")
+async def stats(request: Request) -> dict[str, Any]:
+    principal = principal_of(request)
+    result = await services_of(request).cache.stats(principal.tenant)
+    return {"tenant": principal.tenant, **result}

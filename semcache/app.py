@@ -1,0 +1,108 @@
+"""Builds the FastAPI app from its parts; no logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from .api import cache_aside, ops
+from .api.auth import KeyRing
+from .api.deps import Services
+from .api.errors import install_error_handlers
+from .cache.service import CacheConfig, CacheService
+from .config import Settings
+from .embed.batcher import MicroBatcher
+from .embed.encoder import Encoder
+from .errors import StorageError
+from .metrics import CacheMetrics
+from .store.sql_faiss import SqlFaissStore
+
+__all__ = ["build_services", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_config(settings: Settings) -> CacheConfig:
+    """The cache service's slice of the settings."""
+    return CacheConfig(
+        threshold=settings.threshold,
+        min_request_threshold=settings.min_request_threshold,
+        default_ttl_s=settings.default_ttl_s,
+        max_ttl_s=settings.max_ttl_s,
+        max_entries_per_tenant=settings.max_entries_per_tenant,
+        search_k=settings.search_k,
+        max_query_chars=settings.max_query_chars,
+    )
+
+
+def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Services:
+    """Open the store, load the encoder and wire the cache service. Raises ``SemcacheError``."""
+    keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    encoder = encoder or Encoder(settings.embedding_model or None)
+    data_dir = Path(settings.data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
+    store = SqlFaissStore(settings.resolved_database_url, data_dir / "faiss", encoder.dim)
+    metrics = CacheMetrics()
+    metrics.track_entries(store.count_entries)
+    batcher = MicroBatcher(
+        encoder.encode,
+        max_size=settings.batch_max_size,
+        max_wait_s=settings.batch_max_wait_ms / 1000,
+    )
+    cache = CacheService(cache_config(settings), store, batcher, metrics=metrics)
+    return Services(settings, keyring, encoder, store, batcher, metrics, cache)
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except StorageError as exc:
+            # Keep the loop alive: the next round retries, and /readyz reports the store.
+            log.warning("%s failed: %s", name, exc.message)
+
+
+def create_app(services: Services) -> FastAPI:
+    """The ASGI app over already-built services."""
+    settings = services.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks = [
+            asyncio.create_task(_every(settings.sweep_interval_s, services.cache.sweep, "sweep")),
+            asyncio.create_task(
+                _every(
+                    settings.index_save_interval_s,
+                    lambda: asyncio.to_thread(services.store.flush),
+                    "index save",
+                )
+            ),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await services.batcher.close()
+            await asyncio.to_thread(services.store.close)
+
+    app = FastAPI(
+        title="semcache",
+        summary="A semantic cache and cost-control tier for LLM traffic",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(cache_aside.router)
+    return app

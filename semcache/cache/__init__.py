@@ -1,0 +1,21 @@
+"""Keys, the hit decision and the lookup/store service."""
+
+from __future__ import annotations
+
+from .decision import HitDecision, ThresholdDecision
+from .keys import Partition, RequestKeys, request_keys
+from .service import HIT_EXACT, HIT_SEMANTIC, MISS, CacheConfig, CacheService, LookupResult
+
+__all__ = [
+    "HIT_EXACT",
+    "HIT_SEMANTIC",
+    "MISS",
+    "CacheConfig",
+    "CacheService",
+    "HitDecision",
+    "LookupResult",
+    "Partition",
+    "RequestKeys",
+    "ThresholdDecision",
+    "request_keys",
+]

@@ -1,0 +1,33 @@
+"""The hit decision: which semantic candidate, if any, may answer a query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..store.base import Candidate
+
+__all__ = ["HitDecision", "ThresholdDecision"]
+
+
+class HitDecision(Protocol):
+    """Chooses the candidate whose answer may be served for ``query``, or None for a miss.
+
+    Runs in a worker thread: an implementation may run a model.
+    """
+
+    def choose(
+        self, query: str, candidates: Sequence[Candidate], threshold: float
+    ) -> Candidate | None: ...
+
+
+class ThresholdDecision:
+    """Cosine alone: the most similar candidate hits when ``similarity >= threshold``."""
+
+    def choose(
+        self, query: str, candidates: Sequence[Candidate], threshold: float
+    ) -> Candidate | None:
+        best = max(candidates, key=lambda c: c.similarity, default=None)
+        if best is not None and best.similarity >= threshold:
+            return best
+        return None

@@ -1,0 +1,128 @@
+"""Cache keys: the partition, the exact key, the context hash and the semantic text.
+
+DESIGN.md "Keys": the exact key is xxh3_128 of the canonical JSON of the partition plus every
+request field that changes the answer; the context hash covers everything but the last user
+message; the semantic text is the last user message with its text parts joined.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+
+from ..store.base import Partition
+
+__all__ = [
+    "ANSWER_FIELDS",
+    "Partition",
+    "RequestKeys",
+    "canonical_json",
+    "context_hash",
+    "exact_key",
+    "message_text",
+    "request_keys",
+    "split_last_user_message",
+]
+
+# Fields that change the answer and therefore belong in the exact key. Fields that do not
+# (`stream`, `user`, `metadata`, `stream_options`) are left out so a streamed and a plain
+# request share one entry.
+ANSWER_FIELDS = (
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "stop_sequences",
+    "max_tokens",
+    "max_completion_tokens",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+    "thinking",
+    "n",
+)
+
+# Everything but the messages themselves that shapes the conversation an answer belongs to.
+_CONTEXT_FIELDS = ("system", "tools", "tool_choice", "functions", "response_format")
+
+
+@dataclass(frozen=True)
+class RequestKeys:
+    """The three things a lookup needs: exact key, context hash and the text to embed."""
+
+    exact_key: str
+    context_hash: str
+    semantic_text: str
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no insignificant whitespace; strings are kept byte for byte."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _hash(value: Any) -> str:
+    return xxhash.xxh3_128_hexdigest(canonical_json(value).encode("utf-8"))
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of one chat message: a string, or its text parts joined by newlines."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [
+            part.get("text", "")
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") in ("text", "input_text")
+        ]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def split_last_user_message(
+    messages: Sequence[Mapping[str, Any]],
+) -> tuple[list[Mapping[str, Any]], Mapping[str, Any] | None]:
+    """(everything before the last user message, the last user message or None)."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].get("role") == "user":
+            return list(messages[:index]) + list(messages[index + 1 :]), messages[index]
+    return list(messages), None
+
+
+def exact_key(partition: Partition, request: Mapping[str, Any]) -> str:
+    """xxh3_128 of the partition plus every answer-changing field of the request."""
+    fields = {name: request[name] for name in ANSWER_FIELDS if name in request}
+    return _hash({"partition": partition.as_list(), "request": fields})
+
+
+def context_hash(request: Mapping[str, Any]) -> str:
+    """Hash of everything but the last user message that changes the answer."""
+    rest, _ = split_last_user_message(request.get("messages") or [])
+    context = {name: request[name] for name in _CONTEXT_FIELDS if name in request}
+    context["messages"] = rest
+    return _hash(context)
+
+
+def request_keys(partition: Partition, request: Mapping[str, Any]) -> RequestKeys:
+    """All keys of a chat request (OpenAI or Anthropic shape) in one pass."""
+    _, last_user = split_last_user_message(request.get("messages") or [])
+    return RequestKeys(
+        exact_key=exact_key(partition, request),
+        context_hash=context_hash(request),
+        semantic_text=message_text(last_user) if last_user is not None else "",
+    )

@@ -1,0 +1,269 @@
+"""The cache service: exact layer, semantic layer, store, expiry and eviction.
+
+Everything here is ``async`` and pushes blocking work (SQL, FAISS, the hit decision) to worker
+threads; embedding goes through the micro-batcher. The HTTP layer and the proxy both call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..embed.batcher import MicroBatcher
+from ..errors import InvalidRequest, NotFound
+from ..metrics import CacheMetrics
+from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
+from .decision import HitDecision, ThresholdDecision
+from .keys import RequestKeys, request_keys
+
+__all__ = ["HIT_EXACT", "HIT_SEMANTIC", "MISS", "CacheConfig", "CacheService", "LookupResult"]
+
+log = logging.getLogger(__name__)
+
+HIT_EXACT = "HIT-EXACT"
+HIT_SEMANTIC = "HIT-SEMANTIC"
+MISS = "MISS"
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """The settings the cache service acts on."""
+
+    threshold: float = 0.9
+    min_request_threshold: float = 0.5
+    default_ttl_s: int = 86400
+    max_ttl_s: int = 30 * 86400
+    max_entries_per_tenant: int = 100_000
+    search_k: int = 16
+    max_query_chars: int = 16_384
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """What a lookup found: a status, the entry served (if any) and its similarity."""
+
+    status: str
+    entry: Entry | None = None
+    similarity: float | None = None
+    keys: RequestKeys | None = None
+
+    @property
+    def hit(self) -> bool:
+        return self.entry is not None
+
+
+class CacheService:
+    """Lookup and store over one ``CacheStore``, shared by the cache-aside API and the proxy."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        store: CacheStore,
+        batcher: MicroBatcher,
+        *,
+        decision: HitDecision | None = None,
+        metrics: CacheMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.storage = store
+        self.batcher = batcher
+        self.decision: HitDecision = decision or ThresholdDecision()
+        self.metrics = metrics or CacheMetrics()
+        self.clock = clock
+        self._lookups: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    # -- validation shared by every caller -------------------------------------------------------
+
+    def resolve_threshold(self, requested: float | None) -> float:
+        """The threshold a lookup uses: the default, or an allowed per-request override."""
+        if requested is None:
+            return self.config.threshold
+        if not -1.0 <= requested <= 1.0:
+            raise InvalidRequest(
+                f"threshold must be a cosine similarity in [-1, 1], got {requested}",
+                code="invalid_threshold",
+            )
+        if requested < self.config.min_request_threshold:
+            raise InvalidRequest(
+                f"threshold {requested} is below this server's minimum of "
+                f"{self.config.min_request_threshold}; ask for a higher one",
+                code="invalid_threshold",
+            )
+        return requested
+
+    def resolve_ttl(self, requested: float | None) -> float:
+        """Seconds an entry lives: the default, or an allowed per-request TTL."""
+        if requested is None:
+            return float(self.config.default_ttl_s)
+        if requested <= 0:
+            raise InvalidRequest(
+                f"ttl_s must be a positive number of seconds, got {requested}", code="invalid_ttl"
+            )
+        if requested > self.config.max_ttl_s:
+            raise InvalidRequest(
+                f"ttl_s {requested} is over this server's maximum of {self.config.max_ttl_s}",
+                code="invalid_ttl",
+            )
+        return float(requested)
+
+    def check_query(self, text: str) -> None:
+        """Reject a query the semantic layer cannot use."""
+        if not text.strip():
+            raise InvalidRequest("query must not be empty", code="empty_query")
+        if len(text) > self.config.max_query_chars:
+            raise InvalidRequest(
+                f"query is {len(text)} characters; the limit is {self.config.max_query_chars}",
+                code="query_too_long",
+            )
+
+    # -- lookup and store ------------------------------------------------------------------------
+
+    async def lookup(
+        self,
+        partition: Partition,
+        request: Mapping[str, Any],
+        *,
+        threshold: float | None = None,
+        semantic: bool = True,
+    ) -> LookupResult:
+        """Exact layer, then (if allowed) the semantic layer; records the outcome."""
+        started = time.perf_counter()
+        use_threshold = self.resolve_threshold(threshold)
+        keys = request_keys(partition, request)
+        now = self.clock()
+        result = await self._lookup(partition, keys, use_threshold, now, semantic)
+        if result.entry is not None:
+            await asyncio.to_thread(self.storage.record_hit, result.entry.row_id, now)
+        self._lookups[partition.tenant][result.status] += 1
+        self.metrics.lookups.labels(result.status).inc()
+        self.metrics.lookup_seconds.labels(result.status).observe(time.perf_counter() - started)
+        return result
+
+    async def _lookup(
+        self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
+    ) -> LookupResult:
+        exact = await asyncio.to_thread(
+            self.storage.get_exact, partition.tenant, keys.exact_key, now
+        )
+        if exact is not None:
+            return LookupResult(HIT_EXACT, exact, 1.0, keys)
+        if not semantic or not keys.semantic_text.strip():
+            return LookupResult(MISS, keys=keys)
+        vector = await self.batcher.embed(keys.semantic_text)
+        candidates = await asyncio.to_thread(
+            self.storage.search,
+            partition,
+            vector,
+            context_hash=keys.context_hash,
+            now=now,
+            k=self.config.search_k,
+        )
+        if not candidates:
+            return LookupResult(MISS, keys=keys)
+        chosen = await asyncio.to_thread(
+            self.decision.choose, keys.semantic_text, candidates, threshold
+        )
+        if chosen is None:
+            return LookupResult(MISS, similarity=_best(candidates), keys=keys)
+        return LookupResult(HIT_SEMANTIC, chosen.entry, chosen.similarity, keys)
+
+    async def store(
+        self,
+        partition: Partition,
+        request: Mapping[str, Any],
+        response: Any,
+        *,
+        ttl_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        keys: RequestKeys | None = None,
+    ) -> Entry:
+        """Embed and write one entry; evict the tenant's least recently used past its limit."""
+        ttl = self.resolve_ttl(ttl_s)
+        keys = keys or request_keys(partition, request)
+        if keys.semantic_text:
+            self.check_query(keys.semantic_text)
+        vector = await self.batcher.embed(keys.semantic_text or " ")
+        now = self.clock()
+        new = NewEntry(
+            entry_id=secrets.token_hex(16),
+            partition=partition,
+            exact_key=keys.exact_key,
+            context_hash=keys.context_hash,
+            query=keys.semantic_text,
+            response=response,
+            embedding=vector,
+            created_at=now,
+            expires_at=now + ttl,
+            metadata=dict(metadata or {}),
+        )
+        entry, evicted = await asyncio.to_thread(
+            self.storage.put, new, max_entries=self.config.max_entries_per_tenant
+        )
+        self.metrics.stores.inc()
+        if evicted:
+            self.metrics.evictions.labels("lru").inc(evicted)
+        return entry
+
+    # -- management ------------------------------------------------------------------------------
+
+    async def get(self, tenant: str, entry_id: str) -> Entry:
+        entry = await asyncio.to_thread(self.storage.get, tenant, entry_id)
+        if entry is None:
+            raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
+        return entry
+
+    async def delete(self, tenant: str, entry_id: str) -> None:
+        if not await asyncio.to_thread(self.storage.delete, tenant, entry_id):
+            raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
+
+    async def invalidate(
+        self,
+        tenant: str,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        doc_version: str | None = None,
+    ) -> int:
+        return await asyncio.to_thread(
+            lambda: self.storage.invalidate(
+                tenant, namespace=namespace, model=model, doc_version=doc_version
+            )
+        )
+
+    async def stats(self, tenant: str) -> dict[str, Any]:
+        held: TenantStats = await asyncio.to_thread(self.storage.tenant_stats, tenant)
+        lookups = self._lookups[tenant]
+        total = sum(lookups.values())
+        hits = lookups[HIT_EXACT] + lookups[HIT_SEMANTIC]
+        return {
+            "entries": held.entries,
+            "partitions": held.partitions,
+            "entry_hits": held.hits,
+            "lookups": {
+                "total": total,
+                "hit_exact": lookups[HIT_EXACT],
+                "hit_semantic": lookups[HIT_SEMANTIC],
+                "miss": lookups[MISS],
+                "hit_rate": (hits / total) if total else None,
+            },
+            "threshold": self.config.threshold,
+            "max_entries": self.config.max_entries_per_tenant,
+        }
+
+    async def sweep(self) -> int:
+        """Delete expired entries now; returns how many."""
+        removed = await asyncio.to_thread(self.storage.sweep_expired, self.clock())
+        if removed:
+            self.metrics.evictions.labels("expired").inc(removed)
+        return removed
+
+
+def _best(candidates: list[Candidate]) -> float:
+    return max(c.similarity for c in candidates)

@@ -1,0 +1,145 @@
+"""The command line: a thin layer that builds settings and hands them to the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ENV_PREFIX, Settings, load_settings, settings_table
+from .errors import SemcacheError
+
+__all__ = ["main"]
+
+log = logging.getLogger("semcache")
+
+
+def _settings_epilog() -> str:
+    lines = ["settings (TOML file keys; environment variables SEMCACHE_<NAME>):"]
+    for name, default, help_text in settings_table():
+        lines.append(f"  {name} (default {default!r}, env {ENV_PREFIX}{name.upper()})")
+        lines.append(f"      {help_text}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semcache",
+        description="A semantic cache and cost-control tier for LLM traffic.",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the cache server",
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--data-dir", dest="data_dir", help="data folder (default index_data)")
+    serve.add_argument("--config", help="TOML file of settings")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback address with no API keys configured",
+    )
+    sim = commands.add_parser("simulate-upstream", help="run the upstream LLM simulator")
+    from .simulator import add_simulator_arguments
+
+    add_simulator_arguments(sim)
+    return parser
+
+
+def _check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise SemcacheError(
+            f"data dir {path} is not writable ({exc.strerror}); pick another with --data-dir"
+        ) from exc
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == 98 else f"cannot be bound ({exc.strerror})"
+        raise SemcacheError(f"{host}:{port} {reason}; choose another with --port") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> int:
+    """Check everything that can fail cheaply, load the model, then run uvicorn."""
+    import uvicorn
+
+    from .api.auth import KeyRing, is_loopback
+    from .app import build_services, create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    if keyring.open and not is_loopback(settings.host) and not settings.insecure:
+        raise SemcacheError(
+            f"refusing to serve {settings.host} with no API keys configured; set "
+            "SEMCACHE_API_KEYS, bind 127.0.0.1, or pass --insecure"
+        )
+    _check_data_dir(Path(settings.data_dir))
+    sock = _bind(settings.host, settings.port)
+    if keyring.open:
+        log.warning("no API keys configured: serving one open tenant on %s", settings.host)
+    services = build_services(settings)
+    app = create_app(services)
+    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    server = uvicorn.Server(config)
+    log.info("semcache listening on http://%s:%d", settings.host, sock.getsockname()[1])
+    server.run(sockets=[sock])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = load_settings(
+                config_file=args.config,
+                environ=os.environ,
+                overrides={
+                    "host": args.host,
+                    "port": args.port,
+                    "data_dir": args.data_dir,
+                    "insecure": args.insecure,
+                },
+            )
+            return serve(settings)
+        if args.command == "simulate-upstream":
+            from .simulator import run_simulator
+
+            return run_simulator(args)
+        parser.print_help()
+        return 2
+    except SemcacheError as exc:
+        print(f"semcache: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Settings: one table of (name, default, help), read from a TOML file, the environment and flags.
+
+Precedence, lowest first: the defaults below, the ``--config`` TOML file, ``SEMCACHE_<NAME>``
+environment variables, command-line flags. ``Settings`` is a frozen value object that callers pass
+in; nothing reads the environment after start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_table"]
+
+ENV_PREFIX = "SEMCACHE_"
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob semcache has. The help text is what ``semcache --help`` and the README show."""
+
+    host: str = _setting("127.0.0.1", "Address the server binds.")
+    port: int = _setting(8080, "Port the server listens on.")
+    data_dir: str = _setting("index_data", "Folder for the SQLite database and FAISS indexes.")
+    database_url: str = _setting(
+        "", "SQLAlchemy URL of the store; empty means SQLite at <data_dir>/semcache.db."
+    )
+    api_keys: str = _setting(
+        "",
+        "Comma-separated key=tenant[:tier] pairs; empty with no keys file means one open tenant.",
+    )
+    api_keys_file: str = _setting(
+        "", "File of key=tenant[:tier] lines (# comments allowed), added to api_keys."
+    )
+    insecure: bool = _setting(
+        False, "Allow binding a non-loopback address with no API keys configured."
+    )
+    embedding_model: str = _setting(
+        "", "Local sentence-transformers model path; empty means the bundled all-MiniLM-L6-v2."
+    )
+    threshold: float = _setting(
+        0.9, "Default cosine similarity in [-1, 1] a semantic candidate needs to be a hit."
+    )
+    min_request_threshold: float = _setting(
+        0.5, "Lowest threshold a request may ask for; lower values are rejected with 400."
+    )
+    default_ttl_s: int = _setting(86400, "Seconds an entry lives when the store names no TTL.")
+    max_ttl_s: int = _setting(30 * 86400, "Largest TTL a store may ask for, in seconds.")
+    max_entries_per_tenant: int = _setting(
+        100_000, "Entries a tenant may hold; past it the least recently used are evicted."
+    )
+    sweep_interval_s: float = _setting(60.0, "Seconds between sweeps that delete expired entries.")
+    index_save_interval_s: float = _setting(
+        30.0, "Seconds between saves of changed FAISS indexes to <data_dir>/faiss."
+    )
+    search_k: int = _setting(16, "Nearest neighbours fetched per semantic search.")
+    max_body_bytes: int = _setting(5 * 1024 * 1024, "Largest request body accepted, in bytes.")
+    max_query_chars: int = _setting(16_384, "Longest query text accepted, in characters.")
+    batch_max_size: int = _setting(64, "Most texts embedded in one encoder call.")
+    batch_max_wait_ms: float = _setting(
+        2.0, "How long a lookup waits for others to share its encoder call, in milliseconds."
+    )
+    log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL actually used."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'semcache.db'}"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated)."""
+        return load_settings(overrides=changes, base=self, environ={})
+
+
+def settings_table() -> list[tuple[str, Any, str]]:
+    """(name, default, help) for every setting, in declaration order."""
+    return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]
+
+
+def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
+    if isinstance(raw, str):
+        text = raw.strip()
+        try:
+            if kind is bool:
+                lowered = text.lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(text)
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {raw!r}") from None
+        return raw
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
+        raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {raw!r}")
+    return raw
+
+
+def _validate(s: Settings) -> None:
+    checks = [
+        (1 <= s.port <= 65535 or s.port == 0, "port must be between 1 and 65535"),
+        (-1.0 <= s.threshold <= 1.0, "threshold must be a cosine similarity in [-1, 1]"),
+        (-1.0 <= s.min_request_threshold <= 1.0, "min_request_threshold must be in [-1, 1]"),
+        (s.default_ttl_s > 0, "default_ttl_s must be positive"),
+        (s.max_ttl_s >= s.default_ttl_s, "max_ttl_s must be at least default_ttl_s"),
+        (s.max_entries_per_tenant > 0, "max_entries_per_tenant must be positive"),
+        (s.sweep_interval_s > 0, "sweep_interval_s must be positive"),
+        (s.index_save_interval_s > 0, "index_save_interval_s must be positive"),
+        (s.search_k > 0, "search_k must be positive"),
+        (s.max_body_bytes > 0, "max_body_bytes must be positive"),
+        (s.max_query_chars > 0, "max_query_chars must be positive"),
+        (s.batch_max_size > 0, "batch_max_size must be positive"),
+        (s.batch_max_wait_ms >= 0, "batch_max_wait_ms must not be negative"),
+        (
+            s.log_level in ("debug", "info", "warning", "error"),
+            "log_level must be debug, info, warning or error",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Settings | None = None,
+) -> Settings:
+    """Build validated ``Settings`` from a TOML file, environment variables and overrides."""
+    kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
+    types = {"str": str, "int": int, "float": float, "bool": bool}
+    values: dict[str, Any] = dataclasses.asdict(base) if base else {}
+
+    def apply(items: Mapping[str, Any], source: str) -> None:
+        for name, raw in items.items():
+            if name not in kinds:
+                raise ConfigError(f"{source}: unknown setting {name!r}; see `semcache --help`")
+            values[name] = _convert(name, types[str(kinds[name])], raw, source)
+
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        apply(data, str(path))
+    env = os.environ if environ is None else environ
+    apply(
+        {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in kinds
+        },
+        "environment",
+    )
+    if overrides:
+        apply({k: v for k, v in overrides.items() if v is not None}, "option")
+    settings = Settings(**values)
+    _validate(settings)
+    return settings

@@ -1,0 +1,166 @@
+"""The narrow storage interface the cache service talks to, and the values it passes.
+
+One ``CacheStore`` holds entries (SQL, the truth) and their vectors (an index per partition,
+derived data). The SQLite + FAISS store implements it now; a PostgreSQL + pgvector store can sit
+beside it without the service noticing. Methods are synchronous: the service runs them in
+worker threads so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import xxhash
+
+__all__ = [
+    "CacheStore",
+    "Candidate",
+    "Entry",
+    "NewEntry",
+    "Partition",
+    "TenantStats",
+    "partition_key",
+]
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Where an entry lives: (tenant, namespace, model, doc_version). Nothing crosses it."""
+
+    tenant: str
+    namespace: str = ""
+    model: str = ""
+    doc_version: str = ""
+
+    def as_list(self) -> list[str]:
+        return [self.tenant, self.namespace, self.model, self.doc_version]
+
+    @property
+    def key(self) -> str:
+        """A stable hex name for the partition, used for index files and SQL lookups."""
+        return partition_key(self.as_list())
+
+
+def partition_key(fields: list[str]) -> str:
+    """A stable hex name for partition fields: index file names and SQL lookups use it."""
+    return xxhash.xxh3_64_hexdigest(json.dumps(fields, separators=(",", ":")).encode())
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What the service hands the store to write."""
+
+    entry_id: str
+    partition: Partition
+    exact_key: str
+    context_hash: str
+    query: str
+    response: Any
+    embedding: np.ndarray
+    created_at: float
+    expires_at: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored entry as read back from SQL."""
+
+    entry_id: str
+    row_id: int
+    partition: Partition
+    exact_key: str
+    context_hash: str
+    query: str
+    response: Any
+    metadata: dict[str, Any]
+    created_at: float
+    expires_at: float
+    last_used_at: float
+    hit_count: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A semantic neighbour that passed the context and expiry filters."""
+
+    entry: Entry
+    similarity: float
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    """What one tenant holds."""
+
+    entries: int
+    partitions: int
+    hits: int
+
+
+class CacheStore(Protocol):
+    """Everything the cache service needs from storage, and nothing more."""
+
+    def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
+        """Write an entry (replacing one with the same exact key); evict the tenant's least
+        recently used entries past ``max_entries``. Returns the entry and how many were evicted."""
+        ...
+
+    def get(self, tenant: str, entry_id: str) -> Entry | None:
+        """The tenant's entry with this public id, expired or not."""
+        ...
+
+    def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
+        """The live entry with this exact key."""
+        ...
+
+    def search(
+        self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
+    ) -> list[Candidate]:
+        """Live entries of the partition with this context hash, most similar first."""
+        ...
+
+    def record_hit(self, row_id: int, now: float) -> None:
+        """Count a hit and mark the entry recently used."""
+        ...
+
+    def delete(self, tenant: str, entry_id: str) -> bool:
+        """Delete one entry; False when the tenant has no such entry."""
+        ...
+
+    def invalidate(
+        self,
+        tenant: str,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        doc_version: str | None = None,
+    ) -> int:
+        """Delete the tenant's entries matching every given field; returns how many."""
+        ...
+
+    def sweep_expired(self, now: float) -> int:
+        """Delete expired entries and their vectors; returns how many."""
+        ...
+
+    def tenant_stats(self, tenant: str) -> TenantStats:
+        """Counts for one tenant."""
+        ...
+
+    def count_entries(self) -> int:
+        """Entries held across all tenants."""
+        ...
+
+    def check(self) -> None:
+        """Raise ``StorageError`` if the store cannot serve."""
+        ...
+
+    def flush(self) -> None:
+        """Persist derived data (vector indexes) so a restart need not rebuild it."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release connections."""
+        ...

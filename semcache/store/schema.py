@@ -1,0 +1,47 @@
+"""SQL tables (SQLAlchemy Core). SQL is the source of truth; vector indexes derive from it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["entries", "metadata"]
+
+metadata = MetaData()
+
+entries = Table(
+    "entries",
+    metadata,
+    # The integer row id doubles as the FAISS id; the public id is a random hex string so ids
+    # reveal nothing about other tenants' traffic.
+    Column("row_id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(32), nullable=False, unique=True),
+    Column("tenant", String(200), nullable=False),
+    Column("namespace", String(200), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("doc_version", String(200), nullable=False),
+    Column("partition_key", String(16), nullable=False),
+    Column("exact_key", String(32), nullable=False),
+    Column("context_hash", String(32), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("last_used_at", Float, nullable=False),
+    Column("hit_count", Integer, nullable=False, default=0),
+    Index("ix_entries_exact", "tenant", "exact_key", unique=True),
+    Index("ix_entries_tenant_used", "tenant", "last_used_at"),
+    Index("ix_entries_partition", "partition_key"),
+    Index("ix_entries_expires", "expires_at"),
+)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import ServerProcess
+
+KEYS = {"alice": "sk-alice-test", "bob": "sk-bob-test"}
+
+
+def auth(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[tenant]}"}
+
+
+@pytest.fixture(scope="session")
+def encoder():  # type: ignore[no-untyped-def]
+    """The bundled MiniLM encoder, loaded once for in-process tests."""
+    from semcache.embed import Encoder
+
+    return Encoder()
+
+
+@pytest.fixture(scope="session")
+def cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real `semcache serve` with two tenants, shared by the API tests."""
+    data = tmp_path_factory.mktemp("cache-server")
+    server = ServerProcess(
+        ["serve", "--data-dir", str(data)],
+        env={
+            "SEMCACHE_API_KEYS": ",".join(f"{k}={t}" for t, k in KEYS.items()),
+            "SEMCACHE_SWEEP_INTERVAL_S": "0.5",
+        },
+        log_path=data / "server.log",
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture()
+def client(cache_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cache_server.url, timeout=30) as c:
+        yield c

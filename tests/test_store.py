@@ -1,0 +1,151 @@
+"""The SQLite + FAISS store on real files, with random unit vectors (no model needed)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.store import NewEntry, Partition, SqlFaissStore
+
+DIM = 8
+P = Partition("acme", "support", "gpt-4o", "v1")
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def new(
+    n: int,
+    *,
+    partition: Partition = P,
+    context: str = "ctx",
+    created: float = 1000.0,
+    ttl: float = 100.0,
+) -> NewEntry:
+    return NewEntry(
+        entry_id=f"e{n}-{partition.tenant}",
+        partition=partition,
+        exact_key=f"k{n}",
+        context_hash=context,
+        query=f"query {n}",
+        response={"n": n},
+        embedding=unit(n),
+        created_at=created,
+        expires_at=created + ttl,
+    )
+
+
+def open_store(tmp_path: Path) -> SqlFaissStore:
+    return SqlFaissStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss", DIM)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    open_store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_search_filters_context_expiry_and_tenant(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(new(1), max_entries=100)
+    store.put(new(2, context="other"), max_entries=100)
+    store.put(new(3, ttl=1), max_entries=100)
+    store.put(new(4, partition=Partition("other", *P.as_list()[1:])), max_entries=100)
+    found = store.search(P, unit(1), context_hash="ctx", now=1010.0, k=16)
+    assert [c.entry.entry_id for c in found] == ["e1-acme"]
+    assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert store.search(P, unit(2), context_hash="other", now=1010.0, k=16)[0].entry.query == (
+        "query 2"
+    )
+    assert store.get_exact("acme", "k3", now=1010.0) is None  # expired
+    assert store.get_exact("acme", "k1", now=1010.0) is not None
+    assert store.get_exact("other", "k1", now=1010.0) is None
+
+
+def test_search_widens_past_crowding_neighbours(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    # Forty near-identical entries of another conversation crowd the top k.
+    for n in range(40):
+        store.put(new(100 + n, context="crowd"), max_entries=1000)
+    store.put(new(7), max_entries=1000)
+    found = store.search(P, unit(7), context_hash="ctx", now=1001.0, k=4)
+    assert [c.entry.entry_id for c in found] == ["e7-acme"]
+
+
+def test_same_exact_key_replaces_the_entry(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(new(1), max_entries=100)
+    replacement = NewEntry(**{**new(1).__dict__, "entry_id": "fresh", "response": "new"})
+    store.put(replacement, max_entries=100)
+    assert store.tenant_stats("acme").entries == 1
+    entry = store.get_exact("acme", "k1", now=1001.0)
+    assert entry is not None and entry.response == "new"
+    assert len(store.search(P, unit(1), context_hash="ctx", now=1001.0, k=16)) == 1
+
+
+def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for n in range(3):
+        store.put(new(n, created=1000.0 + n), max_entries=3)
+    first = store.get_exact("acme", "k0", now=1010.0)
+    assert first is not None
+    store.record_hit(first.row_id, now=1010.0)  # entry 0 is now the most recently used
+    _, evicted = store.put(new(3, created=1011.0), max_entries=3)
+    assert evicted == 1
+    kept = {n for n in range(4) if store.get_exact("acme", f"k{n}", now=1012.0)}
+    assert kept == {0, 2, 3}
+    left = store.search(P, unit(1), context_hash="ctx", now=1012.0, k=16)
+    assert "query 1" not in {c.entry.query for c in left}
+
+
+def test_sweep_and_invalidate_remove_rows_and_vectors(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(new(1, ttl=5), max_entries=100)
+    store.put(new(2, ttl=500), max_entries=100)
+    v2 = Partition("acme", "support", "gpt-4o", "v2")
+    store.put(new(3, partition=v2), max_entries=100)
+    assert store.sweep_expired(now=1010.0) == 1
+    assert store.vectors.size(P.key) == 1
+    assert store.invalidate("acme", doc_version="v2") == 1
+    assert store.vectors.size(v2.key) == 0
+    assert store.invalidate("nobody", namespace="support") == 0
+    assert store.count_entries() == 1
+
+
+def test_restart_rebuilds_lost_or_stale_indexes_without_embedding(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for n in range(5):
+        store.put(new(n), max_entries=100)
+    store.close()
+    index_file = tmp_path / "faiss" / f"{P.key}.faiss"
+    assert index_file.exists()
+
+    # Lost file: rebuilt from the stored vectors.
+    index_file.unlink()
+    store = open_store(tmp_path)
+    assert store.reconcile_report["rebuilt"] == 1 and store.reconcile_report["added"] == 5
+    assert store.search(P, unit(3), context_hash="ctx", now=1001.0, k=1)[0].entry.query == (
+        "query 3"
+    )
+    store.close()
+
+    # Stale file: SQL lost a row behind the index's back (as after a crash between the two).
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        conn.execute("DELETE FROM entries WHERE exact_key = 'k3'")
+    store = open_store(tmp_path)
+    assert store.reconcile_report["removed"] == 1
+    found = store.search(P, unit(3), context_hash="ctx", now=1001.0, k=16)
+    assert "query 3" not in {c.entry.query for c in found}
+    store.close()
+
+    # Garbage file: rebuilt, not fatal.
+    index_file.write_bytes(b"not a faiss index")
+    store = open_store(tmp_path)
+    assert store.reconcile_report["rebuilt"] == 1
+    assert store.vectors.size(P.key) == 4
+    store.close()
