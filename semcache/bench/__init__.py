@@ -1,0 +1,1 @@
+"""Benchmarks: hit-rate and hit-quality measurement, replay, dataset loaders (``datasets``)."""
