@@ -1,0 +1,68 @@
+"""Run the upstream simulator as a real HTTP server inside a test process.
+
+``serve_simulator()`` starts uvicorn on a free loopback port in a background thread and yields
+a ``RunningSimulator`` once it answers; leaving the ``with`` block stops it. Other test modules
+(the proxy's, the benchmarks') can use it the same way.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+from semcache.simulator import SimulatorConfig, SimulatorState, create_simulator_app
+from semcache.simulator import simulator_state as state_of
+
+__all__ = ["RunningSimulator", "serve_simulator"]
+
+
+@dataclass(frozen=True)
+class RunningSimulator:
+    base_url: str  # for the anthropic SDK: http://127.0.0.1:PORT
+    state: SimulatorState
+
+    @property
+    def openai_base_url(self) -> str:
+        """For the openai SDK, whose base URL ends in /v1."""
+        return self.base_url + "/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(self.base_url + "/sim/stats").json()
+
+    def reset(self) -> None:
+        httpx.post(self.base_url + "/sim/reset").raise_for_status()
+
+    def schedule_faults(self, faults: list[str | None]) -> None:
+        httpx.post(self.base_url + "/sim/faults", json={"faults": faults}).raise_for_status()
+
+
+@contextmanager
+def serve_simulator(config: SimulatorConfig | None = None) -> Iterator[RunningSimulator]:
+    app = create_simulator_app(config or SimulatorConfig())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="error", lifespan="off", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.02)
+        yield RunningSimulator(base_url=f"http://127.0.0.1:{port}", state=state_of(app))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,541 @@
+"""The upstream simulator, driven over real HTTP by the official openai and anthropic SDKs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from simulator_helpers import RunningSimulator, serve_simulator
+
+from semcache.errors import ConfigError
+from semcache.simulator import SimulatorConfig, main
+from semcache.simulator.text import TokenCounter
+
+GPT = "gpt-4o-mini"
+CLAUDE = "claude-haiku-4-5"
+# About 1,500 tokens: over both providers' 1,024-token caching minimum.
+LONG_TEXT = " ".join(f"Fact {i}: the simulator remembers prefix number {i}." for i in range(130))
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[RunningSimulator]:
+    with serve_simulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def counter() -> TokenCounter:
+    return TokenCounter()
+
+
+@pytest.fixture
+def oai(sim: RunningSimulator) -> openai.OpenAI:
+    sim.reset()
+    return openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test-key-1234", max_retries=0)
+
+
+@pytest.fixture
+def claude(sim: RunningSimulator) -> anthropic.Anthropic:
+    sim.reset()
+    return anthropic.Anthropic(base_url=sim.base_url, api_key="sk-ant-test-5678", max_retries=0)
+
+
+def user(text: str) -> list[Any]:
+    return [{"role": "user", "content": text}]
+
+
+# --- OpenAI ---------------------------------------------------------------------------------
+
+
+def test_openai_completion_shape_and_honest_usage(
+    oai: openai.OpenAI, counter: TokenCounter
+) -> None:
+    reply = oai.chat.completions.create(model=GPT, messages=user("What is a semantic cache?"))
+    assert reply.id.startswith("chatcmpl-")
+    assert reply.object == "chat.completion"
+    assert reply.model == GPT
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.finish_reason == "stop"
+    text = choice.message.content or ""
+    assert text.endswith(".")
+    usage = reply.usage
+    assert usage is not None
+    assert usage.completion_tokens == counter.count(text)
+    assert usage.prompt_tokens > counter.count("What is a semantic cache?")
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
+
+
+def test_openai_stream_matches_plain_answer(oai: openai.OpenAI) -> None:
+    messages = user("Explain streaming.")
+    plain = oai.chat.completions.create(model=GPT, messages=messages)
+    stream = oai.chat.completions.create(
+        model=GPT, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    roles, pieces, finishes, usages = [], [], [], []
+    for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.usage is not None:
+            usages.append(chunk.usage)
+        for choice in chunk.choices:
+            if choice.delta.role:
+                roles.append(choice.delta.role)
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    assert roles == ["assistant"]
+    assert finishes == ["stop"]
+    assert "".join(pieces) == plain.choices[0].message.content
+    assert len(usages) == 1
+    assert usages[0].completion_tokens == len(pieces)
+    assert plain.usage is not None
+    assert usages[0].prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_openai_raw_stream_ends_with_done(sim: RunningSimulator) -> None:
+    body = {"model": GPT, "messages": user("raw"), "stream": True}
+    with httpx.stream("POST", sim.openai_base_url + "/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events)
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[-2][6:])["choices"][0]["finish_reason"] == "stop"
+
+
+def test_openai_answers_are_deterministic_and_bounded(oai: openai.OpenAI) -> None:
+    def ask(question: str, **kwargs: Any) -> Any:
+        return oai.chat.completions.create(model=GPT, messages=user(question), **kwargs)
+
+    first, again, other = ask("Question A"), ask("Question A"), ask("Question B")
+    assert first.choices[0].message.content == again.choices[0].message.content
+    assert first.choices[0].message.content != other.choices[0].message.content
+
+    short = ask("Question A", max_tokens=5)
+    assert short.choices[0].finish_reason == "length"
+    assert short.usage is not None and short.usage.completion_tokens == 5
+    assert (first.choices[0].message.content or "").startswith(
+        short.choices[0].message.content or ""
+    )
+
+    sized = ask("Question A", extra_headers={"X-Sim-Answer-Tokens": "7"})
+    assert sized.choices[0].finish_reason == "stop"
+    assert sized.usage is not None and sized.usage.completion_tokens == 7
+
+    capped = ask("Question A", max_completion_tokens=3, extra_headers={"X-Sim-Answer-Tokens": "50"})
+    assert capped.choices[0].finish_reason == "length"
+    assert capped.usage is not None and capped.usage.completion_tokens == 3
+
+    several = ask("Question A", n=3)
+    texts = [c.message.content for c in several.choices]
+    assert [c.index for c in several.choices] == [0, 1, 2]
+    assert len(set(texts)) == 3
+    assert several.usage is not None
+    assert several.usage.completion_tokens == sum(
+        len(TokenCounter().encode(t or "")) for t in texts
+    )
+
+
+def test_openai_validation_error_shape(sim: RunningSimulator, oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=GPT, messages=[])
+    assert info.value.status_code == 400
+    response = httpx.post(sim.openai_base_url + "/chat/completions", content=b"{not json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    bad_header = httpx.post(
+        sim.openai_base_url + "/chat/completions",
+        json={"model": GPT, "messages": user("x")},
+        headers={"X-Sim-Fault": "explode"},
+    )
+    assert bad_header.status_code == 400
+    assert "x-sim-fault" in bad_header.json()["error"]["message"]
+    bad_delay = httpx.post(
+        sim.base_url + "/v1/messages",
+        json={"model": CLAUDE, "max_tokens": 5, "messages": user("x")},
+        headers={"X-Sim-TTFT-Ms": "-5"},
+    )
+    assert bad_delay.status_code == 400
+    assert bad_delay.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_openai_models_list(oai: openai.OpenAI) -> None:
+    ids = [model.id for model in oai.models.list()]
+    assert ids == list(SimulatorConfig().models)
+
+
+# --- Anthropic ------------------------------------------------------------------------------
+
+
+def test_anthropic_message_shape_and_honest_usage(
+    claude: anthropic.Anthropic, counter: TokenCounter
+) -> None:
+    message = claude.messages.create(
+        model=CLAUDE,
+        max_tokens=200,
+        system=[{"type": "text", "text": "You are terse."}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "Define caching."}]}],
+        tools=[{"name": "lookup", "input_schema": {"type": "object", "properties": {}}}],
+    )
+    assert message.id.startswith("msg_")
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == CLAUDE
+    assert message.stop_reason == "end_turn" and message.stop_sequence is None
+    block = message.content[0]
+    assert block.type == "text"
+    assert message.usage.output_tokens == counter.count(block.text)
+    assert message.usage.input_tokens > counter.count("You are terse.Define caching.")
+    assert message.usage.cache_creation_input_tokens == 0
+    assert message.usage.cache_read_input_tokens == 0
+
+    cut = claude.messages.create(model=CLAUDE, max_tokens=4, messages=user("Define caching."))
+    assert cut.stop_reason == "max_tokens"
+    assert cut.usage.output_tokens == 4
+
+
+def test_anthropic_stream_matches_plain_answer(claude: anthropic.Anthropic) -> None:
+    kwargs: dict[str, Any] = {"model": CLAUDE, "max_tokens": 100, "messages": user("Stream it.")}
+    plain = claude.messages.create(**kwargs)
+    deltas = []
+    with claude.messages.stream(**kwargs) as stream:
+        for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                deltas.append(event.delta.text)
+        final = stream.get_final_message()
+    assert final.content[0].type == "text" and plain.content[0].type == "text"
+    assert "".join(deltas) == final.content[0].text == plain.content[0].text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == len(deltas)
+    assert final.usage.input_tokens == plain.usage.input_tokens
+
+
+def test_anthropic_raw_event_sequence(sim: RunningSimulator) -> None:
+    body = {"model": CLAUDE, "max_tokens": 50, "messages": user("events"), "stream": True}
+    with httpx.stream("POST", sim.base_url + "/v1/messages", json=body) as response:
+        lines = [line for line in response.iter_lines() if line]
+    names = [line[len("event: ") :] for line in lines if line.startswith("event: ")]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert set(names[3:-3]) == {"content_block_delta"}
+    data = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
+    assert [d["type"] for d in data] == names
+    assert data[-2]["usage"]["output_tokens"] == len(names) - 6
+
+
+def test_anthropic_requires_max_tokens(sim: RunningSimulator) -> None:
+    response = httpx.post(
+        sim.base_url + "/v1/messages", json={"model": CLAUDE, "messages": user("hi")}
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in body["error"]["message"]
+
+
+# --- Faults ---------------------------------------------------------------------------------
+
+OPENAI_FAULTS = [
+    ("429", openai.RateLimitError),
+    ("500", openai.InternalServerError),
+    ("502", openai.InternalServerError),
+    ("503", openai.InternalServerError),
+    ("504", openai.InternalServerError),
+    ("context_length", openai.BadRequestError),
+]
+ANTHROPIC_FAULTS = [
+    ("429", anthropic.RateLimitError),
+    ("500", anthropic.InternalServerError),
+    ("503", anthropic.InternalServerError),
+    ("529", anthropic.OverloadedError),
+    ("context_length", anthropic.BadRequestError),
+]
+
+
+@pytest.mark.parametrize(("fault", "error"), OPENAI_FAULTS)
+def test_openai_fault_raises(oai: openai.OpenAI, fault: str, error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        oai.chat.completions.create(
+            model=GPT,
+            messages=user("fault me"),
+            extra_headers={"X-Sim-Fault": fault, "X-Sim-Retry-After": "3"},
+        )
+    exc = info.value
+    assert isinstance(exc, openai.APIStatusError)
+    assert exc.status_code == (400 if fault == "context_length" else int(fault))
+    if fault == "429":
+        assert exc.response.headers["retry-after"] == "3"
+    if fault == "context_length":
+        assert exc.code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(("fault", "error"), ANTHROPIC_FAULTS)
+def test_anthropic_fault_raises(
+    claude: anthropic.Anthropic, fault: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as info:
+        claude.messages.create(
+            model=CLAUDE,
+            max_tokens=20,
+            messages=user("fault me"),
+            extra_headers={"X-Sim-Fault": fault},
+        )
+    exc = info.value
+    assert isinstance(exc, anthropic.APIStatusError)
+    assert exc.body is not None
+    if fault == "429":
+        assert exc.response.headers["retry-after"] == "1"
+    if fault == "context_length":
+        assert "context window" in str(exc)
+
+
+def test_hang_lasts_until_the_client_gives_up(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.APITimeoutError):
+        oai.with_options(timeout=0.5).chat.completions.create(
+            model=GPT, messages=user("hang"), extra_headers={"X-Sim-Fault": "hang"}
+        )
+
+
+def test_openai_drop_cuts_the_stream(oai: openai.OpenAI) -> None:
+    full = oai.chat.completions.create(model=GPT, messages=user("drop me"))
+    pieces, finishes = [], []
+    with pytest.raises(openai.APIConnectionError):
+        stream = oai.chat.completions.create(
+            model=GPT, messages=user("drop me"), stream=True, extra_headers={"X-Sim-Fault": "drop"}
+        )
+        for chunk in stream:
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                finishes.append(choice.finish_reason)
+    assert full.usage is not None
+    assert 1 <= len([p for p in pieces if p]) < full.usage.completion_tokens
+    assert not any(finishes)
+    with pytest.raises(openai.APIConnectionError):
+        oai.chat.completions.create(
+            model=GPT, messages=user("drop me"), extra_headers={"X-Sim-Fault": "drop"}
+        )
+
+
+def test_anthropic_drop_cuts_the_stream(sim: RunningSimulator) -> None:
+    body = {"model": CLAUDE, "max_tokens": 50, "messages": user("drop"), "stream": True}
+    events: list[str] = []
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream(
+            "POST", sim.base_url + "/v1/messages", json=body, headers={"X-Sim-Fault": "drop"}
+        ) as response,
+    ):
+        events.extend(line for line in response.iter_lines() if line.startswith("event: "))
+    assert "event: content_block_delta" in events
+    assert "event: message_stop" not in events
+
+
+def test_fault_schedule_applies_in_order(sim: RunningSimulator, oai: openai.OpenAI) -> None:
+    sim.schedule_faults(["429", None, "500"])
+    with pytest.raises(openai.RateLimitError):
+        oai.chat.completions.create(model=GPT, messages=user("one"))
+    assert oai.chat.completions.create(model=GPT, messages=user("two")).choices
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model=GPT, messages=user("three"))
+    assert oai.chat.completions.create(model=GPT, messages=user("four")).choices
+    stats = sim.stats()
+    assert stats["requests"] == 4
+    assert stats["faults_injected"] == 2
+    bad = httpx.post(sim.base_url + "/sim/faults", json={"faults": ["nope"]})
+    assert bad.status_code == 400
+
+
+def test_configured_schedule_and_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        SimulatorConfig(fault_schedule=("boom",))
+    with serve_simulator(SimulatorConfig(fault_schedule=("503",))) as running:
+        client = anthropic.Anthropic(base_url=running.base_url, api_key="k", max_retries=0)
+        with pytest.raises(anthropic.InternalServerError):
+            client.messages.create(model=CLAUDE, max_tokens=5, messages=user("x"))
+        assert client.messages.create(model=CLAUDE, max_tokens=5, messages=user("x")).content
+
+
+# --- Prompt caching -------------------------------------------------------------------------
+
+
+def test_openai_caches_long_prefixes_automatically(sim: RunningSimulator) -> None:
+    sim.reset()
+
+    def cached(
+        question: str, key: str = "sk-cache-owner", system: str = LONG_TEXT
+    ) -> tuple[int, int]:
+        client = openai.OpenAI(base_url=sim.openai_base_url, api_key=key, max_retries=0)
+        messages: Any = [{"role": "system", "content": system}, *user(question)]
+        usage = client.chat.completions.create(model=GPT, messages=messages).usage
+        assert usage is not None and usage.prompt_tokens_details is not None
+        return usage.prompt_tokens_details.cached_tokens or 0, usage.prompt_tokens
+
+    first, prompt_tokens = cached("first question")
+    assert first == 0 and prompt_tokens > 1200
+    repeat, _ = cached("first question")
+    assert repeat % 128 == 0 and prompt_tokens - 131 <= repeat <= prompt_tokens
+    shared, _ = cached("a different second question")
+    assert shared >= 1024 and shared % 128 == 0 and shared <= repeat
+    assert cached("first question", key="sk-someone-else")[0] == 0
+    assert cached("short", system="tiny")[0] == 0
+    assert cached("short", system="tiny")[0] == 0
+
+
+def test_anthropic_caches_up_to_breakpoints(sim: RunningSimulator, counter: TokenCounter) -> None:
+    sim.reset()
+    client = anthropic.Anthropic(base_url=sim.base_url, api_key="sk-ant-cache", max_retries=0)
+    system: Any = [{"type": "text", "text": LONG_TEXT, "cache_control": {"type": "ephemeral"}}]
+
+    def usage(question: str, system: Any = system) -> anthropic.types.Usage:
+        return client.messages.create(
+            model=CLAUDE, max_tokens=10, system=system, messages=user(question)
+        ).usage
+
+    first = usage("one")
+    assert first.cache_creation_input_tokens == counter.count(LONG_TEXT)
+    assert first.cache_read_input_tokens == 0
+    second = usage("two")
+    assert second.cache_read_input_tokens == counter.count(LONG_TEXT)
+    assert second.cache_creation_input_tokens == 0
+    assert second.input_tokens == first.input_tokens < 20
+
+    plain = [{"type": "text", "text": LONG_TEXT + " (no breakpoint)"}]
+    for _ in range(2):
+        nothing = usage("one", system=plain)
+        assert nothing.cache_creation_input_tokens == nothing.cache_read_input_tokens == 0
+
+    # A conversation that grows: the earlier breakpoint is read, the new tail written.
+    turn: Any = {
+        "type": "text",
+        "text": LONG_TEXT + " turn",
+        "cache_control": {"type": "ephemeral"},
+    }
+    opening = client.messages.create(
+        model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": [turn]}]
+    ).usage
+    history: Any = [
+        {"role": "user", "content": [{k: v for k, v in turn.items() if k != "cache_control"}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{**turn, "text": LONG_TEXT + " again"}]},
+    ]
+    grown = client.messages.create(model=CLAUDE, max_tokens=10, messages=history).usage
+    assert grown.cache_read_input_tokens == opening.cache_creation_input_tokens
+    assert (opening.cache_creation_input_tokens or 0) > 1024
+    assert (grown.cache_creation_input_tokens or 0) > 1024
+    assert grown.input_tokens == 0
+
+    too_many = [{**system[0], "text": f"block {i}"} for i in range(5)]
+    with pytest.raises(anthropic.BadRequestError):
+        usage("x", system=too_many)
+
+
+# --- Introspection, auth, CLI ---------------------------------------------------------------
+
+
+def test_stats_requests_and_reset(
+    sim: RunningSimulator, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    oai.chat.completions.create(model=GPT, messages=user("s1"))
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(
+            model=GPT, messages=user("s2"), extra_headers={"X-Sim-Fault": "500"}
+        )
+    claude.messages.create(model=CLAUDE, max_tokens=5, messages=user("s3"))
+    oai.models.list()  # not a completion: not counted
+    stats = sim.stats()
+    assert stats["requests"] == 3
+    assert stats["by_endpoint"] == {"/v1/chat/completions": 2, "/v1/messages": 1}
+    assert stats["by_model"] == {GPT: 2, CLAUDE: 1}
+    assert stats["faults_injected"] == 1
+
+    recorded = httpx.get(sim.base_url + "/sim/requests").json()
+    assert [r["path"] for r in recorded] == [
+        "/v1/chat/completions",
+        "/v1/chat/completions",
+        "/v1/messages",
+    ]
+    assert recorded[1]["headers"]["x-sim-fault"] == "500"
+    assert recorded[2]["body"]["messages"] == user("s3")
+    assert "test" not in recorded[0]["headers"]["authorization"]
+    assert recorded[0]["headers"]["authorization"].endswith("1234")
+
+    sim.schedule_faults(["500"])
+    assert httpx.post(sim.base_url + "/sim/reset").json()["requests"] == 0
+    assert httpx.get(sim.base_url + "/sim/requests").json() == []
+    assert oai.chat.completions.create(model=GPT, messages=user("after reset")).choices
+    assert sim.stats()["faults_injected"] == 0
+
+
+def test_required_api_key() -> None:
+    with serve_simulator(SimulatorConfig(required_api_key="sk-right")) as running:
+        wrong_oai = openai.OpenAI(base_url=running.openai_base_url, api_key="nope", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            wrong_oai.chat.completions.create(model=GPT, messages=user("x"))
+        wrong_claude = anthropic.Anthropic(base_url=running.base_url, api_key="nope", max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError) as info:
+            wrong_claude.messages.create(model=CLAUDE, max_tokens=5, messages=user("x"))
+        assert info.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        right = openai.OpenAI(base_url=running.openai_base_url, api_key="sk-right", max_retries=0)
+        assert right.chat.completions.create(model=GPT, messages=user("x")).choices
+        right_claude = anthropic.Anthropic(base_url=running.base_url, api_key="sk-right")
+        assert right_claude.messages.create(model=CLAUDE, max_tokens=5, messages=user("x")).content
+        assert running.stats()["requests"] == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_cli_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(port) in err and "Traceback" not in err
+
+
+def test_module_entry_point_serves() -> None:
+    port = _free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semcache.simulator", "--port", str(port), "--ttft-ms", "1"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                stats = httpx.get(f"http://127.0.0.1:{port}/sim/stats").json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert stats["requests"] == 0
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+        assert client.chat.completions.create(model=GPT, messages=user("cli")).choices
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
