@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from .api import cache_aside, ops
+from .api import cache_aside, ops, proxy
 from .api.auth import KeyRing
 from .api.deps import Services
 from .api.errors import install_error_handlers
@@ -20,7 +20,10 @@ from .embed.batcher import MicroBatcher
 from .embed.encoder import Encoder
 from .errors import StorageError
 from .metrics import CacheMetrics
+from .proxy.flow import ProxyConfig, ProxyService
 from .store.sql_faiss import SqlFaissStore
+from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
+from .upstream.retry import RetryPolicy
 
 __all__ = ["build_services", "create_app"]
 
@@ -37,6 +40,7 @@ def cache_config(settings: Settings) -> CacheConfig:
         max_entries_per_tenant=settings.max_entries_per_tenant,
         search_k=settings.search_k,
         max_query_chars=settings.max_query_chars,
+        stale_retention_s=settings.stale_if_error_s,
     )
 
 
@@ -58,7 +62,35 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
         max_wait_s=settings.batch_max_wait_ms / 1000,
     )
     cache = CacheService(cache_config(settings), store, batcher, metrics=metrics)
-    return Services(settings, keyring, encoder, store, batcher, metrics, cache)
+    upstream = UpstreamClient(upstream_config(settings))
+    proxy = ProxyService(
+        ProxyConfig(
+            max_temperature=settings.cache_max_temperature,
+            stale_if_error_s=settings.stale_if_error_s,
+        ),
+        cache,
+        upstream,
+    )
+    return Services(settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy)
+
+
+def upstream_config(settings: Settings) -> UpstreamConfig:
+    """The upstream client's slice of the settings."""
+    return UpstreamConfig(
+        openai=ProviderEndpoint(settings.openai_base_url, settings.openai_api_key),
+        anthropic=ProviderEndpoint(settings.anthropic_base_url, settings.anthropic_api_key),
+        forward_headers=tuple(
+            h.strip().lower() for h in settings.upstream_forward_headers.split(",") if h.strip()
+        ),
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_read_timeout_s,
+        retry=RetryPolicy(
+            max_retries=settings.upstream_max_retries,
+            base_s=settings.upstream_backoff_base_s,
+            max_s=settings.upstream_backoff_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
+        ),
+    )
 
 
 async def _every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
@@ -94,6 +126,7 @@ def create_app(services: Services) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.batcher.close()
+            await services.upstream.aclose()
             await asyncio.to_thread(services.store.close)
 
     app = FastAPI(
@@ -105,4 +138,5 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(cache_aside.router)
+    app.include_router(proxy.router)
     return app

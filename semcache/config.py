@@ -72,6 +72,45 @@ class Settings:
         2.0, "How long a lookup waits for others to share its encoder call, in milliseconds."
     )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    openai_base_url: str = _setting(
+        "https://api.openai.com/v1", "OpenAI-compatible upstream base URL, ending in /v1."
+    )
+    openai_api_key: str = _setting("", "API key semcache sends to the OpenAI upstream.")
+    anthropic_base_url: str = _setting(
+        "https://api.anthropic.com", "Anthropic upstream base URL, without /v1."
+    )
+    anthropic_api_key: str = _setting("", "API key semcache sends to the Anthropic upstream.")
+    forward_client_key: bool = _setting(
+        False,
+        "Send the client's own provider key upstream (X-Upstream-Api-Key, or the client's "
+        "key when no semcache keys are configured).",
+    )
+    upstream_forward_headers: str = _setting(
+        "",
+        "Comma-separated client headers passed upstream as they are (a trailing * matches a "
+        "prefix), for gateway headers; anthropic-version and anthropic-beta always pass.",
+    )
+    upstream_connect_timeout_s: float = _setting(5.0, "Seconds to connect to an upstream.")
+    upstream_read_timeout_s: float = _setting(
+        120.0, "Seconds an upstream may stay silent before the call times out."
+    )
+    upstream_max_retries: int = _setting(
+        2, "Retries of an upstream call on 429, 5xx, 529 or timeout, before any byte is sent."
+    )
+    upstream_backoff_base_s: float = _setting(
+        0.5, "Base of the exponential backoff (full jitter) between upstream retries."
+    )
+    upstream_backoff_max_s: float = _setting(8.0, "Longest backoff between upstream retries.")
+    retry_after_max_s: float = _setting(
+        30.0, "Longest upstream Retry-After semcache waits; longer ones fail the call at once."
+    )
+    cache_max_temperature: float = _setting(
+        1.0, "Requests with a higher temperature bypass the cache (no lookup, no store)."
+    )
+    stale_if_error_s: float = _setting(
+        0.0,
+        "Serve an entry expired at most this many seconds ago when the upstream fails; 0 is off.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -130,6 +169,13 @@ def _validate(s: Settings) -> None:
         (s.max_query_chars > 0, "max_query_chars must be positive"),
         (s.batch_max_size > 0, "batch_max_size must be positive"),
         (s.batch_max_wait_ms >= 0, "batch_max_wait_ms must not be negative"),
+        (s.upstream_connect_timeout_s > 0, "upstream_connect_timeout_s must be positive"),
+        (s.upstream_read_timeout_s > 0, "upstream_read_timeout_s must be positive"),
+        (s.upstream_max_retries >= 0, "upstream_max_retries must not be negative"),
+        (s.upstream_backoff_base_s >= 0, "upstream_backoff_base_s must not be negative"),
+        (s.upstream_backoff_max_s >= 0, "upstream_backoff_max_s must not be negative"),
+        (s.retry_after_max_s >= 0, "retry_after_max_s must not be negative"),
+        (s.stale_if_error_s >= 0, "stale_if_error_s must not be negative"),
         (
             s.log_level in ("debug", "info", "warning", "error"),
             "log_level must be debug, info, warning or error",

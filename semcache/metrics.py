@@ -28,6 +28,11 @@ class CacheMetrics:
             registry=self.registry,
         )
         self.stores = Counter("semcache_stores", "Entries stored.", registry=self.registry)
+        self.store_failures = Counter(
+            "semcache_store_failures",
+            "Answers the proxy could not store (the client still got them).",
+            registry=self.registry,
+        )
         self.evictions = Counter(
             "semcache_evictions",
             "Entries removed by the cache itself: lru (tenant over its limit) or expired.",

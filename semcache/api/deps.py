@@ -11,7 +11,9 @@ from ..config import Settings
 from ..embed.batcher import MicroBatcher
 from ..embed.encoder import Encoder
 from ..metrics import CacheMetrics
+from ..proxy.flow import ProxyService
 from ..store.base import CacheStore
+from ..upstream.client import UpstreamClient
 from .auth import KeyRing, Principal
 
 __all__ = ["Services", "principal_of", "services_of"]
@@ -28,6 +30,8 @@ class Services:
     batcher: MicroBatcher
     metrics: CacheMetrics
     cache: CacheService
+    upstream: UpstreamClient
+    proxy: ProxyService
 
 
 def services_of(request: Request) -> Services:

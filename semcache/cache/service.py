@@ -42,6 +42,8 @@ class CacheConfig:
     max_entries_per_tenant: int = 100_000
     search_k: int = 16
     max_query_chars: int = 16_384
+    # Expired entries are kept this long for stale-if-error before the sweeper deletes them.
+    stale_retention_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,13 +134,18 @@ class CacheService:
         *,
         threshold: float | None = None,
         semantic: bool = True,
+        stale_window_s: float = 0.0,
     ) -> LookupResult:
-        """Exact layer, then (if allowed) the semantic layer; records the outcome."""
+        """Exact layer, then (if allowed) the semantic layer; records the outcome.
+
+        ``stale_window_s`` also accepts entries that expired at most that long ago
+        (stale-if-error, when the upstream is down).
+        """
         started = time.perf_counter()
         use_threshold = self.resolve_threshold(threshold)
         keys = request_keys(partition, request)
         now = self.clock()
-        result = await self._lookup(partition, keys, use_threshold, now, semantic)
+        result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:
             await asyncio.to_thread(self.storage.record_hit, result.entry.row_id, now)
         self._lookups[partition.tenant][result.status] += 1
@@ -259,7 +266,8 @@ class CacheService:
 
     async def sweep(self) -> int:
         """Delete expired entries now; returns how many."""
-        removed = await asyncio.to_thread(self.storage.sweep_expired, self.clock())
+        cutoff = self.clock() - self.config.stale_retention_s
+        removed = await asyncio.to_thread(self.storage.sweep_expired, cutoff)
         if removed:
             self.metrics.evictions.labels("expired").inc(removed)
         return removed

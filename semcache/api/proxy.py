@@ -1,0 +1,82 @@
+"""The OpenAI- and Anthropic-compatible proxy endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import InvalidRequest
+from ..proxy.controls import RequestControls
+from ..proxy.flow import ProxyCall, ProxyResponse
+from ..proxy.wires import ANTHROPIC_WIRE, OPENAI_WIRE, Wire
+from ..upstream.client import ANTHROPIC, OPENAI
+from .body import read_json
+from .deps import principal_of, services_of
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _client_key(request: Request) -> str | None:
+    """The provider key to send upstream when ``forward_client_key`` is on."""
+    services = services_of(request)
+    if not services.settings.forward_client_key:
+        return None
+    explicit = request.headers.get("x-upstream-api-key")
+    if explicit:
+        return explicit.strip()
+    if services.keyring.open:
+        # No semcache keys: the key the client sent is its provider key.
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.headers.get("x-api-key")
+    return None
+
+
+async def _handle(request: Request, wire: Wire) -> Response:
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_json(request, services.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    call = ProxyCall(
+        wire=wire,
+        tenant=principal.tenant,
+        body=body,
+        controls=RequestControls.from_headers(request.headers),
+        client_key=_client_key(request),
+        client_headers={k.lower(): v for k, v in request.headers.items()},
+    )
+    return _render(await services.proxy.handle(call))
+
+
+def _render(response: ProxyResponse) -> Response:
+    if response.stream is not None:
+        headers = {**response.headers, "Cache-Control": "no-cache"}
+        return StreamingResponse(response.stream, media_type="text/event-stream", headers=headers)
+    return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _handle(request, OPENAI_WIRE)
+
+
+@router.post("/v1/messages")
+async def messages(request: Request) -> Response:
+    return await _handle(request, ANTHROPIC_WIRE)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> JSONResponse:
+    """The upstream's model list, in the format of the SDK that asks."""
+    services = services_of(request)
+    principal_of(request)
+    anthropic = "anthropic-version" in request.headers
+    provider, path = (ANTHROPIC, "/v1/models") if anthropic else (OPENAI, "/models")
+    listing: Any = await services.upstream.get_json(provider, path, client_key=_client_key(request))
+    return JSONResponse(listing)

@@ -1,0 +1,258 @@
+"""The proxy's request flow (DESIGN.md "Request flow"): lookup, single-flight, upstream, store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..cache.keys import request_keys
+from ..cache.service import MISS, CacheService, LookupResult
+from ..errors import SemcacheError, StorageError, UpstreamBadResponse
+from ..store.base import Partition
+from ..upstream.client import UpstreamClient
+from ..upstream.singleflight import Flight, SingleFlight
+from ..upstream.sse import SSEParser
+from .controls import RequestControls
+from .wires import Wire
+
+__all__ = ["BYPASS", "REFRESH", "ProxyCall", "ProxyConfig", "ProxyResponse", "ProxyService"]
+
+log = logging.getLogger(__name__)
+
+BYPASS = "BYPASS"
+REFRESH = "REFRESH"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The proxy's own settings."""
+
+    max_temperature: float = 1.0
+    stale_if_error_s: float = 0.0
+
+
+@dataclass
+class ProxyResponse:
+    """What the HTTP layer sends: a JSON body or a stream of SSE bytes, with headers."""
+
+    headers: dict[str, str]
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    status_code: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProxyCall:
+    """One client request, as the flow needs it."""
+
+    wire: Wire
+    tenant: str
+    body: dict[str, Any]
+    controls: RequestControls
+    client_key: str | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def partition(self) -> Partition:
+        # The wire format is part of the model key: an OpenAI completion must never answer an
+        # Anthropic client, even for the same model name.
+        model = f"{self.wire.provider}:{self.model}"
+        return Partition(self.tenant, self.controls.namespace, model, self.controls.doc_version)
+
+
+class ProxyService:
+    """Answers chat requests from the cache or the upstream, storing what the upstream says."""
+
+    def __init__(self, config: ProxyConfig, cache: CacheService, upstream: UpstreamClient):
+        self.config = config
+        self.cache = cache
+        self.upstream = upstream
+        self.flights: SingleFlight[dict[str, Any]] = SingleFlight()
+
+    async def handle(self, call: ProxyCall) -> ProxyResponse:
+        call.wire.validate(call.body)
+        controls = call.controls
+        if controls.ttl_s is not None:
+            self.cache.resolve_ttl(controls.ttl_s)  # a bad TTL is a 400 before any upstream call
+        bypass = call.wire.bypass_reason(call.body, self.config.max_temperature)
+        if bypass is not None:
+            self.cache.metrics.lookups.labels(BYPASS).inc()
+            return await self._from_upstream(call, BYPASS, store=False, extra={"bypass": bypass})
+        partition = call.partition
+        keys = request_keys(partition, call.body)
+        if not controls.no_cache:
+            found = await self.cache.lookup(partition, call.body, threshold=controls.threshold)
+            if found.entry is not None and self._fresh_enough(found, controls):
+                return self._hit(call, found)
+        status = REFRESH if controls.no_cache else MISS
+        flight, leader = self.flights.join(keys.exact_key)
+        if not leader:
+            answer = await flight.wait()
+            headers = {"X-Semcache-Status": status, "X-Semcache-Coalesced": "true"}
+            return self._answer(call, call.wire.fresh(answer, call.model), headers)
+        try:
+            return await self._from_upstream(
+                call, status, store=not controls.no_store, flight=(keys.exact_key, flight)
+            )
+        except SemcacheError as exc:
+            flight.fail(exc)
+            self.flights.land(keys.exact_key, flight)
+            stale = await self._stale(call, exc)
+            if stale is not None:
+                return stale
+            raise
+
+    # -- hits -------------------------------------------------------------------------------------
+
+    def _fresh_enough(self, found: LookupResult, controls: RequestControls) -> bool:
+        if controls.max_age_s is None or found.entry is None:
+            return True
+        return self.cache.clock() - found.entry.created_at <= controls.max_age_s
+
+    def _hit(self, call: ProxyCall, found: LookupResult) -> ProxyResponse:
+        assert found.entry is not None
+        headers = {
+            "X-Semcache-Status": found.status,
+            "X-Semcache-Entry-Id": found.entry.entry_id,
+            "Age": str(max(0, int(self.cache.clock() - found.entry.created_at))),
+        }
+        if found.similarity is not None:
+            headers["X-Semcache-Similarity"] = f"{found.similarity:.4f}"
+        return self._answer(call, call.wire.fresh(found.entry.response, call.model), headers)
+
+    def _answer(
+        self, call: ProxyCall, answer: dict[str, Any], headers: dict[str, str]
+    ) -> ProxyResponse:
+        if not call.stream:
+            return ProxyResponse(headers, body=answer)
+        return ProxyResponse(headers, stream=_iterate(call.wire.replay(answer, call.body)))
+
+    async def _stale(self, call: ProxyCall, error: SemcacheError) -> ProxyResponse | None:
+        """stale-if-error: an entry expired within the window, when the upstream failed."""
+        window = self.config.stale_if_error_s
+        if window <= 0 or call.controls.no_cache or error.status_code < 500:
+            return None
+        found = await self.cache.lookup(call.partition, call.body, stale_window_s=window)
+        if found.entry is None:
+            return None
+        response = self._hit(call, found)
+        response.headers["X-Semcache-Stale"] = "true"
+        response.headers["Warning"] = '110 semcache "Response is Stale"'
+        return response
+
+    # -- misses -----------------------------------------------------------------------------------
+
+    async def _from_upstream(
+        self,
+        call: ProxyCall,
+        status: str,
+        *,
+        store: bool,
+        flight: tuple[str, Flight[dict[str, Any]]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ProxyResponse:
+        upstream = await self.upstream.send(
+            call.wire.provider,
+            call.wire.path,
+            call.wire.upstream_body(call.body),
+            stream=call.stream,
+            client_key=call.client_key,
+            client_headers=call.client_headers,
+        )
+        headers = {"X-Semcache-Status": status}
+        if call.stream:
+            relay = self._relay(call, upstream, store=store, flight=flight)
+            return ProxyResponse(headers, stream=relay, extra=dict(extra or {}))
+        try:
+            answer = upstream.json()
+        except ValueError as exc:
+            raise UpstreamBadResponse("the upstream answered 200 with invalid JSON") from exc
+        await self._finish(call, answer, store=store, flight=flight)
+        return ProxyResponse(headers, body=answer, extra=dict(extra or {}))
+
+    async def _relay(
+        self,
+        call: ProxyCall,
+        upstream: httpx.Response,
+        *,
+        store: bool,
+        flight: tuple[str, Flight[dict[str, Any]]] | None,
+    ) -> AsyncIterator[bytes]:
+        """Forward each upstream event as it arrives; store the answer if the stream completed.
+
+        Caching never delays the first byte: events go out as they come, and the answer is
+        assembled beside them. No retry happens here, since bytes have reached the client.
+        """
+        parser = SSEParser()
+        assembler = call.wire.assembler()
+        finished = False
+        try:
+            try:
+                async for chunk in upstream.aiter_raw():
+                    for event in parser.feed(chunk):
+                        assembler.feed_event(event)
+                        out = call.wire.to_client(event, call.body)
+                        if assembler.complete and not finished:
+                            # Store before the closing event goes out, so a client that asks
+                            # again right after the stream ends gets the hit.
+                            await self._finish(call, assembler.result(), store=store, flight=flight)
+                            finished = True
+                        if out:
+                            yield out
+            except httpx.HTTPError as exc:
+                log.warning("upstream stream broke off: %s", exc)
+            finally:
+                await upstream.aclose()
+            if not finished:
+                # Tell the client the answer is cut short; a truncated answer is never stored.
+                yield call.wire.error_event("the upstream stream ended before the answer completed")
+        finally:
+            if flight is not None and not finished:
+                # Stream cut short, or the client went away: followers must not wait forever.
+                key, pending = flight
+                pending.fail(UpstreamBadResponse("the upstream stream ended early"))
+                self.flights.land(key, pending)
+
+    async def _finish(
+        self,
+        call: ProxyCall,
+        answer: dict[str, Any],
+        *,
+        store: bool,
+        flight: tuple[str, Flight[dict[str, Any]]] | None,
+    ) -> None:
+        """Hand the answer to waiting followers, store it, then close the flight."""
+        if flight is not None:
+            flight[1].resolve(answer)
+        try:
+            if store:
+                await self._store(call, answer)
+        finally:
+            if flight is not None:
+                self.flights.land(*flight)
+
+    async def _store(self, call: ProxyCall, answer: dict[str, Any]) -> None:
+        try:
+            await self.cache.store(call.partition, call.body, answer, ttl_s=call.controls.ttl_s)
+        except StorageError as exc:
+            # The client still gets its answer; the store is only a missed chance to save.
+            self.cache.metrics.store_failures.inc()
+            log.warning("could not store the answer: %s", exc.message)
+
+
+async def _iterate(parts: list[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part

@@ -1,0 +1,55 @@
+"""Single-flight: concurrent identical misses share one upstream call (DESIGN.md "Hot path")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Generic, TypeVar
+
+__all__ = ["Flight", "SingleFlight"]
+
+T = TypeVar("T")
+
+
+class Flight(Generic[T]):
+    """One in-progress call that followers wait on."""
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.followers = 0
+
+    def resolve(self, value: T) -> None:
+        if not self._future.done():
+            self._future.set_result(value)
+
+    def fail(self, error: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(error)
+            # Mark retrieved so a flight nobody followed does not log "never retrieved".
+            self._future.exception()
+
+    async def wait(self) -> T:
+        return await asyncio.shield(self._future)
+
+
+class SingleFlight(Generic[T]):
+    """Keyed registry of flights: the first caller leads, later ones follow."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, Flight[T]] = {}
+
+    def join(self, key: str) -> tuple[Flight[T], bool]:
+        """The flight for ``key`` and whether the caller leads it."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            flight.followers += 1
+            return flight, False
+        flight = self._flights[key] = Flight()
+        return flight, True
+
+    def land(self, key: str, flight: Flight[T]) -> None:
+        """Forget the flight; later callers start a new one (or hit the cache)."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    def __len__(self) -> int:
+        return len(self._flights)

@@ -1,0 +1,35 @@
+"""A simulator plus a real semcache server in front of it, for the proxy tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from servers import ServerProcess
+from simulator_helpers import RunningSimulator
+
+KEY = "sk-proxy-test"
+
+
+@contextmanager
+def semcache_in_front_of(
+    sim: RunningSimulator, data_dir: Path, **settings: str
+) -> Iterator[ServerProcess]:
+    env = {
+        "SEMCACHE_API_KEYS": f"{KEY}=proxy-tenant",
+        "SEMCACHE_OPENAI_BASE_URL": sim.openai_base_url,
+        "SEMCACHE_OPENAI_API_KEY": "sk-upstream-openai",
+        "SEMCACHE_ANTHROPIC_BASE_URL": sim.base_url,
+        "SEMCACHE_ANTHROPIC_API_KEY": "sk-upstream-anthropic",
+        "SEMCACHE_UPSTREAM_FORWARD_HEADERS": "x-sim-*",
+        "SEMCACHE_UPSTREAM_BACKOFF_BASE_S": "0.05",
+        "SEMCACHE_UPSTREAM_BACKOFF_MAX_S": "0.2",
+        "SEMCACHE_UPSTREAM_READ_TIMEOUT_S": "1.5",
+        **{f"SEMCACHE_{k.upper()}": v for k, v in settings.items()},
+    }
+    server = ServerProcess(
+        ["serve", "--data-dir", str(data_dir)], env=env, log_path=data_dir / "server.log"
+    )
+    with server:
+        yield server
