@@ -32,7 +32,14 @@ def server(
 
 @pytest.fixture()
 def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    # A namespace per test: probes of different tests must not answer each other semantically.
+    return openai.OpenAI(
+        base_url=server.url + "/v1",
+        api_key=KEY,
+        max_retries=0,
+        timeout=30,
+        default_headers={"X-Semcache-Namespace": uuid.uuid4().hex},
+    )
 
 
 def ask(text: str) -> list[dict[str, Any]]:
