@@ -111,6 +111,7 @@ def create_app(services: Services) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_s, services.cache.sweep, "sweep")),
+            asyncio.create_task(_every(1.0, services.cache.flush_hits, "hit flush")),
             asyncio.create_task(
                 _every(
                     settings.index_save_interval_s,
@@ -125,6 +126,7 @@ def create_app(services: Services) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.cache.flush_hits()
             await services.batcher.close()
             await services.upstream.aclose()
             await asyncio.to_thread(services.store.close)

@@ -8,8 +8,9 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .config import ENV_PREFIX, Settings, load_settings, settings_table
 from .errors import SemcacheError
@@ -55,7 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .simulator import add_simulator_arguments
 
     add_simulator_arguments(sim)
+    # Further commands register themselves with set_defaults(handler=...): the handler takes
+    # the parsed arguments and returns the exit status.
+    for register in _command_modules():
+        register(commands)
     return parser
+
+
+def _command_modules() -> list[Callable[[Any], None]]:
+    """The ``register(subparsers)`` functions of the packages that add commands."""
+    from .bench.cli import register as bench
+
+    return [bench]
 
 
 def _check_data_dir(path: Path) -> None:
@@ -71,7 +83,9 @@ def _check_data_dir(path: Path) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it keep-alive responses wait ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
@@ -132,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .simulator import run_simulator
 
             return run_simulator(args)
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return int(handler(args))
         parser.print_help()
         return 2
     except SemcacheError as exc:

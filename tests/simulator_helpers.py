@@ -47,7 +47,9 @@ class RunningSimulator:
 @contextmanager
 def serve_simulator(config: SimulatorConfig | None = None) -> Iterator[RunningSimulator]:
     app = create_simulator_app(config or SimulatorConfig())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it keep-alive responses wait ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(

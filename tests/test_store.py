@@ -94,7 +94,7 @@ def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
         store.put(new(n, created=1000.0 + n), max_entries=3)
     first = store.get_exact("acme", "k0", now=1010.0)
     assert first is not None
-    store.record_hit(first.row_id, now=1010.0)  # entry 0 is now the most recently used
+    store.record_hits({first.row_id: (1, 1010.0)})  # entry 0 is now the most recently used
     _, evicted = store.put(new(3, created=1011.0), max_entries=3)
     assert evicted == 1
     kept = {n for n in range(4) if store.get_exact("acme", f"k{n}", now=1012.0)}

@@ -80,6 +80,7 @@ class CacheService:
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
         self._lookups: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._pending_hits: dict[int, tuple[int, float]] = {}
 
     # -- validation shared by every caller -------------------------------------------------------
 
@@ -147,7 +148,10 @@ class CacheService:
         now = self.clock()
         result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:
-            await asyncio.to_thread(self.storage.record_hit, result.entry.row_id, now)
+            # Hits are counted in memory and written in batches (flush_hits): a write per hit
+            # would put an fsync on every exact hit, tens of milliseconds (issue 2 latency).
+            count, _ = self._pending_hits.get(result.entry.row_id, (0, now))
+            self._pending_hits[result.entry.row_id] = (count + 1, now)
         self._lookups[partition.tenant][result.status] += 1
         self.metrics.lookups.labels(result.status).inc()
         self.metrics.lookup_seconds.labels(result.status).observe(time.perf_counter() - started)
@@ -245,6 +249,7 @@ class CacheService:
         )
 
     async def stats(self, tenant: str) -> dict[str, Any]:
+        await self.flush_hits()
         held: TenantStats = await asyncio.to_thread(self.storage.tenant_stats, tenant)
         lookups = self._lookups[tenant]
         total = sum(lookups.values())
@@ -263,6 +268,20 @@ class CacheService:
             "threshold": self.config.threshold,
             "max_entries": self.config.max_entries_per_tenant,
         }
+
+    async def flush_hits(self) -> int:
+        """Write the hit counts and last-used times gathered since the last flush."""
+        pending, self._pending_hits = self._pending_hits, {}
+        if pending:
+            try:
+                await asyncio.to_thread(self.storage.record_hits, pending)
+            except BaseException:
+                # Keep the counts for the next flush rather than lose them.
+                for row_id, (count, at) in pending.items():
+                    now_count, now_at = self._pending_hits.get(row_id, (0, at))
+                    self._pending_hits[row_id] = (count + now_count, max(at, now_at))
+                raise
+        return len(pending)
 
     async def sweep(self) -> int:
         """Delete expired entries now; returns how many."""

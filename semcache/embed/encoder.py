@@ -43,9 +43,9 @@ class Encoder:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the embedding model from {path}: {exc}") from exc
         # sentence-transformers 6 renamed the method; the pin allows 5.x too.
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None)
+        if get_dim is None:
+            get_dim = self._model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
             raise ConfigError(f"the model at {path} does not say its embedding dimension")

@@ -9,6 +9,7 @@ worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,8 +123,8 @@ class CacheStore(Protocol):
         """Live entries of the partition with this context hash, most similar first."""
         ...
 
-    def record_hit(self, row_id: int, now: float) -> None:
-        """Count a hit and mark the entry recently used."""
+    def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
+        """Add hit counts and last-used times, ``{row_id: (hits, last_hit_at)}``, in one write."""
         ...
 
     def delete(self, tenant: str, entry_id: str) -> bool:

@@ -6,13 +6,24 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
@@ -220,12 +231,23 @@ class SqlFaissStore:
             )
             return {row.row_id: _entry(row._mapping) for row in rows}
 
-    def record_hit(self, row_id: int, now: float) -> None:
+    def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
+        if not hits:
+            return
+        rows = [{"rid": r, "n": n, "at": at} for r, (n, at) in hits.items()]
         with self._write_lock, self._transaction() as conn:
             conn.execute(
                 update(entries)
-                .where(entries.c.row_id == row_id)
-                .values(hit_count=entries.c.hit_count + 1, last_used_at=now)
+                .where(entries.c.row_id == bindparam("rid"))
+                .values(
+                    hit_count=entries.c.hit_count + bindparam("n"),
+                    # CASE, not max(a, b): two-argument max is SQLite-only.
+                    last_used_at=case(
+                        (entries.c.last_used_at > bindparam("at"), entries.c.last_used_at),
+                        else_=bindparam("at"),
+                    ),
+                ),
+                rows,
             )
 
     def delete(self, tenant: str, entry_id: str) -> bool:

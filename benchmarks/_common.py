@@ -1,0 +1,75 @@
+"""Shared helpers of the benchmark scripts: percentiles, query sets, result files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "tests"))  # for ServerProcess, the real-server test helper
+
+SUBJECTS = [
+    "reset my password",
+    "export my data to CSV",
+    "change the billing email",
+    "enable two-factor login",
+    "invite a teammate",
+    "delete a project",
+    "rotate an API key",
+    "set up a webhook",
+    "download last month's invoice",
+    "change my plan",
+    "restore a deleted file",
+    "connect Slack",
+    "increase the upload limit",
+    "turn off email notifications",
+    "transfer ownership of a workspace",
+    "merge two accounts",
+    "change the default language",
+    "schedule a report",
+    "add a custom domain",
+    "revoke a session",
+]
+FORMS = [
+    "How do I {s}?",
+    "What is the way to {s}?",
+    "Can you tell me how to {s}?",
+    "Where do I go to {s}?",
+    "Is it possible to {s}?",
+]
+
+
+def queries(n: int) -> list[str]:
+    """n distinct support-style questions."""
+    out = []
+    for i in range(n):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        form = FORMS[(i // len(SUBJECTS)) % len(FORMS)]
+        out.append(form.format(s=subject) + ("" if i < 100 else f" (account {i})"))
+    return out
+
+
+def summary_ms(samples_s: list[float]) -> dict[str, float]:
+    """Median, p90 and p99 of samples in seconds, as milliseconds."""
+    ordered = sorted(samples_s)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))] * 1000
+
+    return {
+        "n": len(ordered),
+        "median_ms": round(statistics.median(ordered) * 1000, 3),
+        "p90_ms": round(pct(0.90), 3),
+        "p99_ms": round(pct(0.99), 3),
+    }
+
+
+def write_results(name: str, data: dict[str, Any], table: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)

@@ -1,0 +1,256 @@
+"""``semcache bench hitrate``, ``semcache bench convert`` and ``semcache calibrate``.
+
+    semcache bench hitrate --pairs FILE.jsonl [--contexts FILE.jsonl] [--json OUT] [--plot PNG]
+    semcache bench convert --source qqp-csv [--input PATH] --out FILE.jsonl
+    semcache calibrate --pairs FILE.jsonl --max-false-hit-rate 0.01 [--out semcache.toml]
+
+Every handler takes the parsed arguments and returns the exit status; a ``SemcacheError`` it
+raises is printed by ``semcache.cli.main`` as one ``semcache: error:`` line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import InvalidRequest
+from . import datasets
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+
+# convert source -> the shared data set it reads when --input is not given.
+_DEFAULT_INPUT = {
+    "qqp-csv": "qqp-test",
+    "gptcache-mock": "gptcache-mock",
+    "gptcache-tar": "qqp-full",
+    "stsb": "stsb-test",
+    "arena-hard": "arena-hard",
+}
+
+
+def register(commands: Any) -> None:
+    """Add ``bench`` (``hitrate``, ``convert``) and ``calibrate`` to the ``semcache`` parser."""
+    bench = commands.add_parser("bench", help="measure hit quality; convert data sets")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
+    bench.set_defaults(handler=lambda _args: _usage(bench))
+
+    hitrate = bench_commands.add_parser(
+        "hitrate",
+        help="hit recall, false-hit rate and precision on labelled pairs",
+        description="Store each pair's `a` and look up its `b` through the real cache (one "
+        "partition per pair), then report recall, false-hit rate and precision for the shipped "
+        "default decision and a sweep of cosine thresholds.",
+    )
+    _measure_arguments(hitrate, pairs_required=False)
+    hitrate.add_argument("--contexts", type=Path, help="context-case JSONL file")
+    hitrate.add_argument("--json", type=Path, dest="json_out", help="write the report as JSON")
+    hitrate.add_argument(
+        "--plot", type=Path, help="PNG of recall vs false-hit rate (default: next to --json)"
+    )
+    hitrate.add_argument("--name", help="data set name used in the report (default: file stem)")
+    hitrate.add_argument(
+        "--short", action="store_true", help="print the default row without the full sweep"
+    )
+    hitrate.set_defaults(handler=hitrate_command)
+
+    convert = bench_commands.add_parser(
+        "convert",
+        help="convert a public data set to the labelled-pair JSONL format",
+        description="Write a public data set as DESIGN.md pair JSONL "
+        '({"id", "a", "b", "label", "kind"?}).',
+    )
+    convert.add_argument("--source", required=True, choices=datasets.CONVERT_SOURCES)
+    convert.add_argument(
+        "--input",
+        type=Path,
+        help="file to read (default: the shared copy under --data-dir)",
+    )
+    convert.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="shared data folder (default $SEMCACHE_SHARED_DATA or ../shared/data)",
+    )
+    convert.add_argument("--out", type=Path, required=True, help="pair JSONL to write")
+    convert.set_defaults(handler=convert_command)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="pick the threshold that meets a false-hit rate on labelled pairs",
+        description="Measure the pairs as `semcache bench hitrate` does, pick the lowest cosine "
+        "threshold (on a grid) whose false-hit rate is at most the limit, and write it as "
+        "`threshold` to a TOML config that `semcache serve --config` reads.",
+    )
+    _measure_arguments(calibrate, pairs_required=True)
+    calibrate.add_argument(
+        "--max-false-hit-rate",
+        type=float,
+        required=True,
+        help="largest acceptable false-hit rate, a fraction (0.01 = 1%%)",
+    )
+    calibrate.add_argument(
+        "--out", type=Path, default=Path("semcache.toml"), help="TOML config to write or update"
+    )
+    calibrate.add_argument(
+        "--step", type=float, default=0.01, help="threshold grid step (default 0.01)"
+    )
+    calibrate.set_defaults(handler=calibrate_command)
+
+
+def _measure_arguments(parser: argparse.ArgumentParser, *, pairs_required: bool) -> None:
+    parser.add_argument(
+        "--pairs", type=Path, required=pairs_required, help="labelled-pair JSONL file"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings to measure (default: the shipped defaults)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, help="measure this default threshold instead of the config's"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="measure a random subsample of this many pairs (fixed --seed)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="subsample seed (default 0)")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="pairs in flight at once (default 64)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _read(kind: str, path: Path, reader: Callable[[Path], T]) -> T:
+    """Run a loader, turning a missing or malformed file into a one-line 400-style error."""
+    if not path.is_file():
+        raise InvalidRequest(f"{kind} file {path} does not exist", code="file_not_found")
+    try:
+        return reader(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{kind} file {path} is malformed: {exc}", code="bad_file") from exc
+    except OSError as exc:
+        raise InvalidRequest(f"{kind} file {path}: {exc.strerror} ({exc.filename})") from exc
+
+
+def _measure(args: argparse.Namespace, contexts: Path | None) -> tuple[Any, dict[str, Any]]:
+    """Load the files, run the measurement; returns (Measurement, dataset description)."""
+    from .hitrate import bench_settings, measure, subsample
+
+    pairs = _read("pairs", args.pairs, datasets.read_pairs_jsonl) if args.pairs else []
+    cases = _read("contexts", contexts, datasets.read_context_cases_jsonl) if contexts else []
+    if not pairs and not cases:
+        what = "pairs" if args.pairs else "contexts"
+        if args.pairs is None and contexts is None:
+            raise InvalidRequest("give --pairs FILE.jsonl and/or --contexts FILE.jsonl")
+        raise InvalidRequest(f"the {what} file holds no pairs or cases")
+    if args.concurrency <= 0:
+        raise InvalidRequest(f"--concurrency must be positive, got {args.concurrency}")
+    pairs = subsample(pairs, args.limit, args.seed)
+    cases = subsample(cases, args.limit, args.seed)
+    settings = bench_settings(args.config, args.threshold)
+    measurement = measure(
+        pairs,
+        cases,
+        settings=settings,
+        concurrency=args.concurrency,
+        progress=None if args.no_progress else sys.stderr,
+    )
+    source = args.pairs or contexts
+    assert source is not None
+    dataset: dict[str, Any] = {
+        "name": getattr(args, "name", None) or source.stem,
+        "pairs": str(args.pairs) if args.pairs else None,
+        "contexts": str(contexts) if contexts else None,
+        "limit": args.limit,
+        "seed": args.seed if args.limit else None,
+        "config": str(args.config) if args.config else None,
+    }
+    return measurement, dataset
+
+
+def hitrate_command(args: argparse.Namespace) -> int:
+    """``semcache bench hitrate``."""
+    from .hitrate import build_report
+    from .report import format_table, write_plot
+
+    measurement, dataset = _measure(args, args.contexts)
+    report = build_report(measurement, dataset=dataset)
+    print(format_table(report, full_sweep=not args.short))
+    if args.json_out:
+        _write_json(args.json_out, report)
+        print(f"wrote {args.json_out}")
+    plot = args.plot or (args.json_out.with_suffix(".png") if args.json_out else None)
+    if plot and "sweep" in report:
+        write_plot(report, plot)
+        print(f"wrote {plot}")
+    return 0
+
+
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    """``semcache bench convert``."""
+    source: str = args.source
+    path: Path = args.input or (
+        (args.data_dir or datasets.default_data_dir())
+        / datasets.SHARED_SETS[_DEFAULT_INPUT[source]]
+    )
+
+    def convert(p: Path) -> int:
+        return datasets.convert_to_pairs(source, p, args.out)
+
+    count = _read(source, path, convert)
+    print(f"wrote {count} pairs from {path} to {args.out}")
+    return 0
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    """``semcache calibrate``."""
+    from .hitrate import lowest_threshold_within, rates_at
+    from .report import format_rate, write_threshold
+
+    limit: float = args.max_false_hit_rate
+    if not 0.0 <= limit <= 1.0:
+        raise InvalidRequest(f"--max-false-hit-rate must be a fraction in [0, 1], got {limit}")
+    if not 0.0 < args.step <= 0.5:
+        raise InvalidRequest(f"--step must be in (0, 0.5], got {args.step}")
+    measurement, _ = _measure(args, None)
+    outcomes = measurement.pairs
+    n_neg = sum(1 for o in outcomes if o.label == 0)
+    if n_neg == 0:
+        raise InvalidRequest(
+            f"{args.pairs} has no label-0 pairs; a false-hit rate cannot be calibrated on it"
+        )
+    chosen = lowest_threshold_within(outcomes, limit, step=args.step)
+    if chosen is None or chosen.threshold is None:
+        floor = rates_at(outcomes, [1.0])[0]
+        raise InvalidRequest(
+            f"no threshold up to 1.0 keeps the false-hit rate on {args.pairs} at or below "
+            f"{format_rate(limit, 2)}; even threshold 1.0 gives "
+            f"{format_rate(floor.false_hit_rate, 2)} (exact repeats labelled 0 always hit)",
+            code="no_threshold",
+        )
+    write_threshold(args.out, chosen.threshold)
+    print(
+        f"threshold {chosen.threshold}: false-hit rate {format_rate(chosen.false_hit_rate, 2)} "
+        f"({chosen.false_hits}/{chosen.n_neg}) <= {format_rate(limit, 2)}, recall "
+        f"{format_rate(chosen.recall, 2)} ({chosen.true_hits}/{chosen.n_pos}), precision "
+        f"{format_rate(chosen.precision, 2)} on {args.pairs} ({measurement.decision}, cosine "
+        f"grid step {args.step})"
+    )
+    print(f"wrote threshold = {chosen.threshold} to {args.out}")
+    return 0
