@@ -126,6 +126,7 @@ def create_app(services: Services) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.proxy.drain()
             await services.cache.flush_hits()
             await services.batcher.close()
             await services.upstream.aclose()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from ..errors import InvalidRequest
@@ -25,13 +26,15 @@ __all__ = ["register"]
 T = TypeVar("T")
 
 # convert source -> the shared data set it reads when --input is not given.
-_DEFAULT_INPUT = {
-    "qqp-csv": "qqp-test",
-    "gptcache-mock": "gptcache-mock",
-    "gptcache-tar": "qqp-full",
-    "stsb": "stsb-test",
-    "arena-hard": "arena-hard",
-}
+_DEFAULT_INPUT: Mapping[str, str] = MappingProxyType(
+    {
+        "qqp-csv": "qqp-test",
+        "gptcache-mock": "gptcache-mock",
+        "gptcache-tar": "qqp-full",
+        "stsb": "stsb-test",
+        "arena-hard": "arena-hard",
+    }
+)
 
 
 def register(commands: Any) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..embed.batcher import MicroBatcher
 from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
@@ -54,6 +56,9 @@ class LookupResult:
     entry: Entry | None = None
     similarity: float | None = None
     keys: RequestKeys | None = None
+    # The query's embedding when the semantic layer computed one; a store after a miss reuses
+    # it instead of embedding the same text twice.
+    vector: np.ndarray | None = None
 
     @property
     def hit(self) -> bool:
@@ -177,13 +182,16 @@ class CacheService:
             k=self.config.search_k,
         )
         if not candidates:
-            return LookupResult(MISS, keys=keys)
+            return LookupResult(MISS, keys=keys, vector=vector)
         chosen = await asyncio.to_thread(
             self.decision.choose, keys.semantic_text, candidates, threshold
         )
         if chosen is None:
-            return LookupResult(MISS, similarity=_best(candidates), keys=keys)
-        return LookupResult(HIT_SEMANTIC, chosen.entry, chosen.similarity, keys)
+            return LookupResult(MISS, similarity=_best(candidates), keys=keys, vector=vector)
+        # A store that committed between the exact probe and the search shows up here as the
+        # same request: report it as the exact hit it is.
+        status = HIT_EXACT if chosen.entry.exact_key == keys.exact_key else HIT_SEMANTIC
+        return LookupResult(status, chosen.entry, chosen.similarity, keys, vector)
 
     async def store(
         self,
@@ -194,13 +202,15 @@ class CacheService:
         ttl_s: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         keys: RequestKeys | None = None,
+        vector: np.ndarray | None = None,
     ) -> Entry:
         """Embed and write one entry; evict the tenant's least recently used past its limit."""
         ttl = self.resolve_ttl(ttl_s)
         keys = keys or request_keys(partition, request)
         if keys.semantic_text:
             self.check_query(keys.semantic_text)
-        vector = await self.batcher.embed(keys.semantic_text or " ")
+        if vector is None:
+            vector = await self.batcher.embed(keys.semantic_text or " ")
         now = self.clock()
         new = NewEntry(
             entry_id=secrets.token_hex(16),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
 
 from ..cache.keys import request_keys
-from ..cache.service import MISS, CacheService, LookupResult
+from ..cache.service import HIT_EXACT, MISS, CacheService, LookupResult
 from ..errors import SemcacheError, StorageError, UpstreamBadResponse
 from ..store.base import Partition
 from ..upstream.client import UpstreamClient
@@ -81,6 +83,7 @@ class ProxyService:
         self.cache = cache
         self.upstream = upstream
         self.flights: SingleFlight[dict[str, Any]] = SingleFlight()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, call: ProxyCall) -> ProxyResponse:
         call.wire.validate(call.body)
@@ -93,19 +96,41 @@ class ProxyService:
             return await self._from_upstream(call, BYPASS, store=False, extra={"bypass": bypass})
         partition = call.partition
         keys = request_keys(partition, call.body)
+        vector = None
         if not controls.no_cache:
             found = await self.cache.lookup(partition, call.body, threshold=controls.threshold)
             if found.entry is not None and self._fresh_enough(found, controls):
                 return self._hit(call, found)
+            vector = found.vector
         status = REFRESH if controls.no_cache else MISS
+        pending = self.flights.peek(keys.exact_key)
+        if (
+            pending is not None
+            and pending.resolved
+            and (controls.no_cache or controls.max_age_s is not None)
+        ):
+            # The answer in that flight is a cached one to a client that asked for a fresh or
+            # young answer: go upstream alone rather than follow.
+            return await self._from_upstream(
+                call, status, store=not controls.no_store, vector=vector
+            )
         flight, leader = self.flights.join(keys.exact_key)
         if not leader:
+            # A flight that already has its answer is being stored: serve it as the exact hit
+            # it is about to be. One still in the air shares the leader's upstream call.
+            resolved = flight.resolved
             answer = await flight.wait()
-            headers = {"X-Semcache-Status": status, "X-Semcache-Coalesced": "true"}
+            headers = {"X-Semcache-Status": HIT_EXACT if resolved else status}
+            if not resolved:
+                headers["X-Semcache-Coalesced"] = "true"
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
         try:
             return await self._from_upstream(
-                call, status, store=not controls.no_store, flight=(keys.exact_key, flight)
+                call,
+                status,
+                store=not controls.no_store,
+                flight=(keys.exact_key, flight),
+                vector=vector,
             )
         except SemcacheError as exc:
             flight.fail(exc)
@@ -163,6 +188,7 @@ class ProxyService:
         store: bool,
         flight: tuple[str, Flight[dict[str, Any]]] | None = None,
         extra: dict[str, Any] | None = None,
+        vector: np.ndarray | None = None,
     ) -> ProxyResponse:
         upstream = await self.upstream.send(
             call.wire.provider,
@@ -174,13 +200,13 @@ class ProxyService:
         )
         headers = {"X-Semcache-Status": status}
         if call.stream:
-            relay = self._relay(call, upstream, store=store, flight=flight)
+            relay = self._relay(call, upstream, store=store, flight=flight, vector=vector)
             return ProxyResponse(headers, stream=relay, extra=dict(extra or {}))
         try:
             answer = upstream.json()
         except ValueError as exc:
             raise UpstreamBadResponse("the upstream answered 200 with invalid JSON") from exc
-        await self._finish(call, answer, store=store, flight=flight)
+        self._finish(call, answer, store=store, flight=flight, vector=vector)
         return ProxyResponse(headers, body=answer, extra=dict(extra or {}))
 
     async def _relay(
@@ -190,6 +216,7 @@ class ProxyService:
         *,
         store: bool,
         flight: tuple[str, Flight[dict[str, Any]]] | None,
+        vector: np.ndarray | None,
     ) -> AsyncIterator[bytes]:
         """Forward each upstream event as it arrives; store the answer if the stream completed.
 
@@ -206,9 +233,10 @@ class ProxyService:
                         assembler.feed_event(event)
                         out = call.wire.to_client(event, call.body)
                         if assembler.complete and not finished:
-                            # Store before the closing event goes out, so a client that asks
-                            # again right after the stream ends gets the hit.
-                            await self._finish(call, assembler.result(), store=store, flight=flight)
+                            # Resolve before the closing event goes out: a client that asks
+                            # again right after the stream ends finds the answer.
+                            answer = assembler.result()
+                            self._finish(call, answer, store=store, flight=flight, vector=vector)
                             finished = True
                         if out:
                             yield out
@@ -226,27 +254,48 @@ class ProxyService:
                 pending.fail(UpstreamBadResponse("the upstream stream ended early"))
                 self.flights.land(key, pending)
 
-    async def _finish(
+    def _finish(
         self,
         call: ProxyCall,
         answer: dict[str, Any],
         *,
         store: bool,
         flight: tuple[str, Flight[dict[str, Any]]] | None,
+        vector: np.ndarray | None,
     ) -> None:
-        """Hand the answer to waiting followers, store it, then close the flight."""
+        """Hand the answer to waiting followers, then store it off the response path.
+
+        The flight stays open until the store is done, so an identical request arriving in
+        between is answered from the flight: the miss pays neither the store's embedding nor
+        its fsync, and an immediate repeat still never reaches the upstream.
+        """
         if flight is not None:
             flight[1].resolve(answer)
-        try:
-            if store:
-                await self._store(call, answer)
-        finally:
-            if flight is not None:
-                self.flights.land(*flight)
 
-    async def _store(self, call: ProxyCall, answer: dict[str, Any]) -> None:
+        async def store_then_land() -> None:
+            try:
+                if store:
+                    await self._store(call, answer, vector)
+            finally:
+                if flight is not None:
+                    self.flights.land(*flight)
+
+        task = asyncio.create_task(store_then_land())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for stores still running in the background (at shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def _store(
+        self, call: ProxyCall, answer: dict[str, Any], vector: np.ndarray | None
+    ) -> None:
         try:
-            await self.cache.store(call.partition, call.body, answer, ttl_s=call.controls.ttl_s)
+            await self.cache.store(
+                call.partition, call.body, answer, ttl_s=call.controls.ttl_s, vector=vector
+            )
         except StorageError as exc:
             # The client still gets its answer; the store is only a missed chance to save.
             self.cache.metrics.store_failures.inc()

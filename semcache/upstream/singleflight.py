@@ -17,6 +17,11 @@ class Flight(Generic[T]):
         self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.followers = 0
 
+    @property
+    def resolved(self) -> bool:
+        """The answer is in (followers get it without waiting)."""
+        return self._future.done() and self._future.exception() is None
+
     def resolve(self, value: T) -> None:
         if not self._future.done():
             self._future.set_result(value)
@@ -45,6 +50,10 @@ class SingleFlight(Generic[T]):
             return flight, False
         flight = self._flights[key] = Flight()
         return flight, True
+
+    def peek(self, key: str) -> Flight[T] | None:
+        """The flight for ``key`` if one is open, without joining it."""
+        return self._flights.get(key)
 
     def land(self, key: str, flight: Flight[T]) -> None:
         """Forget the flight; later callers start a new one (or hit the cache)."""
