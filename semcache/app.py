@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from .api import cache_aside, ops, proxy
+from .api import cache_aside, ops, proxy, usage
 from .api.auth import KeyRing
 from .api.deps import Services
 from .api.errors import install_error_handlers
@@ -19,8 +19,13 @@ from .config import Settings
 from .embed.batcher import MicroBatcher
 from .embed.encoder import Encoder
 from .errors import StorageError
+from .levers.config import load_levers
+from .levers.pricing import PricingTable
+from .levers.tokens import TokenCounter
 from .metrics import CacheMetrics
 from .proxy.flow import ProxyConfig, ProxyService
+from .proxy.policy import Policy
+from .store.attribution import AttributionStore
 from .store.sql_faiss import SqlFaissStore
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
 from .upstream.retry import RetryPolicy
@@ -63,6 +68,11 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
     )
     cache = CacheService(cache_config(settings), store, batcher, metrics=metrics)
     upstream = UpstreamClient(upstream_config(settings))
+    levers = load_levers(settings.levers_file)
+    pricing = PricingTable.load(settings.pricing_file or None)
+    attribution = AttributionStore(store.engine)
+    policy = Policy(levers, pricing, TokenCounter(), attribution, metrics)
+    policy.seed_spend()
     proxy = ProxyService(
         ProxyConfig(
             max_temperature=settings.cache_max_temperature,
@@ -70,8 +80,11 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
         ),
         cache,
         upstream,
+        policy,
     )
-    return Services(settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy)
+    return Services(
+        settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy, attribution
+    )
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig:
@@ -112,6 +125,7 @@ def create_app(services: Services) -> FastAPI:
         tasks = [
             asyncio.create_task(_every(settings.sweep_interval_s, services.cache.sweep, "sweep")),
             asyncio.create_task(_every(1.0, services.cache.flush_hits, "hit flush")),
+            asyncio.create_task(_every(1.0, services.proxy.policy.flush, "attribution flush")),
             asyncio.create_task(
                 _every(
                     settings.index_save_interval_s,
@@ -128,6 +142,7 @@ def create_app(services: Services) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.proxy.drain()
             await services.cache.flush_hits()
+            await services.proxy.policy.flush()
             await services.batcher.close()
             await services.upstream.aclose()
             await asyncio.to_thread(services.store.close)
@@ -142,4 +157,5 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(cache_aside.router)
     app.include_router(proxy.router)
+    app.include_router(usage.router)
     return app

@@ -72,6 +72,14 @@ class Settings:
         2.0, "How long a lookup waits for others to share its encoder call, in milliseconds."
     )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    levers_file: str = _setting(
+        "",
+        "TOML file of tiers, rate limits, model TPM budgets, spend budgets, routing, prompt-cache "
+        "annotation and anomaly settings (see the README); empty means the defaults.",
+    )
+    pricing_file: str = _setting(
+        "", "TOML or JSON file of model prices laid over the shipped pricing table."
+    )
     openai_base_url: str = _setting(
         "https://api.openai.com/v1", "OpenAI-compatible upstream base URL, ending in /v1."
     )

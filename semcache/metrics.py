@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -42,6 +43,57 @@ class CacheMetrics:
         self.entries = Gauge(
             "semcache_entries", "Entries currently held, all tenants.", registry=self.registry
         )
+
+        self.cost_usd = Counter(
+            "semcache_cost_usd", "USD spent upstream, by model.", ["model"], registry=self.registry
+        )
+        self.saved_usd = Counter(
+            "semcache_saved_usd",
+            "USD saved by cache hits (what the answers cost the first time), by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.prompt_cache_saved_usd = Counter(
+            "semcache_prompt_cache_saved_usd",
+            "USD saved by provider prompt caching (cached input tokens), by model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.unpriced_requests = Counter(
+            "semcache_unpriced_requests",
+            "Upstream calls to models missing from the pricing table.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.prompt_cache_breakpoints = Counter(
+            "semcache_prompt_cache_breakpoints",
+            "cache_control breakpoints semcache added to Anthropic requests.",
+            registry=self.registry,
+        )
+        self.budget_alerts = Counter(
+            "semcache_budget_alerts",
+            "Soft spend limits reached, by scope kind and period.",
+            ["scope", "period"],
+            registry=self.registry,
+        )
+
+    def record_cost(
+        self,
+        model: str,
+        status: str,
+        spent: Decimal | None,
+        saved: Decimal,
+        prompt_cache_saved: Decimal | None,
+    ) -> None:
+        """Count one request's money."""
+        if spent is None:
+            self.unpriced_requests.labels(model).inc()
+        elif spent:
+            self.cost_usd.labels(model).inc(float(spent))
+        if saved:
+            self.saved_usd.labels(model).inc(float(saved))
+        if prompt_cache_saved and prompt_cache_saved > 0:
+            self.prompt_cache_saved_usd.labels(model).inc(float(prompt_cache_saved))
 
     def track_entries(self, count: Callable[[], int]) -> None:
         """Read the entry count at scrape time."""

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
 from ..errors import AuthenticationError, ConfigError
 
 __all__ = ["OPEN_TENANT", "KeyRing", "Principal", "is_loopback"]
@@ -19,6 +21,8 @@ class Principal:
 
     tenant: str
     tier: str = "default"
+    # A stable, non-secret name for the key, for per-key rate limits.
+    key_id: str = ""
 
 
 class KeyRing:
@@ -53,13 +57,14 @@ class KeyRing:
             tenant, _, tier = who.strip().partition(":")
             if not sep or not key.strip() or not tenant.strip():
                 raise ConfigError(f"{source}: expected key=tenant[:tier], got {item.strip()!r}")
-            keys[key.strip()] = Principal(tenant.strip(), tier.strip() or "default")
+            key_id = xxhash.xxh3_64_hexdigest(key.strip().encode())
+            keys[key.strip()] = Principal(tenant.strip(), tier.strip() or "default", key_id)
         return cls(keys)
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
         """The principal for a request's ``Authorization: Bearer`` or ``x-api-key`` header."""
         if self.open:
-            return Principal(OPEN_TENANT)
+            return Principal(OPEN_TENANT, key_id=OPEN_TENANT)
         key = None
         if authorization:
             scheme, _, value = authorization.partition(" ")

@@ -12,6 +12,7 @@ from ..embed.batcher import MicroBatcher
 from ..embed.encoder import Encoder
 from ..metrics import CacheMetrics
 from ..proxy.flow import ProxyService
+from ..store.attribution import AttributionStore
 from ..store.base import CacheStore
 from ..upstream.client import UpstreamClient
 from .auth import KeyRing, Principal
@@ -32,6 +33,7 @@ class Services:
     cache: CacheService
     upstream: UpstreamClient
     proxy: ProxyService
+    attribution: AttributionStore
 
 
 def services_of(request: Request) -> Services:

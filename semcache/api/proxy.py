@@ -8,8 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import InvalidRequest
+from ..levers.budgets import is_urgent
 from ..proxy.controls import RequestControls
 from ..proxy.flow import ProxyCall, ProxyResponse
+from ..proxy.policy import Caller
 from ..proxy.wires import ANTHROPIC_WIRE, OPENAI_WIRE, Wire
 from ..upstream.client import ANTHROPIC, OPENAI
 from .body import read_json
@@ -43,11 +45,21 @@ async def _handle(request: Request, wire: Wire) -> Response:
     body = await read_json(request, services.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
+    controls = RequestControls.from_headers(request.headers)
+    caller = Caller(
+        tenant=principal.tenant,
+        tier=principal.tier,
+        key_id=principal.key_id,
+        user=controls.user,
+        feature=controls.feature,
+        task=request.headers.get("x-semcache-task") or None,
+        urgent=is_urgent(request.headers.get("x-semcache-urgency")),
+    )
     call = ProxyCall(
         wire=wire,
-        tenant=principal.tenant,
+        caller=caller,
         body=body,
-        controls=RequestControls.from_headers(request.headers),
+        controls=controls,
         client_key=_client_key(request),
         client_headers={k.lower(): v for k, v in request.headers.items()},
     )

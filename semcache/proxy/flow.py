@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -13,12 +13,14 @@ import numpy as np
 
 from ..cache.keys import request_keys
 from ..cache.service import HIT_EXACT, MISS, CacheService, LookupResult
-from ..errors import SemcacheError, StorageError, UpstreamBadResponse
+from ..errors import SemcacheError, StorageError, UpstreamBadResponse, UpstreamTimeout
+from ..levers.routing import classify_failure
 from ..store.base import Partition
 from ..upstream.client import UpstreamClient
 from ..upstream.singleflight import Flight, SingleFlight
 from ..upstream.sse import SSEParser
 from .controls import RequestControls
+from .policy import Admission, Caller, Policy
 from .wires import Wire
 
 __all__ = ["BYPASS", "REFRESH", "ProxyCall", "ProxyConfig", "ProxyResponse", "ProxyService"]
@@ -53,11 +55,31 @@ class ProxyCall:
     """One client request, as the flow needs it."""
 
     wire: Wire
-    tenant: str
+    caller: Caller
     body: dict[str, Any]
     controls: RequestControls
     client_key: str | None = None
     client_headers: dict[str, str] = field(default_factory=dict)
+    admission: Admission | None = None
+
+    @property
+    def tenant(self) -> str:
+        return self.caller.tenant
+
+    def account(
+        self, policy: Policy, status: str, model: str, answer: Any, upstream: bool
+    ) -> dict[str, str]:
+        """Cost and attribution for this call's answer; the cost headers."""
+        assert self.admission is not None
+        return policy.account(
+            self.caller,
+            self.admission,
+            self.wire.provider,
+            status=status,
+            model=model,
+            answer=answer if isinstance(answer, dict) else None,
+            from_upstream=upstream,
+        )
 
     @property
     def model(self) -> str:
@@ -78,18 +100,28 @@ class ProxyCall:
 class ProxyService:
     """Answers chat requests from the cache or the upstream, storing what the upstream says."""
 
-    def __init__(self, config: ProxyConfig, cache: CacheService, upstream: UpstreamClient):
+    def __init__(
+        self, config: ProxyConfig, cache: CacheService, upstream: UpstreamClient, policy: Policy
+    ) -> None:
         self.config = config
         self.cache = cache
         self.upstream = upstream
+        self.policy = policy
         self.flights: SingleFlight[dict[str, Any]] = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
 
     async def handle(self, call: ProxyCall) -> ProxyResponse:
         call.wire.validate(call.body)
+        if call.controls.ttl_s is not None:
+            self.cache.resolve_ttl(call.controls.ttl_s)  # a bad TTL is a 400 before upstream
+        admission = self.policy.admit(call.caller, call.wire.provider, call.body)
+        call = replace(call, body=admission.body, admission=admission)
+        response = await self._serve(call)
+        response.headers.update(admission.headers)
+        return response
+
+    async def _serve(self, call: ProxyCall) -> ProxyResponse:
         controls = call.controls
-        if controls.ttl_s is not None:
-            self.cache.resolve_ttl(controls.ttl_s)  # a bad TTL is a 400 before any upstream call
         bypass = call.wire.bypass_reason(call.body, self.config.max_temperature)
         if bypass is not None:
             self.cache.metrics.lookups.labels(BYPASS).inc()
@@ -123,6 +155,9 @@ class ProxyService:
             headers = {"X-Semcache-Status": HIT_EXACT if resolved else status}
             if not resolved:
                 headers["X-Semcache-Coalesced"] = "true"
+            headers.update(
+                call.account(self.policy, headers["X-Semcache-Status"], call.model, answer, False)
+            )
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
         try:
             return await self._from_upstream(
@@ -156,6 +191,9 @@ class ProxyService:
         }
         if found.similarity is not None:
             headers["X-Semcache-Similarity"] = f"{found.similarity:.4f}"
+        headers.update(
+            call.account(self.policy, found.status, call.model, found.entry.response, False)
+        )
         return self._answer(call, call.wire.fresh(found.entry.response, call.model), headers)
 
     def _answer(
@@ -190,24 +228,66 @@ class ProxyService:
         extra: dict[str, Any] | None = None,
         vector: np.ndarray | None = None,
     ) -> ProxyResponse:
-        upstream = await self.upstream.send(
-            call.wire.provider,
-            call.wire.path,
-            call.wire.upstream_body(call.body),
-            stream=call.stream,
-            client_key=call.client_key,
-            client_headers=call.client_headers,
-        )
-        headers = {"X-Semcache-Status": status}
+        """Call the upstream, falling back along the route's models; relay or return."""
+        model, upstream, tried = await self._send_with_fallbacks(call)
+        headers = {"X-Semcache-Status": status, "X-Semcache-Model": model}
+        if tried:
+            headers["X-Semcache-Fallbacks"] = ",".join(tried)
+        # A fallback's answer is served but not stored: the request asked for another model,
+        # which should get its chance again once it recovers.
+        store = store and model == call.model
         if call.stream:
-            relay = self._relay(call, upstream, store=store, flight=flight, vector=vector)
+            relay = self._relay(
+                call,
+                upstream,
+                store=store,
+                flight=flight,
+                vector=vector,
+                model=model,
+                status=status,
+            )
             return ProxyResponse(headers, stream=relay, extra=dict(extra or {}))
         try:
             answer = upstream.json()
         except ValueError as exc:
             raise UpstreamBadResponse("the upstream answered 200 with invalid JSON") from exc
+        headers.update(call.account(self.policy, status, model, answer, True))
         self._finish(call, answer, store=store, flight=flight, vector=vector)
         return ProxyResponse(headers, body=answer, extra=dict(extra or {}))
+
+    async def _send_with_fallbacks(self, call: ProxyCall) -> tuple[str, httpx.Response, list[str]]:
+        assert call.admission is not None
+        router = self.policy.router
+        tried: list[str] = []
+        models = call.admission.models
+        for position, model in enumerate(models):
+            await self.policy.before_upstream(call.caller, call.admission, model)
+            body = call.wire.upstream_body({**call.body, "model": model})
+            body = self.policy.annotate(call.caller, call.wire.provider, body)
+            try:
+                upstream = await self.upstream.send(
+                    call.wire.provider,
+                    call.wire.path,
+                    body,
+                    stream=call.stream,
+                    client_key=call.client_key,
+                    client_headers=call.client_headers,
+                )
+            except SemcacheError as exc:
+                kind = classify_failure(
+                    exc.status_code,
+                    code=exc.code,
+                    message=exc.message,
+                    timeout=isinstance(exc, UpstreamTimeout),
+                )
+                if router.report_failure(model, kind) and position < len(models) - 1:
+                    log.warning("%s failed (%s); falling back", model, exc.message)
+                    tried.append(model)
+                    continue
+                raise
+            router.report_success(model)
+            return model, upstream, tried
+        raise AssertionError("a route always has at least one model")
 
     async def _relay(
         self,
@@ -217,6 +297,8 @@ class ProxyService:
         store: bool,
         flight: tuple[str, Flight[dict[str, Any]]] | None,
         vector: np.ndarray | None,
+        model: str,
+        status: str,
     ) -> AsyncIterator[bytes]:
         """Forward each upstream event as it arrives; store the answer if the stream completed.
 
@@ -236,6 +318,7 @@ class ProxyService:
                             # Resolve before the closing event goes out: a client that asks
                             # again right after the stream ends finds the answer.
                             answer = assembler.result()
+                            call.account(self.policy, status, model, answer, True)
                             self._finish(call, answer, store=store, flight=flight, vector=vector)
                             finished = True
                         if out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     Index,
@@ -14,7 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["entries", "metadata"]
+__all__ = ["entries", "metadata", "requests"]
 
 metadata = MetaData()
 
@@ -44,4 +45,28 @@ entries = Table(
     Index("ix_entries_tenant_used", "tenant", "last_used_at"),
     Index("ix_entries_partition", "partition_key"),
     Index("ix_entries_expires", "expires_at"),
+)
+
+# One row per proxied request (issue 4, "Attribution"): who asked, what it cost, what it saved.
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("tenant", String(200), nullable=False),
+    Column("user", String(200), nullable=False, default=""),
+    Column("feature", String(200), nullable=False, default=""),
+    Column("model", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    # NULL cost means the model is not in the pricing table: unpriced, never $0.
+    Column("cost_usd", Float, nullable=True),
+    Column("priced", Boolean, nullable=False, default=True),
+    Column("saved_usd", Float, nullable=False, default=0.0),
+    Column("prompt_cache_saved_usd", Float, nullable=False, default=0.0),
+    Column("latency_ms", Float, nullable=False, default=0.0),
+    Index("ix_requests_tenant_ts", "tenant", "ts"),
 )

@@ -1,0 +1,273 @@
+"""The cost and traffic levers around one proxied request (DESIGN.md "Request flow" 2 and 7).
+
+``admit`` runs before the cache: routing, the tier's max_tokens clamp, history trimming and the
+key's RPM/TPM quota. ``before_upstream`` runs only on a miss: the spend budget (a hit spends $0,
+so it is never refused for money) and the upstream model's TPM queue. ``account`` runs once the
+answer is known: cost from the provider's usage, savings, quotas settled, spend recorded, one
+attribution row queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..levers.budgets import budget_headers, clamp_max_tokens, trim_history
+from ..levers.config import LeversConfig
+from ..levers.pricing import PricingTable, Usage, format_usd
+from ..levers.prompt_cache import annotate_anthropic, annotate_openai
+from ..levers.ratelimit import KeyLimiter, ModelQueue
+from ..levers.routing import Router
+from ..levers.spend import BudgetBreach, SpendBudgets, scopes_for
+from ..levers.tokens import TokenCounter
+from ..metrics import CacheMetrics
+from ..store.attribution import AttributionStore, UsageRow
+from ..upstream.client import ANTHROPIC
+
+__all__ = ["Admission", "Caller", "Policy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, from the API key and the request headers."""
+
+    tenant: str
+    tier: str = "default"
+    key_id: str = ""
+    user: str | None = None
+    feature: str | None = None
+    task: str | None = None
+    urgent: bool = False
+
+
+@dataclass
+class Admission:
+    """A request the levers let in: the body to key and send, and what they changed."""
+
+    body: dict[str, Any]
+    requested_model: str
+    models: list[str]
+    estimated_tokens: int
+    headers: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    queued: dict[str, int] = field(default_factory=dict)
+
+
+def usage_of(provider: str, answer: dict[str, Any] | None) -> Usage:
+    """The provider's usage in one shape."""
+    raw = (answer or {}).get("usage")
+    return Usage.from_anthropic(raw) if provider == ANTHROPIC else Usage.from_openai(raw)
+
+
+class Policy:
+    """Applies the levers; one per app instance, used from the event loop only."""
+
+    def __init__(
+        self,
+        config: LeversConfig,
+        pricing: PricingTable,
+        counter: TokenCounter,
+        attribution: AttributionStore,
+        metrics: CacheMetrics,
+    ) -> None:
+        self.config = config
+        self.pricing = pricing
+        self.counter = counter
+        self.attribution = attribution
+        self.metrics = metrics
+        self.router = Router(
+            config.routing,
+            failure_threshold=config.failure_threshold,
+            cooldown_s=config.cooldown_s,
+        )
+        self._tiers_by_key: dict[str, str] = {}
+        self.keys = KeyLimiter(lambda key: config.limits_for(self._tiers_by_key.get(key, "")))
+        self.spend = SpendBudgets(config.spend)
+        self._queues = {model: ModelQueue(model, tpm) for model, tpm in config.model_tpm.items()}
+        self._pending: list[UsageRow] = []
+        self._alerted: set[tuple[str, str, str]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- before the cache ----------------------------------------------------------------------
+
+    def admit(self, caller: Caller, provider: str, body: dict[str, Any]) -> Admission:
+        """Route, clamp, trim and count the request against its key's quota (429 if over)."""
+        requested = str(body["model"])
+        models = self.router.plan(requested, caller.task)
+        body = {**body, "model": models[0]}
+        headers: dict[str, str] = {}
+        if models[0] != requested:
+            headers["X-Semcache-Routed-Model"] = models[0]
+        policy = self.config.tiers.get(caller.tier)
+        if policy is not None:
+            fill = "max_completion_tokens" if provider != ANTHROPIC else None
+            body, clamped_from = clamp_max_tokens(body, policy, caller.urgent, fill_missing=fill)
+            messages, dropped = trim_history(
+                body["messages"],
+                policy.input_tokens,
+                self.counter,
+                models[0],
+                system=body.get("system"),
+                tools=body.get("tools"),
+            )
+            if dropped:
+                body["messages"] = messages
+            headers.update(budget_headers(clamped_from, policy.ceiling(caller.urgent), dropped))
+        estimate = self.counter.estimate_chat_tokens(
+            models[0], body["messages"], system=body.get("system"), tools=body.get("tools")
+        )
+        max_out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        tokens = estimate + (max_out if isinstance(max_out, int) else 0)
+        self._tiers_by_key[caller.key_id] = caller.tier
+        headers.update(self.keys.acquire(caller.key_id, tokens))
+        return Admission(body, requested, models, tokens, headers)
+
+    # -- on a miss, before the upstream -----------------------------------------------------------
+
+    async def before_upstream(self, caller: Caller, admission: Admission, model: str) -> None:
+        """Refuse a request over a hard spend budget; wait for the model's TPM budget."""
+        now = datetime.now(UTC)
+        estimate = self.pricing.estimate(model, admission.estimated_tokens, 0).usd or Decimal(0)
+        scopes = scopes_for(caller.tenant, caller.user, caller.feature)
+        decision = self.spend.check(scopes, now, pending=estimate)
+        for breach in decision.alerts:
+            self._alert(breach)
+        decision.raise_if_blocked(now)
+        queue = self._queues.get(model)
+        if queue is not None:
+            waited = time.perf_counter()
+            await queue.acquire(admission.estimated_tokens, self.config.queue_max_wait_s)
+            admission.queued[model] = admission.estimated_tokens
+            ms = int((time.perf_counter() - waited) * 1000)
+            admission.headers["X-Semcache-Queued-Ms"] = str(ms)
+
+    def annotate(self, caller: Caller, provider: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The upstream body with provider prompt-cache hints on its stable prefix."""
+        if provider == ANTHROPIC and self.config.annotate_anthropic:
+            body, added = annotate_anthropic(body, self.config.anthropic_min_tokens, self.counter)
+            if added:
+                self.metrics.prompt_cache_breakpoints.inc(added)
+            return body
+        if provider != ANTHROPIC and self.config.annotate_openai:
+            return annotate_openai(body, salt=caller.tenant)
+        return body
+
+    # -- after -----------------------------------------------------------------------------------
+
+    def account(
+        self,
+        caller: Caller,
+        admission: Admission,
+        provider: str,
+        *,
+        status: str,
+        model: str,
+        answer: dict[str, Any] | None,
+        from_upstream: bool,
+    ) -> dict[str, str]:
+        """Cost, savings, quota settlement, spend and attribution; returns the cost headers."""
+        usage = usage_of(provider, answer)
+        cost = self.pricing.cost(model, usage)
+        actual = usage.prompt_tokens + usage.output
+        self.keys.settle(caller.key_id, admission.estimated_tokens, actual if from_upstream else 0)
+        for queued_model, tokens in admission.queued.items():
+            self._queues[queued_model].settle(tokens, actual if queued_model == model else 0)
+        headers: dict[str, str] = {}
+        spent: Decimal | None
+        if from_upstream:
+            spent, saved = cost.usd, Decimal(0)
+            uncached = Usage(input=usage.prompt_tokens, output=usage.output)
+            full = self.pricing.cost(model, uncached).usd
+            cache_saved = (full - cost.usd) if full is not None and cost.usd is not None else None
+            headers["X-Semcache-Cost-USD"] = format_usd(cost.usd)
+        else:
+            # A hit spends nothing and saves what its answer cost the first time.
+            spent, saved, cache_saved = Decimal(0), cost.usd or Decimal(0), Decimal(0)
+            headers["X-Semcache-Cost-USD"] = format_usd(Decimal(0))
+            headers["X-Semcache-Saved-USD"] = format_usd(cost.usd)
+        if cache_saved:
+            headers["X-Semcache-Prompt-Cache-Saved-USD"] = format_usd(cache_saved)
+        now = time.time()
+        scopes = scopes_for(caller.tenant, caller.user, caller.feature)
+        self.spend.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
+        self.metrics.record_cost(model, status, spent, saved, cache_saved)
+        self._pending.append(
+            UsageRow(
+                ts=now,
+                day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
+                tenant=caller.tenant,
+                user=caller.user or "",
+                feature=caller.feature or "",
+                model=model,
+                status=status,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.output,
+                cached_tokens=usage.cached_read,
+                cost_usd=float(spent) if spent is not None else None,
+                saved_usd=float(saved),
+                prompt_cache_saved_usd=float(cache_saved or 0),
+                latency_ms=(time.perf_counter() - admission.started) * 1000,
+            )
+        )
+        return headers
+
+    def rate_headers(self, caller: Caller) -> dict[str, str]:
+        return self.keys.headers(caller.key_id)
+
+    async def flush(self) -> int:
+        """Write queued attribution rows in one transaction."""
+        pending, self._pending = self._pending, []
+        if pending:
+            try:
+                await asyncio.to_thread(self.attribution.add_many, pending)
+            except BaseException:
+                self._pending[:0] = pending  # keep them for the next flush
+                raise
+        return len(pending)
+
+    def seed_spend(self) -> None:
+        """Load this month's spend from the attribution rows, so budgets survive a restart."""
+        start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        for row in self.attribution.rows(since=start.timestamp()):
+            scopes = scopes_for(row["tenant"], row["user"] or None, row["feature"] or None)
+            spent = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None
+            when = datetime.fromtimestamp(row["ts"], UTC)
+            self.spend.record(scopes, when, spent, Decimal(str(row["saved_usd"])))
+
+    def _alert(self, breach: BudgetBreach) -> None:
+        period_key = breach.resets_at.isoformat()
+        key = (breach.scope.label, breach.period, period_key)
+        if key in self._alerted:
+            return
+        self._alerted.add(key)
+        log.warning("spend alert: %s", breach.message)
+        self.metrics.budget_alerts.labels(breach.scope.kind, breach.period).inc()
+        if self.config.alert_webhook:
+            task = asyncio.create_task(self._post_alert(breach))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _post_alert(self, breach: BudgetBreach) -> None:
+        import httpx
+
+        payload = {
+            "budget": breach.budget,
+            "message": breach.message,
+            "spent_usd": str(breach.spent),
+            "limit_usd": str(breach.limit),
+            "resets_at": breach.resets_at.isoformat(),
+        }
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                await client.post(self.config.alert_webhook, json=payload)
+        except httpx.HTTPError as exc:
+            # An alert that cannot be delivered must not fail the request; the log line and
+            # the metric above still record it.
+            log.warning("spend alert webhook failed: %s", exc)
