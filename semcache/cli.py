@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[Callable[[Any], None]]:
     """The ``register(subparsers)`` functions of the packages that add commands."""
     from .bench.cli import register as bench
+    from .report import register as report
 
-    return [bench]
+    return [bench, report]
 
 
 def _check_data_dir(path: Path) -> None:
