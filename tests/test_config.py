@@ -42,3 +42,26 @@ def test_bool_and_type_errors() -> None:
         load_settings(environ={"SEMCACHE_INSECURE": "maybe"})
     with pytest.raises(ConfigError, match="default_ttl_s must be positive"):
         load_settings(environ={"SEMCACHE_DEFAULT_TTL_S": "0"})
+
+
+def test_readme_levers_example_parses(tmp_path: Path) -> None:
+    from semcache.levers.config import load_levers
+
+    text = README.read_text().split("# levers.toml  (SEMCACHE_LEVERS_FILE=levers.toml)\n")[1]
+    levers = tmp_path / "levers.toml"
+    levers.write_text(text.split("```")[0])
+    config = load_levers(levers)
+    assert config.tiers["free"].max_tokens == 1024
+    assert config.routing.fallbacks["gpt-4o"] == ("gpt-4.1", "gpt-4o-mini")
+
+
+def test_bad_levers_file_is_a_config_error(tmp_path: Path) -> None:
+    from semcache.levers.config import load_levers
+
+    levers = tmp_path / "levers.toml"
+    levers.write_text("[routng]\n")
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_levers(levers)
+    levers.write_text("[rate_limits.free]\nrpm = -1\n")
+    with pytest.raises(ConfigError, match="rpm"):
+        load_levers(levers)
