@@ -90,8 +90,16 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
 def upstream_config(settings: Settings) -> UpstreamConfig:
     """The upstream client's slice of the settings."""
     return UpstreamConfig(
-        openai=ProviderEndpoint(settings.openai_base_url, settings.openai_api_key),
-        anthropic=ProviderEndpoint(settings.anthropic_base_url, settings.anthropic_api_key),
+        openai=ProviderEndpoint(
+            settings.openai_base_url,
+            settings.openai_api_key,
+            settings.openai_read_timeout_s or None,
+        ),
+        anthropic=ProviderEndpoint(
+            settings.anthropic_base_url,
+            settings.anthropic_api_key,
+            settings.anthropic_read_timeout_s or None,
+        ),
         forward_headers=tuple(
             h.strip().lower() for h in settings.upstream_forward_headers.split(",") if h.strip()
         ),

@@ -84,10 +84,16 @@ class Settings:
         "https://api.openai.com/v1", "OpenAI-compatible upstream base URL, ending in /v1."
     )
     openai_api_key: str = _setting("", "API key semcache sends to the OpenAI upstream.")
+    openai_read_timeout_s: float = _setting(
+        0.0, "Read timeout for the OpenAI upstream in seconds; 0 uses upstream_read_timeout_s."
+    )
     anthropic_base_url: str = _setting(
         "https://api.anthropic.com", "Anthropic upstream base URL, without /v1."
     )
     anthropic_api_key: str = _setting("", "API key semcache sends to the Anthropic upstream.")
+    anthropic_read_timeout_s: float = _setting(
+        0.0, "Read timeout for the Anthropic upstream in seconds; 0 uses upstream_read_timeout_s."
+    )
     forward_client_key: bool = _setting(
         False,
         "Send the client's own provider key upstream (X-Upstream-Api-Key, or the client's "
@@ -184,6 +190,8 @@ def _validate(s: Settings) -> None:
         (s.upstream_backoff_max_s >= 0, "upstream_backoff_max_s must not be negative"),
         (s.retry_after_max_s >= 0, "retry_after_max_s must not be negative"),
         (s.stale_if_error_s >= 0, "stale_if_error_s must not be negative"),
+        (s.openai_read_timeout_s >= 0, "openai_read_timeout_s must not be negative"),
+        (s.anthropic_read_timeout_s >= 0, "anthropic_read_timeout_s must not be negative"),
         (
             s.log_level in ("debug", "info", "warning", "error"),
             "log_level must be debug, info, warning or error",

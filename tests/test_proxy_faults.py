@@ -196,3 +196,45 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
+
+
+def test_per_provider_read_timeout(sim: RunningSimulator) -> None:
+    import asyncio
+
+    from semcache.errors import UpstreamTimeout
+    from semcache.upstream import ProviderEndpoint, RetryPolicy, UpstreamClient, UpstreamConfig
+
+    config = UpstreamConfig(
+        openai=ProviderEndpoint(sim.openai_base_url, read_timeout_s=0.3),
+        anthropic=ProviderEndpoint(sim.base_url),
+        read_timeout_s=60,
+        retry=RetryPolicy(max_retries=0),
+        forward_headers=("x-sim-*",),
+    )
+
+    async def run() -> float:
+        client = UpstreamClient(config)
+        started = time.monotonic()
+        try:
+            with pytest.raises(UpstreamTimeout):
+                await client.send(
+                    "openai",
+                    "/chat/completions",
+                    {"model": "m", "messages": ask()},
+                    stream=False,
+                    client_headers={"x-sim-fault": "hang"},
+                )
+        finally:
+            await client.aclose()
+        return time.monotonic() - started
+
+    assert asyncio.run(run()) < 30  # the provider's 0.3 s, not the shared 60 s
+
+
+def test_forwarded_headers_match_names_and_prefixes() -> None:
+    from semcache.upstream import UpstreamConfig
+
+    config = UpstreamConfig(forward_headers=("x-gateway-*", "x-request-id"))
+    assert config.forwards("x-gateway-route") and config.forwards("x-request-id")
+    assert config.forwards("anthropic-beta")
+    assert not config.forwards("authorization") and not config.forwards("x-request-idx")

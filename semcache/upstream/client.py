@@ -41,6 +41,8 @@ class ProviderEndpoint:
 
     base_url: str
     api_key: str = ""
+    # Overrides the shared read timeout for this provider (slow reasoning models, say).
+    read_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    def _timeout(self, provider: str) -> httpx.Timeout:
+        endpoint = self.config.openai if provider == OPENAI else self.config.anthropic
+        return httpx.Timeout(
+            endpoint.read_timeout_s or self.config.read_timeout_s,
+            connect=self.config.connect_timeout_s,
+            pool=self.config.connect_timeout_s,
+        )
 
     def _url_and_headers(
         self, provider: str, path: str, client_key: str | None, client_headers: dict[str, str]
@@ -134,7 +144,9 @@ class UpstreamClient:
             error: SemcacheError
             retry_after: float | None = None
             try:
-                request = self._http.build_request("POST", url, content=content, headers=headers)
+                request = self._http.build_request(
+                    "POST", url, content=content, headers=headers, timeout=self._timeout(provider)
+                )
                 response = await self._http.send(request, stream=stream)
             except httpx.TimeoutException as exc:
                 error = UpstreamTimeout(f"{provider} upstream timed out ({type(exc).__name__})")
