@@ -22,11 +22,23 @@ import itertools
 import json
 import os
 import tarfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from .pairs import (
+    ContextCase,
+    LabelledPair,
+    PathLike,
+    check_label,
+    jsonl_objects,
+    location,
+    read_context_cases_jsonl,
+    read_pairs_jsonl,
+    write_context_cases_jsonl,
+    write_pairs_jsonl,
+)
 
 __all__ = [
     "CONVERT_SOURCES",
@@ -52,8 +64,6 @@ __all__ = [
     "write_pairs_jsonl",
 ]
 
-PathLike = str | os.PathLike[str]
-
 SHARED_DATA_ENV = "SEMCACHE_SHARED_DATA"
 
 # name -> path relative to the shared data folder (read-only constants, not state).
@@ -73,166 +83,6 @@ SHARED_SETS: Mapping[str, str] = MappingProxyType(
 CONVERT_SOURCES = ("qqp-csv", "gptcache-mock", "gptcache-tar", "stsb", "arena-hard")
 
 
-@dataclass(frozen=True)
-class LabelledPair:
-    """A cached query ``a``, a new query ``b``, and whether ``a``'s answer also answers ``b``."""
-
-    a: str
-    b: str
-    label: int
-    kind: str | None = None
-    id: str | None = None
-
-
-@dataclass(frozen=True)
-class ContextCase:
-    """A stored conversation, a looked-up one, and whether the stored answer serves the new one."""
-
-    cached: list[dict[str, Any]]
-    new: list[dict[str, Any]]
-    label: int
-    kind: str | None = None
-    id: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# JSONL formats
-
-
-def _where(path: PathLike, lineno: int | None = None) -> str:
-    """``file`` or ``file:line`` for error messages."""
-    return f"{os.fspath(path)}:{lineno}" if lineno is not None else os.fspath(path)
-
-
-def _check_label(value: Any, where: str) -> int:
-    """Return ``value`` if it is the integer 0 or 1, else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
-        raise ValueError(f"{where}: label must be 0 or 1, got {value!r}")
-    return value
-
-
-def _optional_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
-    """The optional ``id``/``kind`` field as a string (numbers are converted), or None."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
-    return str(value)
-
-
-def _jsonl_objects(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for every non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{_where(path, lineno)}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{_where(path, lineno)}: expected a JSON object, got {type(obj).__name__}"
-                )
-            yield lineno, obj
-
-
-def read_pairs_jsonl(path: PathLike) -> list[LabelledPair]:
-    """Read DESIGN.md labelled-pair JSONL; extra fields other than ``id``/``kind`` are ignored."""
-    pairs: list[LabelledPair] = []
-    for lineno, obj in _jsonl_objects(path):
-        where = _where(path, lineno)
-        missing = [key for key in ("a", "b", "label") if key not in obj]
-        if missing:
-            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
-        for key in ("a", "b"):
-            if not isinstance(obj[key], str):
-                raise ValueError(f"{where}: {key!r} must be a string")
-        pairs.append(
-            LabelledPair(
-                a=obj["a"],
-                b=obj["b"],
-                label=_check_label(obj["label"], where),
-                kind=_optional_str(obj, "kind", where),
-                id=_optional_str(obj, "id", where),
-            )
-        )
-    return pairs
-
-
-def write_pairs_jsonl(pairs: Iterable[LabelledPair], path: PathLike) -> int:
-    """Write pairs as DESIGN.md JSONL (``id``/``kind`` only when set); return the count."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(out, "w", encoding="utf-8") as fh:
-        for pair in pairs:
-            row: dict[str, Any] = {}
-            if pair.id is not None:
-                row["id"] = pair.id
-            row.update(a=pair.a, b=pair.b, label=_check_label(pair.label, f"pair {count}"))
-            if pair.kind is not None:
-                row["kind"] = pair.kind
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
-def _check_messages(value: Any, key: str, where: str) -> list[dict[str, Any]]:
-    """Return ``value`` if it is a non-empty list of chat messages with a string ``role``."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{where}: {key!r} must be a non-empty list of chat messages")
-    for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ValueError(f"{where}: {key}[{i}] must be an object with a string 'role'")
-        if "content" not in message:
-            raise ValueError(f"{where}: {key}[{i}] has no 'content'")
-    return value
-
-
-def read_context_cases_jsonl(path: PathLike) -> list[ContextCase]:
-    """Read DESIGN.md context-case JSONL; extra fields other than ``id``/``kind`` are ignored."""
-    cases: list[ContextCase] = []
-    for lineno, obj in _jsonl_objects(path):
-        where = _where(path, lineno)
-        missing = [key for key in ("cached", "new", "label") if key not in obj]
-        if missing:
-            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
-        cases.append(
-            ContextCase(
-                cached=_check_messages(obj["cached"], "cached", where),
-                new=_check_messages(obj["new"], "new", where),
-                label=_check_label(obj["label"], where),
-                kind=_optional_str(obj, "kind", where),
-                id=_optional_str(obj, "id", where),
-            )
-        )
-    return cases
-
-
-def write_context_cases_jsonl(cases: Iterable[ContextCase], path: PathLike) -> int:
-    """Write context cases as DESIGN.md JSONL (``id``/``kind`` only when set); return the count."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(out, "w", encoding="utf-8") as fh:
-        for case in cases:
-            row: dict[str, Any] = {}
-            if case.id is not None:
-                row["id"] = case.id
-            row.update(
-                cached=case.cached,
-                new=case.new,
-                label=_check_label(case.label, f"case {count}"),
-            )
-            if case.kind is not None:
-                row["kind"] = case.kind
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
 # ---------------------------------------------------------------------------------------------
 # Public data sets
 
@@ -245,9 +95,9 @@ def load_qqp_csv(path: PathLike) -> list[LabelledPair]:
         columns = set(reader.fieldnames or ())
         missing = {"question1", "question2", "is_duplicate"} - columns
         if missing:
-            raise ValueError(f"{_where(path)}: missing column(s) {', '.join(sorted(missing))}")
+            raise ValueError(f"{location(path)}: missing column(s) {', '.join(sorted(missing))}")
         for row in reader:
-            where = _where(path, reader.line_num)
+            where = location(path, reader.line_num)
             raw = (row.get("is_duplicate") or "").strip()
             if raw not in ("0", "1"):
                 raise ValueError(f"{where}: is_duplicate must be 0 or 1, got {raw!r}")
@@ -280,12 +130,12 @@ def load_gptcache_mock(path: PathLike) -> list[LabelledPair]:
     """Read GPTCache's ``mock_data.json`` (a list of {origin, similar}) as positive pairs."""
     with open(path, encoding="utf-8") as fh:
         rows = json.load(fh)
-    return _origin_similar(rows, _where(path), "mock")
+    return _origin_similar(rows, location(path), "mock")
 
 
 def _read_json_member(path: PathLike) -> Any:
     """Parse the single JSON member of a (gzipped) TAR archive, or a plain gzipped JSON file."""
-    where = _where(path)
+    where = location(path)
     if not tarfile.is_tarfile(path):
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             return json.load(fh)
@@ -308,7 +158,7 @@ def _read_json_member(path: PathLike) -> Any:
 
 def load_gptcache_qqp_tar(path: PathLike) -> list[LabelledPair]:
     """Read a GPTCache QQP ``.json.gz`` (TAR of {text_a,text_b,label} or {origin,similar} rows)."""
-    where = _where(path)
+    where = location(path)
     rows = _read_json_member(path)
     if not isinstance(rows, list):
         raise ValueError(f"{where}: expected a JSON list")
@@ -322,7 +172,7 @@ def load_gptcache_qqp_tar(path: PathLike) -> list[LabelledPair]:
             or not isinstance(row.get("text_b"), str)
         ):
             raise ValueError(f"{where}: item {i} is not an object with string text_a/text_b")
-        label = _check_label(row.get("label"), f"{where}: item {i}")
+        label = check_label(row.get("label"), f"{where}: item {i}")
         pairs.append(LabelledPair(a=row["text_a"], b=row["text_b"], label=label, id=f"qqp-{i + 1}"))
     return pairs
 
@@ -340,11 +190,11 @@ def load_stsb(path: PathLike, hit_at: float = 4.0, miss_at: float = 2.0) -> list
                 continue
             cols = line.split("\t")
             if len(cols) < 7:
-                raise ValueError(f"{_where(path, lineno)}: expected >= 7 TAB-separated columns")
+                raise ValueError(f"{location(path, lineno)}: expected >= 7 TAB-separated columns")
             try:
                 score = float(cols[4])
             except ValueError as exc:
-                raise ValueError(f"{_where(path, lineno)}: bad score {cols[4]!r}") from exc
+                raise ValueError(f"{location(path, lineno)}: bad score {cols[4]!r}") from exc
             if score >= hit_at:
                 label = 1
             elif score <= miss_at:
@@ -383,7 +233,7 @@ def load_contextual_queries(path: PathLike, *, other_context: bool = False) -> l
     "Who is the artist behind the Mona Lisa?"), where the main query's answer does fit; they
     are kept as label 0, as MeanCache uses them.
     """
-    where = _where(path)
+    where = location(path)
     with open(path, encoding="utf-8") as fh:
         items = json.load(fh)
     if not isinstance(items, list):
@@ -440,10 +290,10 @@ def load_contextual_queries(path: PathLike, *, other_context: bool = False) -> l
 def load_arena_prompts(path: PathLike) -> list[str]:
     """Read Chatbot Arena ``prompts.jsonl`` as prompt texts in arrival (file) order."""
     prompts: list[str] = []
-    for lineno, obj in _jsonl_objects(path):
+    for lineno, obj in jsonl_objects(path):
         prompt = obj.get("prompt")
         if not isinstance(prompt, str):
-            raise ValueError(f"{_where(path, lineno)}: missing string field 'prompt'")
+            raise ValueError(f"{location(path, lineno)}: missing string field 'prompt'")
         prompts.append(prompt)
     return prompts
 
@@ -451,8 +301,8 @@ def load_arena_prompts(path: PathLike) -> list[str]:
 def load_arena_hard_pairs(path: PathLike) -> list[LabelledPair]:
     """Read Arena-Hard ``question.jsonl``; every same-cluster pair is a label-0 ``topical`` pair."""
     clusters: dict[str, list[tuple[str, str]]] = {}
-    for lineno, obj in _jsonl_objects(path):
-        where = _where(path, lineno)
+    for lineno, obj in jsonl_objects(path):
+        where = location(path, lineno)
         cluster, turns = obj.get("cluster"), obj.get("turns")
         if not isinstance(cluster, str) or not isinstance(turns, list) or not turns:
             raise ValueError(f"{where}: needs a string 'cluster' and a non-empty 'turns' list")
