@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from proxy_fixtures import KEY, semcache_in_front_of
@@ -26,7 +27,8 @@ def sim() -> Iterator[RunningSimulator]:
 def server(
     sim: RunningSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    with semcache_in_front_of(sim, tmp_path_factory.mktemp("proxy-openai")) as running:
+    data = tmp_path_factory.mktemp("proxy-openai")
+    with semcache_in_front_of(sim, data, forward_client_key="true") as running:
         yield running
 
 
@@ -180,3 +182,20 @@ def test_bad_request_bodies(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=[])
     with pytest.raises(openai.BadRequestError, match="X-Semcache-Threshold"):
         create(client, messages=ask("hi"), extra_headers={"X-Semcache-Threshold": "2"})
+
+
+def test_client_provider_key_is_forwarded_when_enabled(
+    client: openai.OpenAI, sim: RunningSimulator
+) -> None:
+    def last_key() -> str:
+        recent = httpx.get(sim.base_url + "/sim/requests").json()
+        return str(recent[-1]["headers"]["authorization"])
+
+    create(client, messages=ask(unique("Whose key pays for this?")))
+    assert last_key().endswith("enai")  # semcache's own: sk-upstream-openai
+    create(
+        client,
+        messages=ask(unique("And whose key pays for that?")),
+        extra_headers={"X-Upstream-Api-Key": "sk-client-own-key-9876"},
+    )
+    assert last_key().endswith("9876")
