@@ -13,20 +13,9 @@ from sqlalchemy import create_engine
 from .api.usage import parse_time
 from .config import load_settings
 from .levers.config import load_levers
-from .store.attribution import GROUP_FIELDS, AttributionStore, flag_anomalies
+from .store.attribution import GROUP_FIELDS, USAGE_FIELDS, AttributionStore, flag_anomalies
 
 __all__ = ["register", "run_report"]
-
-_COLUMNS = (
-    "requests",
-    "cost_usd",
-    "saved_usd",
-    "prompt_cache_saved_usd",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "unpriced_requests",
-)
 
 
 def register(commands: Any) -> None:
@@ -68,13 +57,13 @@ def run_report(args: argparse.Namespace) -> int:
             window_days=levers.anomaly_window_days,
         )
     rows = [
-        [*(str(g["key"][k]) for k in group_by), *(_cell(g[c]) for c in _COLUMNS)]
+        [*(str(g["key"][k]) for k in group_by), *(_cell(g[c]) for c in USAGE_FIELDS)]
         + (["ANOMALY" if g.get("anomaly") else ""] if "day" in group_by else [])
         for g in result["groups"]
     ]
-    header = [*group_by, *_COLUMNS] + (["flag"] if "day" in group_by else [])
+    header = [*group_by, *USAGE_FIELDS] + (["flag"] if "day" in group_by else [])
     total = ["TOTAL", *([""] * (len(group_by) - 1))] if group_by else []
-    total += [_cell(result["total"][c]) for c in _COLUMNS]
+    total += [_cell(result["total"][c]) for c in USAGE_FIELDS]
     _print_table(header, [*rows, total])
     if args.csv_path:
         with Path(args.csv_path).open("w", newline="", encoding="utf-8") as handle:

@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import ServerProcess
+from simulator_helpers import RunningSimulator, serve_simulator
 
 KEYS = {"alice": "sk-alice-test", "bob": "sk-bob-test"}
 
@@ -46,3 +47,10 @@ def cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 def client(cache_server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=cache_server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[RunningSimulator]:
+    """The upstream simulator on a free loopback port, one per test module."""
+    with serve_simulator() as running:
+        yield running

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 from servers import REPO, ServerProcess
-from simulator_helpers import RunningSimulator, serve_simulator
+from simulator_helpers import RunningSimulator
 
 from semcache.levers.pricing import PricingTable, Usage, format_usd
 
@@ -55,12 +55,6 @@ aliases = { cheap = "gpt-4o-mini", smart = "gpt-4o" }
 tasks = { summarize = "gpt-4o-mini" }
 fallbacks = { "gpt-4.1" = ["gpt-4o-mini"] }
 """
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[RunningSimulator]:
-    with serve_simulator() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

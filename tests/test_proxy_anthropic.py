@@ -10,13 +10,7 @@ import anthropic
 import pytest
 from proxy_fixtures import KEY, semcache_in_front_of
 from servers import ServerProcess
-from simulator_helpers import RunningSimulator, serve_simulator
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[RunningSimulator]:
-    with serve_simulator() as running:
-        yield running
+from simulator_helpers import RunningSimulator
 
 
 @pytest.fixture(scope="module")

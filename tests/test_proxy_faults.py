@@ -12,15 +12,9 @@ import openai
 import pytest
 from proxy_fixtures import KEY, semcache_in_front_of
 from servers import ServerProcess, free_port
-from simulator_helpers import RunningSimulator, serve_simulator
+from simulator_helpers import RunningSimulator
 
 from semcache.upstream.retry import RetryPolicy, parse_retry_after
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[RunningSimulator]:
-    with serve_simulator() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,7 @@ import openai
 import pytest
 from proxy_fixtures import KEY, semcache_in_front_of
 from servers import ServerProcess
-from simulator_helpers import RunningSimulator, serve_simulator
-
-from semcache.simulator import SimulatorConfig
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[RunningSimulator]:
-    with serve_simulator(SimulatorConfig()) as running:
-        yield running
+from simulator_helpers import RunningSimulator
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import InvalidRequest, StorageError
 from .schema import metadata, requests
 
-__all__ = ["GROUP_FIELDS", "AttributionStore", "UsageRow", "flag_anomalies"]
+__all__ = [
+    "GROUP_FIELDS",
+    "USAGE_FIELDS",
+    "AttributionStore",
+    "UsageRow",
+    "flag_anomalies",
+]
 
 GROUP_FIELDS = ("tenant", "user", "feature", "model", "day", "status")
-_SUMS = (
+# The summed fields of a usage total or group, in display order.
+USAGE_FIELDS = (
     "requests",
     "cost_usd",
     "saved_usd",
@@ -140,7 +147,7 @@ class AttributionStore:
 
 def _sums(row: Mapping[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in _SUMS:
+    for name in USAGE_FIELDS:
         value = row[name]
         out[name] = round(float(value), 9) if name.endswith("_usd") else int(value or 0)
     return out
