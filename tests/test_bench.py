@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from servers import REPO
 from semcache.cli import main
 from semcache.config import load_settings
 
-PAIRS: list[dict[str, Any]] = [
+PAIRS: tuple[dict[str, Any], ...] = (
     {"a": "How do I reset my password?", "b": "How do I reset my password?", "label": 1,
      "kind": "exact"},
     {"a": "What is the capital of France?", "b": "How do I bake sourdough bread at home?",
@@ -46,25 +47,25 @@ PAIRS: list[dict[str, Any]] = [
      "label": 1, "kind": "synonym"},
     {"a": "Translate 'hello' to Spanish", "b": "Translate 'hello' to French", "label": 0,
      "kind": "entity"},
-]  # fmt: skip
+)  # fmt: skip
 
-FOLLOW_UP = [
+FOLLOW_UP = (
     {"role": "user", "content": "Who painted the Mona Lisa?"},
     {"role": "assistant", "content": "Leonardo da Vinci."},
     {"role": "user", "content": "When was he born?"},
-]
-CONVERSATION = [
+)
+CONVERSATION = (
     {"role": "user", "content": "What is the tallest mountain?"},
     {"role": "assistant", "content": "Mount Everest."},
     {"role": "user", "content": "How tall is it?"},
-]
-CONTEXTS: list[dict[str, Any]] = [
+)
+CONTEXTS: tuple[dict[str, Any], ...] = (
     {"cached": FOLLOW_UP[:1], "new": FOLLOW_UP, "label": 0, "kind": "followup_vs_main"},
     {"cached": CONVERSATION, "new": CONVERSATION, "label": 1, "kind": "same_conversation"},
-]
+)
 
 
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+def _jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
