@@ -52,7 +52,9 @@ def cache_config(settings: Settings) -> CacheConfig:
 def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Services:
     """Open the store, load the encoder and wire the cache service. Raises ``SemcacheError``."""
     keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
-    encoder = encoder or Encoder(settings.embedding_model or None)
+    encoder = encoder or Encoder(
+        settings.embedding_model or None, threads=settings.embedding_threads or None
+    )
     data_dir = Path(settings.data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)

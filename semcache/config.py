@@ -49,6 +49,11 @@ class Settings:
     embedding_model: str = _setting(
         "", "Local sentence-transformers model path; empty means the bundled all-MiniLM-L6-v2."
     )
+    embedding_threads: int = _setting(
+        1,
+        "torch threads for the encoder (per process); 1 keeps lookup latency steady when other "
+        "work shares the cores, more helps batch throughput on an idle machine; 0 keeps torch's.",
+    )
     threshold: float = _setting(
         0.9, "Default cosine similarity in [-1, 1] a semantic candidate needs to be a hit."
     )
@@ -182,6 +187,7 @@ def _validate(s: Settings) -> None:
         (s.max_body_bytes > 0, "max_body_bytes must be positive"),
         (s.max_query_chars > 0, "max_query_chars must be positive"),
         (s.batch_max_size > 0, "batch_max_size must be positive"),
+        (s.embedding_threads >= 0, "embedding_threads must not be negative"),
         (s.batch_max_wait_ms >= 0, "batch_max_wait_ms must not be negative"),
         (s.upstream_connect_timeout_s > 0, "upstream_connect_timeout_s must be positive"),
         (s.upstream_read_timeout_s > 0, "upstream_read_timeout_s must be positive"),
