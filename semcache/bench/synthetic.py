@@ -1,0 +1,599 @@
+"""Synthetic training pairs for the hit verifier, generated from source queries with a seed.
+
+Every generated pair is a perturbation of one source query ``a``:
+
+* hard negatives (label 0), near-copies whose answer differs: ``number`` (an amount or year
+  changed), ``negation`` (a "not" added or removed, with/without), ``antonym`` (increase ->
+  decrease, buy -> sell...), ``direction`` (from A to B -> from B to A, "how many X is N Y"
+  reversed), ``entity`` (a language, city, product... swapped for another of its kind),
+  ``constraint`` (a condition added that changes the answer) and ``scope`` (audience, place or
+  time swapped);
+* positives (label 1), surface changes that keep the answer: ``typo``, ``synonym``,
+  ``verbose`` (a polite or chatty wrapper), ``terse`` (a keyword query), ``reorder`` (a
+  trailing phrase moved to the front, "A and B" swapped), ``style`` (case, punctuation,
+  contractions).
+
+Negatives are often combined with a positive change (a typo, a wrapper) so a model cannot
+learn that "looks edited" means "miss": the same kinds of edits appear on both sides. Sources
+are the training split of DESIGN.md and the hand-written ``benchmarks/data/train_extra.jsonl``;
+nothing here reads an evaluation set. ``generate`` is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+from .datasets import LabelledPair
+
+__all__ = ["NEGATIVE_KINDS", "POSITIVE_KINDS", "generate", "perturb"]
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'+#.-]*[A-Za-z+#]|[A-Za-z]")
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w])")
+
+# fmt: off
+# Groups of interchangeable entities: swapping one for another changes the answer.
+_ENTITIES: tuple[tuple[str, ...], ...] = (
+    ("Python", "Java", "JavaScript", "C++", "Rust", "Go", "Ruby", "PHP", "Kotlin", "Swift",
+     "TypeScript", "C#", "Scala", "R"),
+    ("React", "Angular", "Vue", "Django", "Flask", "Rails", "Spring", "Laravel", "FastAPI"),
+    ("pandas", "numpy", "polars", "TensorFlow", "PyTorch", "Keras", "scikit-learn"),
+    ("MySQL", "PostgreSQL", "MongoDB", "SQLite", "Redis", "Oracle", "Cassandra"),
+    ("AWS", "Azure", "GCP", "Heroku", "DigitalOcean"),
+    ("Windows", "Linux", "macOS", "Ubuntu", "Android", "iOS"),
+    ("iPhone", "iPad", "MacBook", "Pixel", "Galaxy", "Kindle", "PlayStation", "Xbox"),
+    ("Google", "Facebook", "Amazon", "Apple", "Microsoft", "Netflix", "Uber", "Tesla", "Twitter",
+     "Instagram", "Quora", "LinkedIn", "YouTube", "WhatsApp", "Spotify"),
+    ("India", "China", "USA", "Canada", "Germany", "France", "Japan", "Australia", "Brazil",
+     "Pakistan", "Russia", "Mexico", "Italy", "Spain", "UK", "Ireland", "Singapore", "Dubai"),
+    ("London", "Paris", "Tokyo", "Delhi", "Mumbai", "Bangalore", "Berlin", "Chicago", "Boston",
+     "Sydney", "Toronto", "Seattle", "Madrid", "Rome", "Hyderabad", "Chennai", "Pune"),
+    ("Trump", "Obama", "Clinton", "Modi", "Putin", "Hitler", "Lincoln", "Gandhi"),
+    ("ibuprofen", "acetaminophen", "aspirin", "paracetamol", "amoxicillin", "metformin"),
+    ("dog", "cat", "rabbit", "horse", "parrot", "hamster"),
+    ("Visa", "Mastercard", "PayPal", "Venmo", "Bitcoin", "Ethereum"),
+    ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+     "October", "November", "December"),
+    ("dollars", "euros", "pounds", "rupees", "yen"),
+    ("Harvard", "Stanford", "MIT", "Oxford", "Cambridge", "Yale", "Princeton"),
+    ("physics", "chemistry", "biology", "mathematics", "economics", "history", "psychology"),
+    ("Excel", "Word", "PowerPoint", "Outlook", "Slack", "Zoom", "Teams", "Jira"),
+    ("Chrome", "Firefox", "Safari", "Edge"),
+    ("engineer", "doctor", "lawyer", "teacher", "nurse", "pilot", "accountant"),
+)
+_ENTITY_OF = {e.lower(): group for group in _ENTITIES for e in group}
+
+# Word pairs with opposite meaning (either direction).
+_ANTONYMS = (
+    ("increase", "decrease"), ("enable", "disable"), ("upgrade", "downgrade"), ("buy", "sell"),
+    ("best", "worst"), ("advantages", "disadvantages"), ("start", "stop"), ("open", "close"),
+    ("add", "remove"), ("import", "export"), ("before", "after"), ("minimum", "maximum"),
+    ("cheapest", "most expensive"), ("largest", "smallest"), ("fastest", "slowest"),
+    ("more", "less"), ("gain", "lose"), ("upload", "download"), ("encrypt", "decrypt"),
+    ("lock", "unlock"), ("install", "uninstall"), ("subscribe", "unsubscribe"),
+    ("accept", "reject"), ("strong", "weak"), ("high", "low"), ("higher", "lower"),
+    ("easy", "hard"), ("good", "bad"), ("positive", "negative"), ("legal", "illegal"),
+    ("private", "public"), ("above", "below"), ("inside", "outside"), ("men", "women"),
+    ("male", "female"), ("boys", "girls"), ("husband", "wife"), ("rich", "poor"),
+    ("hot", "cold"), ("first", "last"), ("early", "late"), ("love", "hate"), ("win", "lose"),
+    ("safe", "dangerous"), ("healthy", "unhealthy"), ("pros", "cons"), ("hire", "fire"),
+    ("allowed", "forbidden"), ("deposit", "withdraw"), ("lend", "borrow"), ("push", "pull"),
+    ("north", "south"), ("east", "west"), ("old", "new"), ("long", "short"), ("cheap", "expensive"),
+    ("success", "failure"), ("true", "false"), ("agree", "disagree"), ("like", "dislike"),
+    ("happy", "sad"), ("light", "dark"), ("online", "offline"), ("join", "leave"),
+)
+_ANTONYM_OF = {a: b for pair in _ANTONYMS for a, b in (pair, pair[::-1])}
+
+# Groups of words or phrases that can replace each other without changing the answer.
+_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("how do i", "how can i", "how would i", "what's the way to", "how should i"),
+    ("what is", "what's"), ("what are", "what're"), ("can you", "could you"),
+    ("is it possible to", "can i"), ("tell me", "let me know"), ("explain", "describe"),
+    ("best", "top", "greatest"), ("big", "large"), ("buy", "purchase"), ("begin", "start"),
+    ("quick", "fast", "rapid"), ("quickly", "fast", "rapidly"), ("fix", "repair", "resolve"),
+    ("method", "way", "approach"), ("ways", "methods"), ("help", "assist"), ("get", "obtain"),
+    ("choose", "pick", "select"), ("car", "vehicle"), ("job", "position"),
+    ("problem", "issue"), ("problems", "issues"), ("error", "bug"), ("use", "utilize"),
+    ("make", "create"), ("build", "create"), ("learn", "study"), ("improve", "enhance"),
+    ("simple", "easy"), ("difficult", "hard"), ("benefits", "advantages"),
+    ("important", "crucial"), ("find", "locate"), ("show", "display"), ("need", "require"),
+    ("happen", "occur"), ("reason", "cause"), ("mistakes", "errors"), ("movie", "film"),
+    ("movies", "films"), ("book", "reserve"), ("cost", "price"), ("shop", "store"),
+    ("kids", "children"), ("mom", "mother"), ("dad", "father"), ("smart", "intelligent"),
+    ("answer", "reply"), ("correct", "right"), ("mostly", "mainly"), ("maybe", "perhaps"),
+    ("delete", "remove"), ("setup", "configure"), ("set up", "configure"),
+    ("phone", "smartphone"), ("laptop", "notebook"), ("money", "cash"), ("begin", "commence"),
+    ("shut down", "turn off"), ("turn on", "switch on"), ("receive", "get"),
+    ("tips", "advice"), ("suggest", "recommend"), ("should i", "do i need to"),
+    ("possible", "feasible"), ("effect", "impact"), ("effects", "impacts"),
+    ("doctor", "physician"), ("lawyer", "attorney"), ("holiday", "vacation"),
+)
+_SYNONYM_OF = {w: group for group in _SYNONYMS for w in group}
+
+_AUX = ("is", "are", "was", "were", "do", "does", "did", "can", "should", "will", "would",
+        "could", "has", "have", "must")
+
+_PRONOUNS = frozenset(["i", "you", "we", "they", "he", "she", "it", "my"])
+_WH = frozenset(["what", "why", "how", "which", "who", "when", "where", "whom"])
+# Kinds that apply to almost any text are tried after the specific ones more often.
+_GENERIC = frozenset(("constraint", "scope", "verbose", "terse", "typo"))
+
+_CONSTRAINTS = (
+    "for a small business", "on Windows", "on a Mac", "during pregnancy", "as a contractor",
+    "without a degree", "for free", "with bad credit", "if I'm under 18", "in a Docker container",
+    "after surgery", "while taking antibiotics", "on a budget", "for a family of four",
+    "without internet access", "in a recursive function", "for a non-native speaker",
+    "with no experience", "if I'm self-employed", "on a mobile phone", "in production",
+    "with diabetes", "for a startup", "in a rented apartment", "on the free plan",
+    "as an international student", "without admin rights", "in less than a week",
+    "for a dog", "with a criminal record", "when traveling abroad", "in a multithreaded program",
+)
+_SCOPES = (
+    ("for kids", "for adults", "for seniors", "for teenagers"),
+    ("in the US", "in the UK", "in India", "in Canada", "in Europe"),
+    ("this year", "last year", "next year"),
+    ("today", "tomorrow", "yesterday"),
+    ("in summer", "in winter"),
+    ("for beginners", "for experts"),
+    ("per month", "per year", "per week", "per day"),
+    ("daily", "weekly", "monthly"),
+    ("in the morning", "at night"),
+    ("for students", "for employees", "for retirees"),
+)
+
+_PREFIXES = (
+    "Hi, could you tell me: ", "Quick question: ", "I was wondering, ", "Hey, ",
+    "Can someone explain this? ", "I need some help. ", "Please answer briefly: ",
+    "Hello! I have a question. ", "Sorry if this is a dumb question, but ", "So ",
+    "Could you help me out? ", "Question for you: ",
+)
+_SUFFIXES = (
+    " Thanks!", " Thanks in advance.", " Any help is appreciated.", " Please explain.",
+    " I'd appreciate a short answer.", " Thank you so much!", " Asking for a friend.", "",
+)
+_STOP_WORDS = (
+    "a an the is are was were do does did can could should would will i me my you your to "
+    "of in on for and or what how why which who when where it its be there any some please "
+    "with that this"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+_CONTRACTIONS = (
+    ("do not", "don't"), ("does not", "doesn't"), ("can not", "can't"), ("cannot", "can't"),
+    ("is not", "isn't"), ("are not", "aren't"), ("I am", "I'm"), ("it is", "it's"),
+    ("I have", "I've"), ("should not", "shouldn't"), ("will not", "won't"),
+)
+
+# fmt: on
+
+NEGATIVE_KINDS = (
+    "number",
+    "negation",
+    "antonym",
+    "direction",
+    "entity",
+    "constraint",
+    "scope",
+)
+POSITIVE_KINDS = ("typo", "synonym", "verbose", "terse", "reorder", "style")
+
+
+def _case_like(word: str, template: str) -> str:
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def _sub_phrase(text: str, old: str, new: str) -> str:
+    pattern = re.compile(r"(?<![\w])" + re.escape(old) + r"(?![\w])", re.IGNORECASE)
+    return pattern.sub(lambda m: _case_like(new, m.group(0)), text, count=1)
+
+
+def _find_phrases(text: str, phrases: Iterable[str]) -> list[str]:
+    low = text.lower()
+    return [p for p in phrases if re.search(r"(?<![\w])" + re.escape(p) + r"(?![\w])", low)]
+
+
+# -- negatives ------------------------------------------------------------------------------
+
+
+def _number(text: str, rng: random.Random) -> str | None:
+    matches = list(_NUMBER.finditer(text))
+    if not matches:
+        return None
+    m = rng.choice(matches)
+    raw = m.group(0).replace(",", "")
+    value = float(raw)
+    if "." in raw:
+        step = rng.choice((-1, 1)) * rng.choice((0.5, 1.0, 2.5))
+        new = f"{value + step:.{len(raw.split('.')[1])}f}"
+    elif 1900 <= value <= 2100:
+        new = str(int(value) + rng.choice((-10, -5, -2, -1, 1, 2, 5, 10)))
+    else:
+        v = int(value)
+        candidates = [v + 1, v * 2, v * 10, max(0, v - 1), v + rng.randint(2, 20)]
+        new = str(rng.choice([c for c in candidates if c != v] or [v + 1]))
+    if new == raw:
+        return None
+    return text[: m.start()] + new + text[m.end() :]
+
+
+def _negation(text: str, rng: random.Random) -> str | None:
+    for neg, pos in (
+        ("can't", "can"),
+        ("won't", "will"),
+        ("n't", ""),
+        (" not ", " "),
+        ("without", "with"),
+        ("never", "ever"),
+    ):
+        if neg in text.lower():
+            return re.sub(re.escape(neg), pos, text, count=1, flags=re.IGNORECASE)
+    if re.search(r"\bwith\b", text, re.IGNORECASE) and rng.random() < 0.3:
+        return _sub_phrase(text, "with", "without")
+    words = text.split()
+    spots = []
+    for i, w in enumerate(words[:-1]):
+        if w.lower() not in _AUX:
+            continue
+        if words[i + 1].lower() in _PRONOUNS:
+            # "How can I lose weight" -> "How can I not lose weight"
+            spots.append(i + 2)
+        elif i > 0 and words[i - 1].lower() not in _WH:
+            # "X is good" -> "X is not good" (not "Is not X good")
+            spots.append(i + 1)
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    return " ".join([*words[:i], "not", *words[i:]])
+
+
+def _antonym(text: str, rng: random.Random) -> str | None:
+    found = _find_phrases(text, _ANTONYM_OF)
+    if not found:
+        return None
+    word = rng.choice(found)
+    return _sub_phrase(text, word, _ANTONYM_OF[word])
+
+
+_DIRECTION = (
+    re.compile(
+        r"\b(from) ([\w$.+#-]+(?: [\w$+#-]+)?) (to|into) ([\w$.+#-]+(?: [\w$+#-]+)?)", re.IGNORECASE
+    ),
+    re.compile(
+        r"\b(convert|translate|change|switch|migrate|move|transfer|cast) "
+        r"([\w$.+#-]+(?: [\w$+#-]+)?) (to|into) ([\w$.+#-]+(?: [\w$+#-]+)?)",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"\b(how many) ([\w$.-]+(?: [\w$-]+)?) (is|are|in|make|makes) "
+        r"(\d[\d,.]* [\w$-]+(?: [\w$-]+)?)",
+        re.IGNORECASE,
+    ),
+)
+
+
+def _direction(text: str, rng: random.Random) -> str | None:
+    for pattern in _DIRECTION:
+        m = pattern.search(text)
+        if m is None:
+            continue
+        head, x, link, y = m.groups()
+        if pattern is _DIRECTION[2]:
+            # "how many dollars is 100 euros" -> "how many euros is 100 dollars"
+            number, _, unit_y = y.partition(" ")
+            swapped = f"{head} {unit_y} {link} {number} {x}"
+        else:
+            swapped = f"{head} {y} {link} {x}"
+        if x.lower() == y.lower():
+            return None
+        return text[: m.start()] + swapped + text[m.end() :]
+    # Two entities of one kind: swap them ("Python to Java" style relations).
+    words = [m for m in _WORD.finditer(text) if m.group(0).lower() in _ENTITY_OF]
+    for i, a in enumerate(words):
+        for b in words[i + 1 :]:
+            if _ENTITY_OF[a.group(0).lower()] is _ENTITY_OF[b.group(0).lower()]:
+                between = text[a.end() : b.start()].lower()
+                if re.search(r"\b(to|than|into|over|instead of|from)\b", between):
+                    return (
+                        text[: a.start()]
+                        + b.group(0)
+                        + text[a.end() : b.start()]
+                        + a.group(0)
+                        + text[b.end() :]
+                    )
+    return None
+
+
+def _entity(text: str, rng: random.Random) -> str | None:
+    found = [m for m in _WORD.finditer(text) if m.group(0).lower() in _ENTITY_OF]
+    if not found:
+        return None
+    m = rng.choice(found)
+    group = _ENTITY_OF[m.group(0).lower()]
+    choices = [
+        e for e in group if e.lower() != m.group(0).lower() and e.lower() not in text.lower()
+    ]
+    if not choices:
+        return None
+    return text[: m.start()] + rng.choice(choices) + text[m.end() :]
+
+
+def _with_tail(text: str, tail: str) -> str:
+    stripped = text.rstrip()
+    end = ""
+    while stripped and stripped[-1] in "?.!":
+        end = stripped[-1] + end
+        stripped = stripped[:-1]
+    return f"{stripped} {tail}{end}"
+
+
+def _constraint(text: str, rng: random.Random) -> str | None:
+    if len(text) > 160:
+        return None
+    options = [c for c in _CONSTRAINTS if c.split()[-1].lower() not in text.lower()]
+    return _with_tail(text, rng.choice(options))
+
+
+def _scope(text: str, rng: random.Random) -> str | None:
+    for group in _SCOPES:
+        found = _find_phrases(text, group)
+        if found:
+            old = found[0]
+            return _sub_phrase(text, old, rng.choice([g for g in group if g != old]))
+    if len(text) > 160:
+        return None
+    group = rng.choice(_SCOPES)
+    return _with_tail(text, rng.choice(group))
+
+
+# -- positives ------------------------------------------------------------------------------
+
+_KEYS = "qwertyuiop asdfghjkl zxcvbnm"
+
+
+def _typo_word(word: str, rng: random.Random) -> str:
+    if len(word) < 4:
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    op = rng.randrange(4)
+    if op == 0:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    if op == 1:
+        return word[:i] + word[i + 1 :]
+    if op == 2:
+        return word[:i] + word[i] + word[i:]
+    row = next((r for r in _KEYS.split() if word[i].lower() in r), None)
+    if row is None:
+        return word
+    j = row.index(word[i].lower())
+    near = row[max(0, j - 1) : j + 2].replace(word[i].lower(), "") or word[i]
+    return word[:i] + rng.choice(near) + word[i + 1 :]
+
+
+def _typo(text: str, rng: random.Random) -> str | None:
+    words = text.split()
+    long_words = [i for i, w in enumerate(words) if len(w) >= 4 and not any(c.isdigit() for c in w)]
+    if not long_words:
+        return None
+    for i in rng.sample(long_words, min(len(long_words), rng.choice((1, 1, 2, 3)))):
+        words[i] = _typo_word(words[i], rng)
+    out = " ".join(words)
+    if rng.random() < 0.4:
+        out = out.lower()
+    if rng.random() < 0.4:
+        out = out.rstrip("?.!")
+    return out if out != text else None
+
+
+def _synonym(text: str, rng: random.Random) -> str | None:
+    found = _find_phrases(text, _SYNONYM_OF)
+    if not found:
+        return None
+    out = text
+    for word in rng.sample(found, min(len(found), rng.choice((1, 2, 3)))):
+        group = _SYNONYM_OF[word]
+        out = _sub_phrase(out, word, rng.choice([g for g in group if g != word]))
+    return out if out != text else None
+
+
+def _verbose(text: str, rng: random.Random) -> str | None:
+    body = text.strip()
+    prefix = rng.choice(_PREFIXES)
+    if prefix.endswith(": ") or prefix.endswith("? ") or prefix.endswith(". "):
+        core = body
+    else:
+        core = body[:1].lower() + body[1:]
+    return prefix + core + rng.choice(_SUFFIXES)
+
+
+def _terse(text: str, rng: random.Random) -> str | None:
+    words = [w.strip("?.!,;:") for w in text.split()]
+    kept = [w for w in words if w and w.lower() not in _STOP]
+    if len(kept) < 2 or len(kept) == len(words):
+        return None
+    out = " ".join(kept)
+    return out.lower() if rng.random() < 0.6 else out
+
+
+_TAIL = re.compile(r"^(.*\w) ((?:in|on|for|during|with|at|as|using|after|before) [^,?]+?)([?.!]?)$")
+
+
+def _reorder(text: str, rng: random.Random) -> str | None:
+    m = re.search(r"\b([\w+#-]+) (and|or|vs\.?|versus) ([\w+#-]+)\b", text)
+    if m and rng.random() < 0.5 and m.group(1).lower() not in _STOP | {"between"}:
+        return text[: m.start()] + f"{m.group(3)} {m.group(2)} {m.group(1)}" + text[m.end() :]
+    t = _TAIL.match(text.strip())
+    if t is None:
+        return None
+    body, tail, end = t.groups()
+    if len(tail.split()) > 6:
+        return None
+    return f"{tail[:1].upper()}{tail[1:]}, {body[:1].lower()}{body[1:]}{end or '?'}"
+
+
+def _style(text: str, rng: random.Random) -> str | None:
+    out = text
+    for full, short in _CONTRACTIONS:
+        old, new = (full, short) if rng.random() < 0.5 else (short, full)
+        out = _sub_phrase(out, old, new)
+    choice = rng.randrange(3)
+    if choice == 0:
+        out = out.lower()
+    elif choice == 1:
+        out = out.rstrip("?.!") + rng.choice(("", "??", " ?", "."))
+    else:
+        out = re.sub(r"[,;:]", "", out)
+    return out if out != text else None
+
+
+# -- version 2 additions (``generate(..., version=2)``) ----------------------------------------
+
+_NEGATED = re.compile(r"\b(not|no|never|without)\b|n't\b", re.IGNORECASE)
+_COMPARATIVE = (
+    r"bigger|larger|smaller|better|worse|faster|slower|older|younger|taller|shorter|cheaper|"
+    r"heavier|lighter|stronger|weaker|safer|healthier|harder|easier|richer|more \w+|less \w+"
+)
+_DIRECTION_V2 = (
+    # "how many cm are in an inch" -> "how many inches are in a cm"
+    re.compile(r"\b(how many) ([\w-]+) (is|are) (in) (a|an|one) ([\w-]+)", re.IGNORECASE),
+    # "miles per gallon" -> "gallons per mile" (kept simple: the two words swap)
+    re.compile(r"\b([\w-]+) (per) ([\w-]+)", re.IGNORECASE),
+    # "Is X bigger than Y" -> "Is Y bigger than X"
+    re.compile(
+        r"\b(is|are|was|were) ([\w+#.-]+) (" + _COMPARATIVE + r") than ([\w+#.-]+)",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"\b(port|map|send|copy|sync|export|import|upgrade|cast|fly|drive|switch) "
+        r"(?:from )?([\w$.+#-]+) (to|into) ([\w$.+#-]+)",
+        re.IGNORECASE,
+    ),
+)
+
+
+def _direction_v2(text: str, rng: random.Random) -> str | None:
+    for i, pattern in enumerate(_DIRECTION_V2):
+        m = pattern.search(text)
+        if m is None:
+            continue
+        g = m.groups()
+        if i == 0:
+            head, x, verb, prep, _, y = g
+            art = "an" if y[:1].lower() in "aeiou" else "a"
+            swapped = f"{head} {y} {verb} {prep} {art} {x}"
+        elif i == 1:
+            x, per, y = g
+            if x.lower() in _STOP or y.lower() in _STOP or x.isdigit() or y.isdigit():
+                continue
+            swapped = f"{y} {per} {x}"
+        elif i == 2:
+            verb, x, comp, y = g
+            swapped = f"{verb} {y} {comp} than {x}"
+        else:
+            verb, x, _, y = g
+            swapped = m.group(0).replace(x, "\0").replace(y, x).replace("\0", y)
+        if x.lower() == y.lower():
+            continue
+        return text[: m.start()] + swapped + text[m.end() :]
+    return _direction(text, rng)
+
+
+def _antonym_v2(text: str, rng: random.Random) -> str | None:
+    # "not safe" -> "not dangerous" would say the same thing twice negated: skip.
+    return None if _NEGATED.search(text) else _antonym(text, rng)
+
+
+_NEGATIVE: dict[str, Callable[[str, random.Random], str | None]] = {
+    "number": _number,
+    "negation": _negation,
+    "antonym": _antonym,
+    "direction": _direction,
+    "entity": _entity,
+    "constraint": _constraint,
+    "scope": _scope,
+}
+_NEGATIVE_V2 = {**_NEGATIVE, "direction": _direction_v2, "antonym": _antonym_v2}
+_POSITIVE: dict[str, Callable[[str, random.Random], str | None]] = {
+    "typo": _typo,
+    "synonym": _synonym,
+    "verbose": _verbose,
+    "terse": _terse,
+    "reorder": _reorder,
+    "style": _style,
+}
+
+
+def perturb(text: str, kind: str, rng: random.Random, version: int = 1) -> str | None:
+    """One perturbation of ``text`` of the given kind, or None when it does not apply."""
+    negative = _NEGATIVE_V2 if version >= 2 else _NEGATIVE
+    fn = negative.get(kind) or _POSITIVE.get(kind)
+    if fn is None:
+        raise ValueError(f"unknown perturbation kind {kind!r}")
+    out = fn(text, rng)
+    if out is None:
+        return None
+    out = " ".join(out.split())
+    return out if out and out.lower() != " ".join(text.split()).lower() else None
+
+
+def generate(
+    sources: Sequence[str],
+    *,
+    seed: int,
+    per_source: int = 2,
+    mix_rate: float = 0.35,
+    tag: str = "syn",
+    version: int = 1,
+) -> list[LabelledPair]:
+    """About ``per_source`` pairs per source query, half positive, half negative.
+
+    Each source gets alternately a positive and a negative of a randomly chosen kind that
+    applies to it. With probability ``mix_rate`` a negative also gets a positive change on top
+    (typo, wrapper, style) and a positive gets a second positive change, so the two classes
+    share their surface edits. Kinds are stored as ``neg-<kind>`` / ``pos-<kind>``.
+
+    ``version`` 2 adds direction patterns (units "in a", "per", comparatives, more verbs),
+    skips antonyms in negated text, and tries direction first when it applies; version 1 is
+    kept as it was so the first training stage stays reproducible.
+    """
+    rng = random.Random(seed)
+    pairs: list[LabelledPair] = []
+    for n, src in enumerate(sources):
+        src = " ".join(src.split())
+        if not src or len(src) > 300:
+            continue
+        for j in range(per_source):
+            negative = (n + j) % 2 == 0
+            kinds = sorted(
+                NEGATIVE_KINDS if negative else POSITIVE_KINDS,
+                key=lambda k: (
+                    rng.random()
+                    + (0.6 if k in _GENERIC else 0.0)
+                    - (1.0 if version >= 2 and k == "direction" else 0.0)
+                ),
+            )
+            for kind in kinds:
+                out = perturb(src, kind, rng, version)
+                if out is None:
+                    continue
+                if rng.random() < mix_rate:
+                    extra = rng.choice(("typo", "verbose", "style", "synonym"))
+                    if negative and extra == "synonym":
+                        extra = "style"
+                    out = perturb(out, extra, rng, version) or out
+                a, b = (src, out) if rng.random() < 0.5 else (out, src)
+                pairs.append(
+                    LabelledPair(
+                        a=a,
+                        b=b,
+                        label=0 if negative else 1,
+                        kind=f"{'neg' if negative else 'pos'}-{kind}",
+                        id=f"{tag}-{n}-{j}",
+                    )
+                )
+                break
+    return pairs

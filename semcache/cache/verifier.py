@@ -1,0 +1,184 @@
+"""A verified hit decision: cosine prefilter, then a cross-encoder check of the best candidates.
+
+Cosine similarity alone cannot tell "How many US dollars is 100 euros?" from "How many euros is
+100 US dollars?" (cosine above 0.95) while it rejects real rewordings at 0.8. ``VerifiedDecision``
+adds a second stage after the nearest-neighbour search:
+
+1. **Cosine floor.** A candidate is considered only when ``similarity >= threshold``, the
+   request's (or the configured) cosine threshold: DESIGN.md's contract that nothing hits below
+   the threshold holds. With the verifier on, the threshold is a recall floor, not the decision;
+   the shipped default is the floor calibrated with the verifier (``cosine_floor`` in the
+   artifact's metadata). A request that asks for a higher threshold gets a stricter check.
+2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are scored in
+   one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
+   on the DESIGN.md training split plus generated near-copy negatives and surface-change
+   positives (``benchmarks/train_verifier.py``). Its logit and the cosine go through a logistic
+   regression (a candidate equal to the query up to case, punctuation and spacing scores 1);
+   a candidate hits when that probability is at least ``score_threshold``,
+   calibrated on held-out data for a false-hit rate of 1%. The candidate with the highest
+   probability is served.
+
+The model loads in the constructor (about a second; torch and transformers are imported then,
+never at import time) and runs on the CPU. ``choose`` is thread-safe: one forward pass at a time.
+The artifact (``semcache/data/verifier/``) holds the pair model without its word embeddings,
+which come from the bundled all-MiniLM-L6-v2 package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..store.base import Candidate
+
+__all__ = ["VerifiedDecision", "VerifierMeta", "default_artifact_dir", "normalize_query"]
+
+# Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
+# and a full stop becomes a space, so "1.5" never equals "15".
+_APOSTROPHES = re.compile(r"['’‘`]")
+_PUNCTUATION = re.compile(r"[.,?!;:\"“”()\[\]{}…¿¡]+")
+
+
+def normalize_query(text: str) -> str:
+    """Lower case, punctuation and spacing dropped: two queries equal after this ask the same."""
+    text = _APOSTROPHES.sub("", text.lower())
+    return " ".join(_PUNCTUATION.sub(" ", text).split())
+
+
+def default_artifact_dir() -> Path:
+    """``semcache/data/verifier``, where the shipped artifact lives."""
+    return Path(__file__).resolve().parent.parent / "data" / "verifier"
+
+
+@dataclass(frozen=True)
+class VerifierMeta:
+    """What ``verifier.json`` says about the shipped model and its calibration."""
+
+    artifact: str
+    coef_logit: float
+    coef_cosine: float
+    intercept: float
+    cosine_floor: float
+    score_threshold: float
+    max_length: int
+
+    @classmethod
+    def read(cls, path: Path) -> VerifierMeta:
+        try:
+            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            coef = raw["stack"]["coef"]
+            return cls(
+                artifact=str(raw["artifact"]),
+                coef_logit=float(coef[0]),
+                coef_cosine=float(coef[1]),
+                intercept=float(raw["stack"]["intercept"]),
+                cosine_floor=float(raw["cosine_floor"]),
+                score_threshold=float(raw["score_threshold"]),
+                max_length=int(raw.get("max_length", 128)),
+            )
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ConfigError(f"cannot read verifier metadata {path}: {exc}") from exc
+
+
+class VerifiedDecision:
+    """Cosine floor (``threshold``) plus the shipped cross-encoder verifier; see the module doc.
+
+    ``score_threshold`` overrides the calibrated probability threshold (0..1, higher is
+    stricter); ``max_candidates`` bounds how many candidates one lookup verifies.
+    """
+
+    def __init__(
+        self,
+        artifact_dir: str | os.PathLike[str] | None = None,
+        *,
+        max_candidates: int = 4,
+        score_threshold: float | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
+        self.meta = VerifierMeta.read(folder / "verifier.json")
+        if max_candidates < 1:
+            raise ConfigError("max_candidates must be at least 1")
+        self.max_candidates = max_candidates
+        self.score_threshold = (
+            self.meta.score_threshold if score_threshold is None else float(score_threshold)
+        )
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from .verifier_model import load_pair_model
+
+        artifact = folder / self.meta.artifact
+        if not artifact.is_file():
+            raise ConfigError(f"verifier artifact {artifact} is missing")
+        try:
+            self._model, self._tokenizer = load_pair_model(
+                artifact, Path(model_path) if model_path else None
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"cannot load the verifier from {artifact}: {exc}") from exc
+        self._lock = threading.Lock()
+
+    @property
+    def cosine_floor(self) -> float:
+        """The cosine threshold the verifier was calibrated with (the shipped default)."""
+        return self.meta.cosine_floor
+
+    def logits(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Raw cross-encoder logits for (cached query, new query) pairs, one forward pass."""
+        if not pairs:
+            return []
+        import torch
+
+        from .verifier_model import encode_pairs
+
+        batch = encode_pairs(
+            self._tokenizer,
+            [a for a, _ in pairs],
+            [b for _, b in pairs],
+            self.meta.max_length,
+        )
+        with self._lock, torch.inference_mode():
+            out = self._model(**batch)
+        return [float(v) for v in out.float().tolist()]
+
+    def probability(self, logit: float, cosine: float) -> float:
+        """The calibrated hit probability from a cross-encoder logit and a cosine."""
+        z = self.meta.coef_logit * logit + self.meta.coef_cosine * cosine + self.meta.intercept
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    def scores(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
+        """Hit probabilities of ``candidates`` for ``query``, in order.
+
+        A candidate equal to the query after ``normalize_query`` (case, punctuation, spacing)
+        scores 1.0 without the model; the others go through one batched forward pass.
+        """
+        key = normalize_query(query)
+        same = [normalize_query(c.entry.query) == key for c in candidates]
+        rest = [c for c, s in zip(candidates, same, strict=True) if not s]
+        logits = iter(self.logits([(c.entry.query, query) for c in rest]))
+        return [
+            1.0 if s else self.probability(next(logits), c.similarity)
+            for c, s in zip(candidates, same, strict=True)
+        ]
+
+    def choose(
+        self, query: str, candidates: Sequence[Candidate], threshold: float
+    ) -> Candidate | None:
+        eligible = sorted(
+            (c for c in candidates if c.similarity >= threshold),
+            key=lambda c: c.similarity,
+            reverse=True,
+        )[: self.max_candidates]
+        if not eligible:
+            return None
+        scored = zip(self.scores(query, eligible), eligible, strict=True)
+        best_score, best = max(scored, key=lambda sc: sc[0])
+        return best if best_score >= self.score_threshold else None

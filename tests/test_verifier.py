@@ -1,0 +1,143 @@
+"""The shipped hit verifier: loads, rejects near-copies that cosine accepts, keeps paraphrases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.cache import CacheConfig, CacheService, Partition
+from semcache.cache.verifier import VerifiedDecision, default_artifact_dir, normalize_query
+from semcache.embed import Encoder, MicroBatcher
+from semcache.store import SqlFaissStore
+from semcache.store.base import Candidate, Entry
+
+P = Partition("t", "ns", "gpt-4o", "")
+
+# Near-copies whose answers differ; cosine puts each above the old 0.9 default.
+NEAR_COPIES = [
+    ("How many US dollars is 100 euros?", "How many euros is 100 US dollars?"),
+    (
+        "Which foods should I eat during pregnancy?",
+        "Which foods should I not eat during pregnancy?",
+    ),
+    (
+        "How do I send money from PayPal to my bank account?",
+        "How do I send money from my bank account to PayPal?",
+    ),
+]
+# Rewordings the calibrated default accepts (it is strict: many looser rewordings still miss).
+PARAPHRASES = [
+    ("What is the capital of France?", "what's the capital of france"),
+    ("How do I change my billing address?", "how do i chnage my biling address"),
+    (
+        "How do I make cold brew coffee at home?",
+        "Hi! Could you tell me how to make cold brew coffee at home? Thanks!",
+    ),
+    ("how do i delete my account", "How do I delete my account?"),
+]
+
+
+@pytest.fixture(scope="module")
+def verifier() -> VerifiedDecision:
+    return VerifiedDecision()
+
+
+def _candidate(query: str, similarity: float, row: int = 1) -> Candidate:
+    entry = Entry(
+        entry_id=f"e{row}",
+        row_id=row,
+        partition=P,
+        exact_key=f"k{row}",
+        context_hash="c",
+        query=query,
+        response="r",
+        metadata={},
+        created_at=0.0,
+        expires_at=1e12,
+        last_used_at=0.0,
+        hit_count=0,
+    )
+    return Candidate(entry, similarity)
+
+
+def _cosine(encoder: Encoder, a: str, b: str) -> float:
+    va, vb = encoder.encode([a, b])
+    return float(np.dot(va, vb))
+
+
+def test_artifact_is_small_and_calibrated() -> None:
+    folder = default_artifact_dir()
+    meta = json.loads((folder / "verifier.json").read_text())
+    assert (folder / meta["artifact"]).stat().st_size < 30 * 1024 * 1024
+    assert meta["calibration"]["target_false_hit_rate"] == 0.01
+    assert -1.0 <= meta["cosine_floor"] <= 1.0
+    assert 0.0 < meta["score_threshold"] < 1.0
+
+
+@pytest.mark.parametrize(("cached", "new"), NEAR_COPIES)
+def test_rejects_near_copies_that_cosine_accepts(
+    verifier: VerifiedDecision, encoder: Encoder, cached: str, new: str
+) -> None:
+    cos = _cosine(encoder, cached, new)
+    assert cos >= 0.9
+    assert verifier.choose(new, [_candidate(cached, cos)], verifier.cosine_floor) is None
+
+
+@pytest.mark.parametrize(("cached", "new"), PARAPHRASES)
+def test_accepts_paraphrases(
+    verifier: VerifiedDecision, encoder: Encoder, cached: str, new: str
+) -> None:
+    cos = _cosine(encoder, cached, new)
+    chosen = verifier.choose(new, [_candidate(cached, cos)], verifier.cosine_floor)
+    assert chosen is not None and chosen.entry.query == cached
+
+
+def test_normalized_equality_keeps_meaningful_symbols() -> None:
+    assert normalize_query("How do I delete my account?") == "how do i delete my account"
+    assert normalize_query("Read a file in C++") != normalize_query("Read a file in C#")
+    assert normalize_query("What is 1.5 times 2?") != normalize_query("What is 15 times 2?")
+
+
+def test_threshold_is_a_cosine_floor(verifier: VerifiedDecision) -> None:
+    cached, new = PARAPHRASES[0]
+    # Nothing below the threshold hits, whatever the verifier thinks; no candidates, no hit.
+    assert verifier.choose(new, [_candidate(cached, 0.80)], 0.81) is None
+    assert verifier.choose(new, [], verifier.cosine_floor) is None
+
+
+def test_picks_the_candidate_the_verifier_accepts(verifier: VerifiedDecision) -> None:
+    wrong = _candidate("How many euros is 100 US dollars?", 0.99, row=1)
+    right = _candidate("how many US dollars is 100 euros", 0.98, row=2)
+    chosen = verifier.choose("How many US dollars is 100 euros?", [wrong, right], 0.5)
+    assert chosen is right
+
+
+def test_works_inside_the_cache_service(
+    tmp_path: Path, encoder: Encoder, verifier: VerifiedDecision
+) -> None:
+    store = SqlFaissStore(f"sqlite:///{tmp_path / 'db'}", tmp_path / "faiss", encoder.dim)
+    batcher = MicroBatcher(encoder.encode, max_size=64, max_wait_s=0.002)
+    config = CacheConfig(threshold=verifier.cosine_floor)
+    service = CacheService(config, store, batcher, decision=verifier)
+
+    def chat(text: str) -> dict[str, object]:
+        return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+
+    async def run() -> list[str]:
+        await service.store(P, chat(NEAR_COPIES[0][0]), "about 108 US dollars")
+        await service.store(P, chat(PARAPHRASES[1][0]), "Settings > Billing")
+        statuses = [
+            (await service.lookup(P, chat(NEAR_COPIES[0][1]))).status,
+            (await service.lookup(P, chat(PARAPHRASES[1][1]))).status,
+        ]
+        await batcher.close()
+        return statuses
+
+    try:
+        assert asyncio.run(run()) == ["MISS", "HIT-SEMANTIC"]
+    finally:
+        store.close()
