@@ -14,7 +14,9 @@ from .api import cache_aside, ops, proxy, usage
 from .api.auth import KeyRing
 from .api.deps import Services
 from .api.errors import install_error_handlers
+from .cache.decision import HitDecision, ThresholdDecision
 from .cache.service import CacheConfig, CacheService
+from .cache.verifier import VerifiedDecision
 from .config import Settings
 from .embed.batcher import MicroBatcher
 from .embed.encoder import Encoder
@@ -35,10 +37,23 @@ __all__ = ["build_services", "create_app"]
 log = logging.getLogger(__name__)
 
 
-def cache_config(settings: Settings) -> CacheConfig:
+def hit_decision(settings: Settings) -> tuple[HitDecision, float]:
+    """The configured hit decision and the cosine threshold it works with."""
+    if settings.hit_decision == "cosine":
+        threshold = settings.threshold if settings.threshold is not None else 0.9
+        return ThresholdDecision(), threshold
+    verifier = VerifiedDecision(
+        max_candidates=settings.verifier_max_candidates,
+        score_threshold=settings.verifier_score_threshold,
+    )
+    threshold = settings.threshold if settings.threshold is not None else verifier.cosine_floor
+    return verifier, threshold
+
+
+def cache_config(settings: Settings, threshold: float) -> CacheConfig:
     """The cache service's slice of the settings."""
     return CacheConfig(
-        threshold=settings.threshold,
+        threshold=threshold,
         min_request_threshold=settings.min_request_threshold,
         default_ttl_s=settings.default_ttl_s,
         max_ttl_s=settings.max_ttl_s,
@@ -68,7 +83,10 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
         max_size=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
     )
-    cache = CacheService(cache_config(settings), store, batcher, metrics=metrics)
+    decision, threshold = hit_decision(settings)
+    cache = CacheService(
+        cache_config(settings, threshold), store, batcher, decision=decision, metrics=metrics
+    )
     upstream = UpstreamClient(upstream_config(settings))
     levers = load_levers(settings.levers_file)
     pricing = PricingTable.load(settings.pricing_file or None)

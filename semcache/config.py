@@ -54,8 +54,25 @@ class Settings:
         "torch threads for the encoder (per process); 1 keeps lookup latency steady when other "
         "work shares the cores, more helps batch throughput on an idle machine; 0 keeps torch's.",
     )
-    threshold: float = _setting(
-        0.9, "Default cosine similarity in [-1, 1] a semantic candidate needs to be a hit."
+    hit_decision: str = _setting(
+        "verified",
+        "How a semantic candidate becomes a hit: verified (cosine floor, then the shipped "
+        "cross-encoder verifier) or cosine (the threshold alone).",
+    )
+    threshold: float | None = _setting(
+        None,
+        "Cosine similarity in [-1, 1] a candidate needs: with hit_decision=verified the floor "
+        "before the verifier (auto: its calibrated floor), with cosine the whole decision "
+        "(auto: 0.9).",
+    )
+    verifier_max_candidates: int = _setting(
+        1,
+        "Candidates above the threshold the verifier scores per lookup (one batched pass); "
+        "1 verifies the nearest neighbour only, more costs about 8 ms each.",
+    )
+    verifier_score_threshold: float | None = _setting(
+        None,
+        "Verifier probability in [0, 1] a hit needs (auto: calibrated for a 1% false-hit rate).",
     )
     min_request_threshold: float = _setting(
         0.5, "Lowest threshold a request may ask for; lower values are rejected with 400."
@@ -176,7 +193,16 @@ def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
 def _validate(s: Settings) -> None:
     checks = [
         (1 <= s.port <= 65535 or s.port == 0, "port must be between 1 and 65535"),
-        (-1.0 <= s.threshold <= 1.0, "threshold must be a cosine similarity in [-1, 1]"),
+        (
+            s.threshold is None or -1.0 <= s.threshold <= 1.0,
+            "threshold must be a cosine similarity in [-1, 1]",
+        ),
+        (s.hit_decision in ("verified", "cosine"), "hit_decision must be verified or cosine"),
+        (s.verifier_max_candidates >= 1, "verifier_max_candidates must be at least 1"),
+        (
+            s.verifier_score_threshold is None or 0.0 <= s.verifier_score_threshold <= 1.0,
+            "verifier_score_threshold must be in [0, 1]",
+        ),
         (-1.0 <= s.min_request_threshold <= 1.0, "min_request_threshold must be in [-1, 1]"),
         (s.default_ttl_s > 0, "default_ttl_s must be positive"),
         (s.max_ttl_s >= s.default_ttl_s, "max_ttl_s must be at least default_ttl_s"),
@@ -217,13 +243,17 @@ def load_settings(
 ) -> Settings:
     """Build validated ``Settings`` from a TOML file, environment variables and overrides."""
     kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
-    types = {"str": str, "int": int, "float": float, "bool": bool}
+    types = {"str": str, "int": int, "float": float, "bool": bool, "float | None": float}
     values: dict[str, Any] = dataclasses.asdict(base) if base else {}
 
     def apply(items: Mapping[str, Any], source: str) -> None:
         for name, raw in items.items():
             if name not in kinds:
                 raise ConfigError(f"{source}: unknown setting {name!r}; see `semcache --help`")
+            optional = str(kinds[name]).endswith("| None")
+            if optional and (raw is None or (isinstance(raw, str) and raw.strip() in ("", "auto"))):
+                values[name] = None  # "auto": the value comes from elsewhere (see the help)
+                continue
             values[name] = _convert(name, types[str(kinds[name])], raw, source)
 
     if config_file:

@@ -73,8 +73,13 @@ def _jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bench")
+    # The harness is under test, not the verifier: cosine alone makes the service's verdicts
+    # and the offline threshold sweep comparable.
+    cosine = root / "cosine.toml"
+    cosine.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
     return {
         "root": root,
+        "cosine": cosine,
         "pairs": _jsonl(root / "pairs.jsonl", PAIRS),
         "contexts": _jsonl(root / "contexts.jsonl", CONTEXTS),
     }
@@ -93,6 +98,8 @@ def hitrate(files: dict[str, Path]) -> dict[str, Any]:
             str(files["contexts"]),
             "--json",
             str(out),
+            "--config",
+            str(files["cosine"]),
             "--no-progress",
         ]
     )
