@@ -39,8 +39,8 @@ def main() -> None:
         results = {}
         # Semantic probes: the stored question reworded ("How do I" -> "How can I", lower-case).
         probes = {
-            "HIT-EXACT": [stored[i % len(stored)] for i in range(args.lookups)],
-            "HIT-SEMANTIC": [
+            "exact hit": [stored[i % len(stored)] for i in range(args.lookups)],
+            "semantic path (embed, search, verify)": [
                 stored[i % len(stored)].replace("How do I", "how can i").rstrip("?")
                 if stored[i % len(stored)].startswith("How do I")
                 else stored[i % len(stored)].lower().rstrip("?") + " please"

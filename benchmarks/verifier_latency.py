@@ -4,14 +4,15 @@ Run from the repository root:
 
     nice -n 10 .venv/bin/python benchmarks/verifier_latency.py [--entries 1000] [--lookups 300]
 
-Two measurements, both with torch on 2 threads, sequential lookups (one at a time):
+Two measurements, with torch on ``--threads`` threads (1, the shipped ``embedding_threads``),
+sequential lookups (one at a time):
 
 * ``choose``: the time ``VerifiedDecision.choose`` takes in its worker thread, with 1 candidate
-  above the cosine floor and with ``max_candidates`` (4) of them: the verifier's own cost;
+  above the cosine floor and with 4 of them: the verifier's own cost;
 * ``lookup``: ``CacheService.lookup`` end to end (embedding, FAISS, SQL, decision) over
   ``--entries`` stored support questions, for reworded probes, once with ``ThresholdDecision``
-  and once with ``VerifiedDecision``, both at the verifier's cosine floor so they see the same
-  candidates. The added latency is the difference.
+  and once with ``VerifiedDecision`` as shipped (``verifier_max_candidates`` = 1), both at the
+  verifier's cosine floor so they see the same candidates. The added latency is the difference.
 
 Writes benchmarks/results/verifier_latency.{json,md}.
 """
@@ -95,25 +96,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--lookups", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(2)
-    encoder = Encoder()
-    verifier = VerifiedDecision()
+    encoder = Encoder(threads=args.threads)
+    verifier = VerifiedDecision(max_candidates=4)
+    shipped = VerifiedDecision(max_candidates=1)
     stored = queries(args.entries)
     floor = verifier.cosine_floor
     choose = {
         "1 candidate": _choose_times(verifier, stored, args.lookups, 1),
-        f"{verifier.max_candidates} candidates": _choose_times(
-            verifier, stored, args.lookups, verifier.max_candidates
-        ),
+        "4 candidates": _choose_times(verifier, stored, args.lookups, 4),
     }
     lookup = {
         "ThresholdDecision": asyncio.run(
             _lookups(encoder, ThresholdDecision(), stored, args.lookups, floor)
         ),
-        "VerifiedDecision": asyncio.run(_lookups(encoder, verifier, stored, args.lookups, floor)),
+        "VerifiedDecision": asyncio.run(_lookups(encoder, shipped, stored, args.lookups, floor)),
     }
     added = {
         key: round(lookup["VerifiedDecision"][key] - lookup["ThresholdDecision"][key], 2)
@@ -121,8 +119,9 @@ def main() -> None:
     }
     data = {
         "command": "nice -n 10 .venv/bin/python benchmarks/verifier_latency.py "
-        f"--entries {args.entries} --lookups {args.lookups}",
-        "machine": f"{platform.machine()}, {platform.python_version()}, torch 2 threads",
+        f"--entries {args.entries} --lookups {args.lookups} --threads {args.threads}",
+        "machine": f"{platform.machine()}, {platform.python_version()}, "
+        f"torch {args.threads} thread(s)",
         "cosine_floor": floor,
         "choose": choose,
         "lookup": lookup,
