@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import openai
 from servers import ServerProcess
 from simulator_helpers import RunningSimulator
 
@@ -33,3 +35,15 @@ def semcache_in_front_of(
     )
     with server:
         yield server
+
+
+def openai_client(server: ServerProcess) -> openai.OpenAI:
+    """An SDK client of ``server`` with a namespace of its own: probes of different tests must
+    not answer each other semantically."""
+    return openai.OpenAI(
+        base_url=server.url + "/v1",
+        api_key=KEY,
+        max_retries=0,
+        timeout=30,
+        default_headers={"X-Semcache-Namespace": uuid.uuid4().hex},
+    )

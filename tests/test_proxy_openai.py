@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from proxy_fixtures import KEY, semcache_in_front_of
+from proxy_fixtures import KEY, openai_client, semcache_in_front_of
 from servers import ServerProcess
 from simulator_helpers import RunningSimulator
 
@@ -26,14 +26,7 @@ def server(
 
 @pytest.fixture()
 def client(server: ServerProcess) -> openai.OpenAI:
-    # A namespace per test: probes of different tests must not answer each other semantically.
-    return openai.OpenAI(
-        base_url=server.url + "/v1",
-        api_key=KEY,
-        max_retries=0,
-        timeout=30,
-        default_headers={"X-Semcache-Namespace": uuid.uuid4().hex},
-    )
+    return openai_client(server)
 
 
 def ask(text: str) -> list[dict[str, Any]]:
