@@ -47,7 +47,6 @@ class ProxyResponse:
     body: dict[str, Any] | None = None
     stream: AsyncIterator[bytes] | None = None
     status_code: int = 200
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class ProxyService:
         bypass = call.wire.bypass_reason(call.body, self.config.max_temperature)
         if bypass is not None:
             self.cache.metrics.lookups.labels(BYPASS).inc()
-            return await self._from_upstream(call, BYPASS, store=False, extra={"bypass": bypass})
+            return await self._from_upstream(call, BYPASS, store=False)
         partition = call.partition
         keys = request_keys(partition, call.body)
         vector = None
@@ -225,7 +224,6 @@ class ProxyService:
         *,
         store: bool,
         flight: tuple[str, Flight[dict[str, Any]]] | None = None,
-        extra: dict[str, Any] | None = None,
         vector: np.ndarray | None = None,
     ) -> ProxyResponse:
         """Call the upstream, falling back along the route's models; relay or return."""
@@ -246,14 +244,14 @@ class ProxyService:
                 model=model,
                 status=status,
             )
-            return ProxyResponse(headers, stream=relay, extra=dict(extra or {}))
+            return ProxyResponse(headers, stream=relay)
         try:
             answer = upstream.json()
         except ValueError as exc:
             raise UpstreamBadResponse("the upstream answered 200 with invalid JSON") from exc
         headers.update(call.account(self.policy, status, model, answer, True))
         self._finish(call, answer, store=store, flight=flight, vector=vector)
-        return ProxyResponse(headers, body=answer, extra=dict(extra or {}))
+        return ProxyResponse(headers, body=answer)
 
     async def _send_with_fallbacks(self, call: ProxyCall) -> tuple[str, httpx.Response, list[str]]:
         assert call.admission is not None
