@@ -1,6 +1,7 @@
-"""``semcache bench hitrate``, ``semcache bench convert`` and ``semcache calibrate``.
+"""``semcache bench hitrate``, ``replay``, ``convert`` and ``semcache calibrate``.
 
     semcache bench hitrate --pairs FILE.jsonl [--contexts FILE.jsonl] [--json OUT] [--plot PNG]
+    semcache bench replay --prompts FILE.jsonl [--model M] [--json OUT]
     semcache bench convert --source qqp-csv [--input PATH] --out FILE.jsonl
     semcache calibrate --pairs FILE.jsonl --max-false-hit-rate 0.01 [--out semcache.toml]
 
@@ -38,7 +39,7 @@ _DEFAULT_INPUT: Mapping[str, str] = MappingProxyType(
 
 
 def register(commands: Any) -> None:
-    """Add ``bench`` (``hitrate``, ``convert``) and ``calibrate`` to the ``semcache`` parser."""
+    """Add ``bench`` (``hitrate``, ``replay``, ``convert``) and ``calibrate`` to the parser."""
     bench = commands.add_parser("bench", help="measure hit quality; convert data sets")
     bench_commands = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     bench.set_defaults(handler=lambda _args: _usage(bench))
@@ -61,6 +62,42 @@ def register(commands: Any) -> None:
         "--short", action="store_true", help="print the default row without the full sweep"
     )
     hitrate.set_defaults(handler=hitrate_command)
+
+    replay = bench_commands.add_parser(
+        "replay",
+        help="replay a prompt stream through a cold cache: hit rate, money saved, latency",
+        description="Look up every prompt in arrival order in one partition of a fresh cache "
+        "(storing each miss), then report the hit rate by layer, the money the hits saved "
+        '(pricing table) and the lookup latency. Prompt JSONL: {"prompt": str} or '
+        '{"messages": [...]}, optional "prompt_id"/"id" and "response".',
+    )
+    replay.add_argument("--prompts", type=Path, required=True, help="prompt JSONL file")
+    replay.add_argument(
+        "--model",
+        default="gpt-4o-mini",
+        help="model the prompts are priced as and partitioned by (default gpt-4o-mini)",
+    )
+    replay.add_argument(
+        "--output-tokens",
+        type=int,
+        default=None,
+        help="answer length assumed where a record has no response (default 300)",
+    )
+    replay.add_argument("--pricing-file", type=Path, help="prices laid over the shipped table")
+    replay.add_argument(
+        "--config", type=Path, help="TOML settings to replay with (default: the shipped defaults)"
+    )
+    replay.add_argument(
+        "--threshold", type=float, help="replay with this default threshold instead"
+    )
+    replay.add_argument("--limit", type=int, help="replay only the first N prompts")
+    replay.add_argument("--json", type=Path, dest="json_out", help="write the report as JSON")
+    replay.add_argument("--name", help="data set name used in the report (default: file stem)")
+    replay.add_argument(
+        "--show-hits", type=int, default=10, help="semantic hits printed (default 10)"
+    )
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(handler=replay_command)
 
     convert = bench_commands.add_parser(
         "convert",
@@ -203,6 +240,49 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
         raise InvalidRequest(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``semcache bench replay``."""
+    from ..levers.pricing import PricingTable
+    from .hitrate import bench_settings
+    from .replay import DEFAULT_OUTPUT_TOKENS, build_replay_report, format_replay, replay
+    from .replay import read_prompts_jsonl as read_prompts
+
+    prompts = _read("prompts", args.prompts, read_prompts)
+    if args.limit is not None:
+        if args.limit <= 0:
+            raise InvalidRequest(f"--limit must be positive, got {args.limit}")
+        prompts = prompts[: args.limit]
+    pricing_file = args.pricing_file
+    pricing = _read("pricing", pricing_file, PricingTable.load) if pricing_file else None
+    pricing = pricing or PricingTable.load()
+    if pricing.price(args.model) is None:
+        raise InvalidRequest(
+            f"--model {args.model!r} has no price in the pricing table; choose one of "
+            f"{', '.join(pricing.models())} or add it with --pricing-file",
+            code="unknown_model",
+        )
+    output_tokens = DEFAULT_OUTPUT_TOKENS if args.output_tokens is None else args.output_tokens
+    run = replay(
+        prompts,
+        settings=bench_settings(args.config, args.threshold),
+        model=args.model,
+        output_tokens=output_tokens,
+        progress=None if args.no_progress else sys.stderr,
+    )
+    dataset = {
+        "name": args.name or args.prompts.stem,
+        "prompts": str(args.prompts),
+        "limit": args.limit,
+        "config": str(args.config) if args.config else None,
+    }
+    report = build_replay_report(run, pricing, dataset=dataset, output_tokens=output_tokens)
+    print(format_replay(report, show_hits=max(0, args.show_hits)))
+    if args.json_out:
+        _write_json(args.json_out, report)
+        print(f"wrote {args.json_out}")
+    return 0
 
 
 def convert_command(args: argparse.Namespace) -> int:

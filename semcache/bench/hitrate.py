@@ -53,6 +53,7 @@ __all__ = [
     "rates_at",
     "subsample",
     "sweep_thresholds",
+    "throwaway_settings",
 ]
 
 SKIPPED = "SKIPPED"
@@ -141,7 +142,7 @@ def bench_settings(
     return load_settings(config_file=config_file, environ={}, overrides={"threshold": threshold})
 
 
-def _service_settings(settings: Settings, data_dir: str) -> Settings:
+def throwaway_settings(settings: Settings, data_dir: str) -> Settings:
     """``settings`` for a throwaway store: no keys, no eviction, any threshold per request."""
     return settings.replace(
         data_dir=data_dir,
@@ -196,7 +197,7 @@ async def _measure(
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="semcache-bench-") as tmp:
-        services = build_services(_service_settings(settings, tmp), encoder=encoder)
+        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
         cache = services.cache
         window = asyncio.Semaphore(max(1, concurrency))
         bar = tqdm(

@@ -1,0 +1,353 @@
+"""Replay a prompt stream through a cold cache (issue 5 item 2): hit rate, money saved, latency.
+
+Prompts are looked up in arrival order, one at a time, in one partition of a fresh cache over
+``SqlFaissStore`` in a temporary folder (the wiring ``semcache serve`` builds, with the shipped
+hit decision or a config's). A miss stores the prompt, as the proxy would after the upstream
+answered, so a later prompt can hit it. What a hit saves is the upstream call it replaced:
+the prompt's input tokens (counted as the proxy counts them) plus an answer of
+``output_tokens`` tokens, or the tokens of the record's own ``response`` when it has one,
+priced from the pricing table.
+
+A prompt file has no labels, so a replay cannot tell a true hit from a false one; the report
+lists every semantic hit with the prompt that served it, so a person can read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..cache.service import HIT_EXACT, HIT_SEMANTIC, MISS
+from ..config import Settings
+from ..embed.encoder import Encoder
+from ..errors import ClientError, InvalidRequest
+from ..levers.pricing import PricingTable
+from ..levers.tokens import TokenCounter
+from ..store.base import Partition
+from .hitrate import throwaway_settings
+
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "Prompt",
+    "ReplayEvent",
+    "ReplayRun",
+    "build_replay_report",
+    "read_prompts_jsonl",
+    "replay",
+]
+
+# What an answer is assumed to cost when the record has no response of its own: a typical
+# chat answer is a few hundred tokens.
+DEFAULT_OUTPUT_TOKENS = 300
+SKIPPED = "skipped"
+_TENANT = "replay"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt of the stream: its id, the messages sent, and the answer if the file has it."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    response: str | None = None
+
+    @property
+    def text(self) -> str:
+        return str(self.messages[-1].get("content", ""))
+
+
+@dataclass(frozen=True)
+class ReplayEvent:
+    """What one lookup gave: the layer, the prompt whose entry served it, tokens, latency."""
+
+    index: int
+    status: str
+    similarity: float | None
+    served_by: int | None
+    lookup_s: float
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class ReplayRun:
+    """Every prompt's event in arrival order, and how the service was set up."""
+
+    prompts: list[Prompt]
+    events: list[ReplayEvent]
+    model: str
+    decision: str
+    threshold: float
+    seconds: float
+
+
+def _prompt(record: Any, line: int) -> Prompt:
+    if not isinstance(record, dict):
+        raise ValueError(f"line {line}: expected a JSON object, got {type(record).__name__}")
+    ident = str(record.get("prompt_id", record.get("id", f"line-{line}")))
+    messages = record.get("messages")
+    text = record.get("prompt", record.get("query"))
+    if messages is None:
+        if not isinstance(text, str):
+            raise ValueError(f'line {line}: give "prompt" (a string) or "messages" (a list)')
+        messages = [{"role": "user", "content": text}]
+    elif not (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(m, dict) and "role" in m for m in messages)
+    ):
+        raise ValueError(f'line {line}: "messages" must be a non-empty list of role messages')
+    response = record.get("response")
+    if response is not None and not isinstance(response, str):
+        raise ValueError(f'line {line}: "response" must be a string')
+    return Prompt(ident, messages, response)
+
+
+def read_prompts_jsonl(path: str | Path) -> list[Prompt]:
+    """Prompt JSONL: ``{"prompt": str}`` or ``{"messages": [...]}``, optional id and response.
+
+    ``prompt_id`` or ``id`` names a prompt (default: its line); ``response`` is the answer
+    text, used to count the output tokens a hit saves.
+    """
+    prompts = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                prompts.append(_prompt(json.loads(line), number))
+    return prompts
+
+
+async def _replay(
+    prompts: Sequence[Prompt],
+    settings: Settings,
+    encoder: Encoder,
+    *,
+    model: str,
+    output_tokens: int,
+    progress: TextIO | None,
+) -> ReplayRun:
+    from tqdm import tqdm
+
+    from ..app import build_services
+
+    counter = TokenCounter()
+    started = time.perf_counter()
+    events: list[ReplayEvent] = []
+    with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
+        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
+        cache = services.cache
+        partition = Partition(_TENANT, "default", model)
+        bar = tqdm(
+            prompts,
+            desc="replay",
+            unit="prompt",
+            file=progress or sys.stderr,
+            disable=progress is None,
+            dynamic_ncols=True,
+        )
+        try:
+            for index, prompt in enumerate(bar):
+                request = {"model": model, "messages": prompt.messages}
+                tokens_in = counter.estimate_chat_tokens(model, prompt.messages)
+                tokens_out = (
+                    counter.count_text_tokens(model, prompt.response)
+                    if prompt.response is not None
+                    else output_tokens
+                )
+                begun = time.perf_counter()
+                try:
+                    result = await cache.lookup(partition, request)
+                    lookup_s = time.perf_counter() - begun
+                    served_by = None
+                    if result.entry is not None:
+                        served_by = int(result.entry.metadata.get("prompt_index", -1))
+                    else:
+                        await cache.store(
+                            partition,
+                            request,
+                            {"prompt_index": index},
+                            metadata={"prompt_index": index},
+                            keys=result.keys,
+                            vector=result.vector,
+                        )
+                except ClientError:
+                    # e.g. an empty or oversized prompt the service refuses: not measurable.
+                    events.append(ReplayEvent(index, SKIPPED, None, None, 0.0, tokens_in, 0))
+                    continue
+                events.append(
+                    ReplayEvent(
+                        index,
+                        result.status,
+                        result.similarity,
+                        served_by,
+                        lookup_s,
+                        tokens_in,
+                        tokens_out,
+                    )
+                )
+        finally:
+            bar.close()
+            await services.batcher.close()
+            await asyncio.to_thread(services.store.close)
+    return ReplayRun(
+        prompts=list(prompts),
+        events=events,
+        model=model,
+        decision=type(cache.decision).__name__,
+        threshold=cache.config.threshold,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def replay(
+    prompts: Sequence[Prompt],
+    *,
+    settings: Settings,
+    model: str,
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+    encoder: Encoder | None = None,
+    progress: TextIO | None = None,
+) -> ReplayRun:
+    """Send ``prompts`` through a cold cache in order; blocking."""
+    if not prompts:
+        raise InvalidRequest("the prompts file holds no prompts")
+    if output_tokens < 0:
+        raise InvalidRequest(f"--output-tokens must be >= 0, got {output_tokens}")
+    encoder = encoder or Encoder(settings.embedding_model or None)
+    return asyncio.run(
+        _replay(
+            prompts,
+            settings,
+            encoder,
+            model=model,
+            output_tokens=output_tokens,
+            progress=progress,
+        )
+    )
+
+
+def _latency(events: Sequence[ReplayEvent]) -> dict[str, Any]:
+    if not events:
+        return {"n": 0}
+    ms = np.array([e.lookup_s * 1000 for e in events])
+    return {
+        "n": len(events),
+        "median_ms": round(float(np.median(ms)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def _usd(value: Decimal | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def build_replay_report(
+    run: ReplayRun,
+    pricing: PricingTable,
+    *,
+    dataset: dict[str, Any] | None = None,
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS,
+) -> dict[str, Any]:
+    """The JSON report: hits by layer, money saved, lookup latency, and every semantic hit."""
+    measured = [e for e in run.events if e.status != SKIPPED]
+    by_status = {s: [e for e in measured if e.status == s] for s in (HIT_EXACT, HIT_SEMANTIC, MISS)}
+    n = len(measured)
+    hits = by_status[HIT_EXACT] + by_status[HIT_SEMANTIC]
+
+    def cost(events: Sequence[ReplayEvent]) -> Decimal | None:
+        if pricing.price(run.model) is None:
+            return None
+        return sum(
+            (
+                pricing.estimate(run.model, e.input_tokens, e.output_tokens).usd or Decimal(0)
+                for e in events
+            ),
+            Decimal(0),
+        )
+
+    total, saved = cost(measured), cost(hits)
+    report: dict[str, Any] = {
+        "dataset": {
+            **(dataset or {}),
+            "n_prompts": len(run.prompts),
+            "n_skipped": len(run.events) - n,
+        },
+        "decision": {"name": run.decision, "threshold": run.threshold},
+        "model": run.model,
+        "hits": {
+            "rate": len(hits) / n if n else None,
+            "exact": len(by_status[HIT_EXACT]),
+            "semantic": len(by_status[HIT_SEMANTIC]),
+            "miss": len(by_status[MISS]),
+            "exact_rate": len(by_status[HIT_EXACT]) / n if n else None,
+            "semantic_rate": len(by_status[HIT_SEMANTIC]) / n if n else None,
+        },
+        "money": {
+            "priced": total is not None,
+            "assumed_output_tokens": output_tokens,
+            "without_cache_usd": _usd(total),
+            "saved_usd": _usd(saved),
+            "saved_share": float(saved / total) if total and saved is not None else None,
+            "input_tokens_saved": sum(e.input_tokens for e in hits),
+            "output_tokens_saved": sum(e.output_tokens for e in hits),
+        },
+        "lookup_latency": {status: _latency(events) for status, events in by_status.items()},
+        "semantic_hits": [
+            {
+                "id": run.prompts[e.index].id,
+                "prompt": run.prompts[e.index].text,
+                "served_by_id": run.prompts[e.served_by].id if e.served_by is not None else None,
+                "served_by_prompt": (
+                    run.prompts[e.served_by].text if e.served_by is not None else None
+                ),
+                "similarity": round(e.similarity, 4) if e.similarity is not None else None,
+            }
+            for e in by_status[HIT_SEMANTIC]
+        ],
+        "runtime": {"seconds": round(run.seconds, 2)},
+    }
+    return report
+
+
+def format_replay(report: dict[str, Any], *, show_hits: int = 10) -> str:
+    """The report as a few lines of text and the first ``show_hits`` semantic hits."""
+    hits, money = report["hits"], report["money"]
+    lat = report["lookup_latency"]
+    pct = lambda r: "-" if r is None else f"{100 * r:.2f}%"  # noqa: E731
+    lines = [
+        f"{report['dataset'].get('name', 'prompts')}: {report['dataset']['n_prompts']} prompts "
+        f"({report['dataset']['n_skipped']} skipped), {report['decision']['name']} at "
+        f"threshold {report['decision']['threshold']}, priced as {report['model']}",
+        f"hit rate {pct(hits['rate'])}: exact {hits['exact']} ({pct(hits['exact_rate'])}), "
+        f"semantic {hits['semantic']} ({pct(hits['semantic_rate'])}), miss {hits['miss']}",
+    ]
+    if money["priced"]:
+        lines.append(
+            f"money: ${money['saved_usd']:.4f} saved of ${money['without_cache_usd']:.4f} "
+            f"without a cache ({pct(money['saved_share'])}; answers assumed "
+            f"{money['assumed_output_tokens']} tokens where the file has none)"
+        )
+    else:
+        lines.append(f"money: {report['model']} has no price in the pricing table")
+    for status in (HIT_EXACT, HIT_SEMANTIC, MISS):
+        s = lat[status]
+        if s["n"]:
+            lines.append(
+                f"lookup latency {status}: median {s['median_ms']} ms, p99 {s['p99_ms']} ms "
+                f"(n={s['n']})"
+            )
+    for hit in report["semantic_hits"][:show_hits]:
+        lines.append(
+            f"  {hit['similarity']}: {hit['prompt'][:70]!r} <- {hit['served_by_prompt'][:70]!r}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""`semcache bench replay`: a prompt stream through a cold cache, in arrival order.
+
+The replay runs the real cache (bundled MiniLM, SQLite + FAISS) with cosine alone at 0.9, so
+which prompt hits is fixed by the text: an exact repeat, a case-and-punctuation variant
+(cosine ~1.0, a different exact key), and prompts nothing earlier resembles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import REPO
+
+from semcache.cli import main
+from semcache.levers.pricing import PricingTable
+from semcache.levers.tokens import TokenCounter
+
+PROMPTS: tuple[dict[str, Any], ...] = (
+    {"prompt_id": "p0", "prompt": "How do I reset my password?"},
+    {"prompt_id": "p1", "prompt": "What is the capital of France?"},
+    {"prompt_id": "p2", "prompt": "How do I reset my password?"},
+    {"id": "p3", "messages": [{"role": "user", "content": "what is the capital of france"}]},
+    {"prompt_id": "p4", "prompt": "Tell me a joke about cats.", "response": "Meow. " * 40},
+    {"prompt_id": "p5", "prompt": "   "},
+    {"prompt_id": "p6", "prompt": "Write a haiku about winter mornings"},
+)
+MODEL = "gpt-4o-mini"
+
+
+def _jsonl(path: Path, rows: tuple[dict[str, Any], ...]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("replay")
+    config = root / "cosine.toml"
+    config.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
+    out = root / "replay.json"
+    rc = main(
+        [
+            "bench",
+            "replay",
+            "--prompts",
+            str(_jsonl(root / "prompts.jsonl", PROMPTS)),
+            "--model",
+            MODEL,
+            "--config",
+            str(config),
+            "--json",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return result
+
+
+def test_hits_by_layer_in_arrival_order(report: dict[str, Any]) -> None:
+    hits = report["hits"]
+    assert report["dataset"]["n_prompts"] == len(PROMPTS)
+    assert report["dataset"]["n_skipped"] == 1  # the blank prompt
+    assert (hits["exact"], hits["semantic"], hits["miss"]) == (1, 1, 4)
+    assert hits["rate"] == pytest.approx(2 / 6)
+    [semantic] = report["semantic_hits"]
+    assert (semantic["id"], semantic["served_by_id"]) == ("p3", "p1")
+    assert semantic["similarity"] > 0.9
+
+
+def test_money_saved_is_the_priced_calls_the_hits_replaced(report: dict[str, Any]) -> None:
+    pricing, counter = PricingTable.load(), TokenCounter()
+
+    def call(text: str, output_tokens: int) -> Decimal:
+        tokens = counter.estimate_chat_tokens(MODEL, [{"role": "user", "content": text}])
+        usd = pricing.estimate(MODEL, tokens, output_tokens).usd
+        assert usd is not None
+        return usd
+
+    saved = call("How do I reset my password?", 300) + call("what is the capital of france", 300)
+    joke = counter.count_text_tokens(MODEL, "Meow. " * 40)
+    total = (
+        saved
+        + call("How do I reset my password?", 300)
+        + call("What is the capital of France?", 300)
+        + call("Tell me a joke about cats.", joke)
+        + call("Write a haiku about winter mornings", 300)
+    )
+    money = report["money"]
+    assert money["assumed_output_tokens"] == 300
+    assert money["saved_usd"] == pytest.approx(float(saved), abs=1e-6)
+    assert money["without_cache_usd"] == pytest.approx(float(total), abs=1e-6)
+    assert money["output_tokens_saved"] == 600
+
+
+def test_lookup_latency_per_layer(report: dict[str, Any]) -> None:
+    latency = report["lookup_latency"]
+    counts = {status: stats["n"] for status, stats in latency.items()}
+    assert sorted(counts.values()) == [1, 1, 4]
+    for stats in latency.values():
+        assert 0 < stats["median_ms"] <= stats["p99_ms"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "semcache", *args],
+        cwd=REPO,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "extra", "message"),
+    [
+        ('{"prompt": "hi"}\n[1, 2]\n', [], "line 2: expected a JSON object"),
+        ('{"prompt_id": "x"}\n', [], 'give "prompt"'),
+        ('{"prompt": "hi"}\n', ["--model", "no-such-model"], "has no price"),
+        ('{"prompt": "hi"}\n', ["--limit", "0"], "--limit must be positive"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    tmp_path: Path, line: str, extra: list[str], message: str
+) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(line, encoding="utf-8")
+    result = _cli("bench", "replay", "--prompts", str(prompts), "--no-progress", *extra)
+    assert result.returncode == 2
+    lines = [row for row in result.stderr.splitlines() if row.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("semcache: error: ") and message in lines[0]
