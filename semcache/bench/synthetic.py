@@ -25,147 +25,13 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+from . import synthetic_words as vocab
 from .datasets import LabelledPair
 
 __all__ = ["NEGATIVE_KINDS", "POSITIVE_KINDS", "generate", "perturb"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'+#.-]*[A-Za-z+#]|[A-Za-z]")
 _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(?![\w])")
-
-# fmt: off
-# Groups of interchangeable entities: swapping one for another changes the answer.
-_ENTITIES: tuple[tuple[str, ...], ...] = (
-    ("Python", "Java", "JavaScript", "C++", "Rust", "Go", "Ruby", "PHP", "Kotlin", "Swift",
-     "TypeScript", "C#", "Scala", "R"),
-    ("React", "Angular", "Vue", "Django", "Flask", "Rails", "Spring", "Laravel", "FastAPI"),
-    ("pandas", "numpy", "polars", "TensorFlow", "PyTorch", "Keras", "scikit-learn"),
-    ("MySQL", "PostgreSQL", "MongoDB", "SQLite", "Redis", "Oracle", "Cassandra"),
-    ("AWS", "Azure", "GCP", "Heroku", "DigitalOcean"),
-    ("Windows", "Linux", "macOS", "Ubuntu", "Android", "iOS"),
-    ("iPhone", "iPad", "MacBook", "Pixel", "Galaxy", "Kindle", "PlayStation", "Xbox"),
-    ("Google", "Facebook", "Amazon", "Apple", "Microsoft", "Netflix", "Uber", "Tesla", "Twitter",
-     "Instagram", "Quora", "LinkedIn", "YouTube", "WhatsApp", "Spotify"),
-    ("India", "China", "USA", "Canada", "Germany", "France", "Japan", "Australia", "Brazil",
-     "Pakistan", "Russia", "Mexico", "Italy", "Spain", "UK", "Ireland", "Singapore", "Dubai"),
-    ("London", "Paris", "Tokyo", "Delhi", "Mumbai", "Bangalore", "Berlin", "Chicago", "Boston",
-     "Sydney", "Toronto", "Seattle", "Madrid", "Rome", "Hyderabad", "Chennai", "Pune"),
-    ("Trump", "Obama", "Clinton", "Modi", "Putin", "Hitler", "Lincoln", "Gandhi"),
-    ("ibuprofen", "acetaminophen", "aspirin", "paracetamol", "amoxicillin", "metformin"),
-    ("dog", "cat", "rabbit", "horse", "parrot", "hamster"),
-    ("Visa", "Mastercard", "PayPal", "Venmo", "Bitcoin", "Ethereum"),
-    ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-     "October", "November", "December"),
-    ("dollars", "euros", "pounds", "rupees", "yen"),
-    ("Harvard", "Stanford", "MIT", "Oxford", "Cambridge", "Yale", "Princeton"),
-    ("physics", "chemistry", "biology", "mathematics", "economics", "history", "psychology"),
-    ("Excel", "Word", "PowerPoint", "Outlook", "Slack", "Zoom", "Teams", "Jira"),
-    ("Chrome", "Firefox", "Safari", "Edge"),
-    ("engineer", "doctor", "lawyer", "teacher", "nurse", "pilot", "accountant"),
-)
-_ENTITY_OF = {e.lower(): group for group in _ENTITIES for e in group}
-
-# Word pairs with opposite meaning (either direction).
-_ANTONYMS = (
-    ("increase", "decrease"), ("enable", "disable"), ("upgrade", "downgrade"), ("buy", "sell"),
-    ("best", "worst"), ("advantages", "disadvantages"), ("start", "stop"), ("open", "close"),
-    ("add", "remove"), ("import", "export"), ("before", "after"), ("minimum", "maximum"),
-    ("cheapest", "most expensive"), ("largest", "smallest"), ("fastest", "slowest"),
-    ("more", "less"), ("gain", "lose"), ("upload", "download"), ("encrypt", "decrypt"),
-    ("lock", "unlock"), ("install", "uninstall"), ("subscribe", "unsubscribe"),
-    ("accept", "reject"), ("strong", "weak"), ("high", "low"), ("higher", "lower"),
-    ("easy", "hard"), ("good", "bad"), ("positive", "negative"), ("legal", "illegal"),
-    ("private", "public"), ("above", "below"), ("inside", "outside"), ("men", "women"),
-    ("male", "female"), ("boys", "girls"), ("husband", "wife"), ("rich", "poor"),
-    ("hot", "cold"), ("first", "last"), ("early", "late"), ("love", "hate"), ("win", "lose"),
-    ("safe", "dangerous"), ("healthy", "unhealthy"), ("pros", "cons"), ("hire", "fire"),
-    ("allowed", "forbidden"), ("deposit", "withdraw"), ("lend", "borrow"), ("push", "pull"),
-    ("north", "south"), ("east", "west"), ("old", "new"), ("long", "short"), ("cheap", "expensive"),
-    ("success", "failure"), ("true", "false"), ("agree", "disagree"), ("like", "dislike"),
-    ("happy", "sad"), ("light", "dark"), ("online", "offline"), ("join", "leave"),
-)
-_ANTONYM_OF = {a: b for pair in _ANTONYMS for a, b in (pair, pair[::-1])}
-
-# Groups of words or phrases that can replace each other without changing the answer.
-_SYNONYMS: tuple[tuple[str, ...], ...] = (
-    ("how do i", "how can i", "how would i", "what's the way to", "how should i"),
-    ("what is", "what's"), ("what are", "what're"), ("can you", "could you"),
-    ("is it possible to", "can i"), ("tell me", "let me know"), ("explain", "describe"),
-    ("best", "top", "greatest"), ("big", "large"), ("buy", "purchase"), ("begin", "start"),
-    ("quick", "fast", "rapid"), ("quickly", "fast", "rapidly"), ("fix", "repair", "resolve"),
-    ("method", "way", "approach"), ("ways", "methods"), ("help", "assist"), ("get", "obtain"),
-    ("choose", "pick", "select"), ("car", "vehicle"), ("job", "position"),
-    ("problem", "issue"), ("problems", "issues"), ("error", "bug"), ("use", "utilize"),
-    ("make", "create"), ("build", "create"), ("learn", "study"), ("improve", "enhance"),
-    ("simple", "easy"), ("difficult", "hard"), ("benefits", "advantages"),
-    ("important", "crucial"), ("find", "locate"), ("show", "display"), ("need", "require"),
-    ("happen", "occur"), ("reason", "cause"), ("mistakes", "errors"), ("movie", "film"),
-    ("movies", "films"), ("book", "reserve"), ("cost", "price"), ("shop", "store"),
-    ("kids", "children"), ("mom", "mother"), ("dad", "father"), ("smart", "intelligent"),
-    ("answer", "reply"), ("correct", "right"), ("mostly", "mainly"), ("maybe", "perhaps"),
-    ("delete", "remove"), ("setup", "configure"), ("set up", "configure"),
-    ("phone", "smartphone"), ("laptop", "notebook"), ("money", "cash"), ("begin", "commence"),
-    ("shut down", "turn off"), ("turn on", "switch on"), ("receive", "get"),
-    ("tips", "advice"), ("suggest", "recommend"), ("should i", "do i need to"),
-    ("possible", "feasible"), ("effect", "impact"), ("effects", "impacts"),
-    ("doctor", "physician"), ("lawyer", "attorney"), ("holiday", "vacation"),
-)
-_SYNONYM_OF = {w: group for group in _SYNONYMS for w in group}
-
-_AUX = ("is", "are", "was", "were", "do", "does", "did", "can", "should", "will", "would",
-        "could", "has", "have", "must")
-
-_PRONOUNS = frozenset(["i", "you", "we", "they", "he", "she", "it", "my"])
-_WH = frozenset(["what", "why", "how", "which", "who", "when", "where", "whom"])
-# Kinds that apply to almost any text are tried after the specific ones more often.
-_GENERIC = frozenset(("constraint", "scope", "verbose", "terse", "typo"))
-
-_CONSTRAINTS = (
-    "for a small business", "on Windows", "on a Mac", "during pregnancy", "as a contractor",
-    "without a degree", "for free", "with bad credit", "if I'm under 18", "in a Docker container",
-    "after surgery", "while taking antibiotics", "on a budget", "for a family of four",
-    "without internet access", "in a recursive function", "for a non-native speaker",
-    "with no experience", "if I'm self-employed", "on a mobile phone", "in production",
-    "with diabetes", "for a startup", "in a rented apartment", "on the free plan",
-    "as an international student", "without admin rights", "in less than a week",
-    "for a dog", "with a criminal record", "when traveling abroad", "in a multithreaded program",
-)
-_SCOPES = (
-    ("for kids", "for adults", "for seniors", "for teenagers"),
-    ("in the US", "in the UK", "in India", "in Canada", "in Europe"),
-    ("this year", "last year", "next year"),
-    ("today", "tomorrow", "yesterday"),
-    ("in summer", "in winter"),
-    ("for beginners", "for experts"),
-    ("per month", "per year", "per week", "per day"),
-    ("daily", "weekly", "monthly"),
-    ("in the morning", "at night"),
-    ("for students", "for employees", "for retirees"),
-)
-
-_PREFIXES = (
-    "Hi, could you tell me: ", "Quick question: ", "I was wondering, ", "Hey, ",
-    "Can someone explain this? ", "I need some help. ", "Please answer briefly: ",
-    "Hello! I have a question. ", "Sorry if this is a dumb question, but ", "So ",
-    "Could you help me out? ", "Question for you: ",
-)
-_SUFFIXES = (
-    " Thanks!", " Thanks in advance.", " Any help is appreciated.", " Please explain.",
-    " I'd appreciate a short answer.", " Thank you so much!", " Asking for a friend.", "",
-)
-_STOP_WORDS = (
-    "a an the is are was were do does did can could should would will i me my you your to "
-    "of in on for and or what how why which who when where it its be there any some please "
-    "with that this"
-)
-_STOP = frozenset(_STOP_WORDS.split())
-_CONTRACTIONS = (
-    ("do not", "don't"), ("does not", "doesn't"), ("can not", "can't"), ("cannot", "can't"),
-    ("is not", "isn't"), ("are not", "aren't"), ("I am", "I'm"), ("it is", "it's"),
-    ("I have", "I've"), ("should not", "shouldn't"), ("will not", "won't"),
-)
-
-# fmt: on
 
 NEGATIVE_KINDS = (
     "number",
@@ -237,12 +103,12 @@ def _negation(text: str, rng: random.Random) -> str | None:
     words = text.split()
     spots = []
     for i, w in enumerate(words[:-1]):
-        if w.lower() not in _AUX:
+        if w.lower() not in vocab.AUX:
             continue
-        if words[i + 1].lower() in _PRONOUNS:
+        if words[i + 1].lower() in vocab.PRONOUNS:
             # "How can I lose weight" -> "How can I not lose weight"
             spots.append(i + 2)
-        elif i > 0 and words[i - 1].lower() not in _WH:
+        elif i > 0 and words[i - 1].lower() not in vocab.WH:
             # "X is good" -> "X is not good" (not "Is not X good")
             spots.append(i + 1)
     if not spots:
@@ -252,11 +118,11 @@ def _negation(text: str, rng: random.Random) -> str | None:
 
 
 def _antonym(text: str, rng: random.Random) -> str | None:
-    found = _find_phrases(text, _ANTONYM_OF)
+    found = _find_phrases(text, vocab.ANTONYM_OF)
     if not found:
         return None
     word = rng.choice(found)
-    return _sub_phrase(text, word, _ANTONYM_OF[word])
+    return _sub_phrase(text, word, vocab.ANTONYM_OF[word])
 
 
 _DIRECTION = (
@@ -292,10 +158,10 @@ def _direction(text: str, rng: random.Random) -> str | None:
             return None
         return text[: m.start()] + swapped + text[m.end() :]
     # Two entities of one kind: swap them ("Python to Java" style relations).
-    words = [m for m in _WORD.finditer(text) if m.group(0).lower() in _ENTITY_OF]
+    words = [m for m in _WORD.finditer(text) if m.group(0).lower() in vocab.ENTITY_OF]
     for i, a in enumerate(words):
         for b in words[i + 1 :]:
-            if _ENTITY_OF[a.group(0).lower()] is _ENTITY_OF[b.group(0).lower()]:
+            if vocab.ENTITY_OF[a.group(0).lower()] is vocab.ENTITY_OF[b.group(0).lower()]:
                 between = text[a.end() : b.start()].lower()
                 if re.search(r"\b(to|than|into|over|instead of|from)\b", between):
                     return (
@@ -309,11 +175,11 @@ def _direction(text: str, rng: random.Random) -> str | None:
 
 
 def _entity(text: str, rng: random.Random) -> str | None:
-    found = [m for m in _WORD.finditer(text) if m.group(0).lower() in _ENTITY_OF]
+    found = [m for m in _WORD.finditer(text) if m.group(0).lower() in vocab.ENTITY_OF]
     if not found:
         return None
     m = rng.choice(found)
-    group = _ENTITY_OF[m.group(0).lower()]
+    group = vocab.ENTITY_OF[m.group(0).lower()]
     choices = [
         e for e in group if e.lower() != m.group(0).lower() and e.lower() not in text.lower()
     ]
@@ -334,19 +200,19 @@ def _with_tail(text: str, tail: str) -> str:
 def _constraint(text: str, rng: random.Random) -> str | None:
     if len(text) > 160:
         return None
-    options = [c for c in _CONSTRAINTS if c.split()[-1].lower() not in text.lower()]
+    options = [c for c in vocab.CONSTRAINTS if c.split()[-1].lower() not in text.lower()]
     return _with_tail(text, rng.choice(options))
 
 
 def _scope(text: str, rng: random.Random) -> str | None:
-    for group in _SCOPES:
+    for group in vocab.SCOPES:
         found = _find_phrases(text, group)
         if found:
             old = found[0]
             return _sub_phrase(text, old, rng.choice([g for g in group if g != old]))
     if len(text) > 160:
         return None
-    group = rng.choice(_SCOPES)
+    group = rng.choice(vocab.SCOPES)
     return _with_tail(text, rng.choice(group))
 
 
@@ -390,29 +256,29 @@ def _typo(text: str, rng: random.Random) -> str | None:
 
 
 def _synonym(text: str, rng: random.Random) -> str | None:
-    found = _find_phrases(text, _SYNONYM_OF)
+    found = _find_phrases(text, vocab.SYNONYM_OF)
     if not found:
         return None
     out = text
     for word in rng.sample(found, min(len(found), rng.choice((1, 2, 3)))):
-        group = _SYNONYM_OF[word]
+        group = vocab.SYNONYM_OF[word]
         out = _sub_phrase(out, word, rng.choice([g for g in group if g != word]))
     return out if out != text else None
 
 
 def _verbose(text: str, rng: random.Random) -> str | None:
     body = text.strip()
-    prefix = rng.choice(_PREFIXES)
+    prefix = rng.choice(vocab.PREFIXES)
     if prefix.endswith(": ") or prefix.endswith("? ") or prefix.endswith(". "):
         core = body
     else:
         core = body[:1].lower() + body[1:]
-    return prefix + core + rng.choice(_SUFFIXES)
+    return prefix + core + rng.choice(vocab.SUFFIXES)
 
 
 def _terse(text: str, rng: random.Random) -> str | None:
     words = [w.strip("?.!,;:") for w in text.split()]
-    kept = [w for w in words if w and w.lower() not in _STOP]
+    kept = [w for w in words if w and w.lower() not in vocab.STOP]
     if len(kept) < 2 or len(kept) == len(words):
         return None
     out = " ".join(kept)
@@ -424,7 +290,7 @@ _TAIL = re.compile(r"^(.*\w) ((?:in|on|for|during|with|at|as|using|after|before)
 
 def _reorder(text: str, rng: random.Random) -> str | None:
     m = re.search(r"\b([\w+#-]+) (and|or|vs\.?|versus) ([\w+#-]+)\b", text)
-    if m and rng.random() < 0.5 and m.group(1).lower() not in _STOP | {"between"}:
+    if m and rng.random() < 0.5 and m.group(1).lower() not in vocab.STOP | {"between"}:
         return text[: m.start()] + f"{m.group(3)} {m.group(2)} {m.group(1)}" + text[m.end() :]
     t = _TAIL.match(text.strip())
     if t is None:
@@ -437,7 +303,7 @@ def _reorder(text: str, rng: random.Random) -> str | None:
 
 def _style(text: str, rng: random.Random) -> str | None:
     out = text
-    for full, short in _CONTRACTIONS:
+    for full, short in vocab.CONTRACTIONS:
         old, new = (full, short) if rng.random() < 0.5 else (short, full)
         out = _sub_phrase(out, old, new)
     choice = rng.randrange(3)
@@ -487,7 +353,7 @@ def _direction_v2(text: str, rng: random.Random) -> str | None:
             swapped = f"{head} {y} {verb} {prep} {art} {x}"
         elif i == 1:
             x, per, y = g
-            if x.lower() in _STOP or y.lower() in _STOP or x.isdigit() or y.isdigit():
+            if x.lower() in vocab.STOP or y.lower() in vocab.STOP or x.isdigit() or y.isdigit():
                 continue
             swapped = f"{y} {per} {x}"
         elif i == 2:
@@ -572,7 +438,7 @@ def generate(
                 NEGATIVE_KINDS if negative else POSITIVE_KINDS,
                 key=lambda k: (
                     rng.random()
-                    + (0.6 if k in _GENERIC else 0.0)
+                    + (0.6 if k in vocab.GENERIC else 0.0)
                     - (1.0 if version >= 2 and k == "direction" else 0.0)
                 ),
             )
