@@ -55,6 +55,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _verifier_calibration import TARGET_FHR, auc, calibrate, fit_stack  # noqa: E402
+
 from semcache.bench import datasets as ds  # noqa: E402
 from semcache.bench.synthetic import generate  # noqa: E402
 
 ARTIFACT_DIR = REPO / "semcache" / "data" / "verifier"
 EXTRA = REPO / "benchmarks" / "data" / "train_extra.jsonl"
-TARGET_FHR = 0.01
-# Cosine floors tried: from the server's lowest allowed request threshold (0.5) to 0.85.
-FLOORS = tuple(round(0.50 + 0.025 * i, 3) for i in range(15))
 
 
 def _hash(pairs: list[ds.LabelledPair]) -> str:
@@ -89,6 +89,7 @@ def build_data(
     replay: int = 0,
     data_seed: int | None = None,
     synth_version: int = 1,
+    extra_files: Sequence[Path] = (EXTRA,),
 ) -> tuple[list[ds.LabelledPair], dict[str, Any]]:
     """The training pairs and the held-out groups.
 
@@ -112,7 +113,7 @@ def build_data(
     qqp_dev = [p for i, p in enumerate(qqp) if i in dev_idx]
     dev_questions = {q for p in qqp_dev for q in (p.a, p.b)}
 
-    extra = ds.read_pairs_jsonl(EXTRA)
+    extra = [p for path in extra_files for p in ds.read_pairs_jsonl(path)]
     extra_dev = [p for p in extra if int((p.id or "0").split("-")[-1]) % 5 == 0]
     extra_train = [p for p in extra if p not in extra_dev]
 
@@ -168,7 +169,12 @@ def build_data(
         "sha256_16": {
             "train": _hash(train),
             **{f"heldout_{k}": _hash(v) for k, v in dev.items()},
-            "train_extra_file": hashlib.sha256(EXTRA.read_bytes()).hexdigest()[:16],
+            **{
+                ("train_extra_file" if path == EXTRA else f"extra_{path.name}"): hashlib.sha256(
+                    path.read_bytes()
+                ).hexdigest()[:16]
+                for path in extra_files
+            },
         },
     }
     return train, {"groups": dev, "info": info}
@@ -290,67 +296,6 @@ def cosines(pairs: list[ds.LabelledPair]) -> np.ndarray:
     return np.asarray((va * vb).sum(1), dtype=np.float64)
 
 
-def fit_stack(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, float]:
-    """Logistic regression over the features, each held-out group weighted equally."""
-    from sklearn.linear_model import LogisticRegression
-
-    weights = np.zeros(len(y))
-    for g in np.unique(groups):
-        weights[groups == g] = 1.0 / (groups == g).sum()
-    lr = LogisticRegression(C=10.0, max_iter=1000)
-    lr.fit(x, y, sample_weight=weights * len(y))
-    coef = lr.coef_[0].astype(float)
-    if coef[1] < 0:
-        # Held-out near-copies have the highest cosines; a negative cosine weight would punish
-        # the closest rewordings everywhere else. Keep cosine out of the score then (the floor
-        # still uses it).
-        lr.fit(x[:, :1], y, sample_weight=weights * len(y))
-        return np.array([float(lr.coef_[0][0]), 0.0]), float(lr.intercept_[0])
-    return coef, float(lr.intercept_[0])
-
-
-def rates(hit: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    pos, neg = y == 1, y == 0
-    tp, fp = int((hit & pos).sum()), int((hit & neg).sum())
-    return {
-        "recall": tp / pos.sum() if pos.sum() else None,
-        "false_hit_rate": fp / neg.sum() if neg.sum() else None,
-        "precision": tp / (tp + fp) if tp + fp else None,
-        "n_pos": int(pos.sum()),
-        "n_neg": int(neg.sum()),
-    }
-
-
-def calibrate(
-    score: np.ndarray, cos: np.ndarray, y: np.ndarray, groups: np.ndarray, target: float
-) -> tuple[float, float, dict[str, Any]]:
-    """(cosine floor, score threshold) with FHR <= target on the pooled held-out pairs.
-
-    For each floor the threshold is the lowest admitting at most ``target`` of all held-out
-    negatives. The floor is the lowest on the grid whose mean recall over the held-out groups is
-    within half a point of the best floor's: a lower floor costs nothing held out and keeps
-    low-cosine rewordings of other kinds of text within reach.
-    """
-    names = sorted(set(groups.tolist()))
-    neg_all = int((y == 0).sum())
-    allowed = math.floor(target * neg_all)
-    results: list[tuple[float, float, float]] = []
-    for floor in FLOORS:
-        s = np.sort(score[(y == 0) & (cos >= floor)])[::-1]
-        t = float(s[allowed]) + 1e-6 if allowed < len(s) else -np.inf
-        hit = (cos >= floor) & (score >= t)
-        recalls = [
-            (hit & (groups == g) & (y == 1)).sum() / ((groups == g) & (y == 1)).sum() for g in names
-        ]
-        results.append((floor, t, float(np.mean(recalls))))
-    top = max(r[2] for r in results)
-    floor, t, _ = next(r for r in results if r[2] >= top - 0.005)
-    hit = (cos >= floor) & (score >= t)
-    report = {g: rates(hit[groups == g], y[groups == g]) for g in names}
-    report["pooled"] = rates(hit, y)
-    return floor, t, report
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -366,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=int, default=0)
     parser.add_argument("--data-seed", type=int, default=None)
     parser.add_argument("--synth-version", type=int, default=1)
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=None,
+        help="hand-written pair file (repeatable; default benchmarks/data/train_extra.jsonl)",
+    )
     parser.add_argument(
         "--calibrate-only",
         action="store_true",
@@ -395,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         replay=args.replay,
         data_seed=args.data_seed,
         synth_version=args.synth_version,
+        extra_files=tuple(args.extra or (EXTRA,)),
     )
     if args.max_train:
         train = train[: args.max_train]
@@ -460,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     ce_only = {}
     for g in sorted(groups_map):
         m = groups == g
-        ce_only[g] = _auc(logit[m], y[m]), _auc(cos[m], y[m]), _auc(score[m], y[m])
+        ce_only[g] = auc(logit[m], y[m]), auc(cos[m], y[m]), auc(score[m], y[m])
     meta = {
         "format": 1,
         "model": "all-MiniLM-L6-v2 cross-encoder, mean pooling + linear; word embeddings "
@@ -489,14 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: meta[k] for k in ("stack", "cosine_floor", "score_threshold")}))
     print(json.dumps(meta["calibration"], indent=1))
     return 0
-
-
-def _auc(s: np.ndarray, y: np.ndarray) -> float | None:
-    pos, neg = s[y == 1], s[y == 0]
-    if not len(pos) or not len(neg):
-        return None
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 if __name__ == "__main__":
