@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import httpx
+import openai
 import uvicorn
 
 from semcache.simulator import SimulatorConfig, SimulatorState, create_simulator_app
@@ -42,6 +44,20 @@ class RunningSimulator:
 
     def schedule_faults(self, faults: list[str | None]) -> None:
         httpx.post(self.base_url + "/sim/faults", json={"faults": faults}).raise_for_status()
+
+    def openai_client(self) -> openai.OpenAI:
+        """A fresh simulator (reset) and an openai SDK client for it, without retries."""
+        self.reset()
+        return openai.OpenAI(
+            base_url=self.openai_base_url, api_key="sk-test-key-1234", max_retries=0
+        )
+
+    def anthropic_client(self) -> anthropic.Anthropic:
+        """A fresh simulator (reset) and an anthropic SDK client for it, without retries."""
+        self.reset()
+        return anthropic.Anthropic(
+            base_url=self.base_url, api_key="sk-ant-test-5678", max_retries=0
+        )
 
 
 @contextmanager
