@@ -169,6 +169,7 @@ def create_app(services: Services) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.proxy.drain()
+            await services.proxy.policy.drain()
             await services.cache.flush_hits()
             await services.proxy.policy.flush()
             await services.batcher.close()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +59,38 @@ daily_soft = 0.0000001
 aliases = { cheap = "gpt-4o-mini", smart = "gpt-4o" }
 tasks = { summarize = "gpt-4o-mini" }
 fallbacks = { "gpt-4.1" = ["gpt-4o-mini"] }
+
+[alerts]
+webhook = "{webhook}"
 """
+
+
+class AlertReceiver:
+    """A real HTTP endpoint on loopback that records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, within_s: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + within_s
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return list(self.received)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +99,16 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(sim: RunningSimulator, data_dir: Path) -> Iterator[ServerProcess]:
+def alerts() -> Iterator[AlertReceiver]:
+    receiver = AlertReceiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(sim: RunningSimulator, data_dir: Path, alerts: AlertReceiver) -> Iterator[ServerProcess]:
     levers = data_dir / "levers.toml"
-    levers.write_text(LEVERS)
+    levers.write_text(LEVERS.replace("{webhook}", alerts.url))
     env = {
         "SEMCACHE_API_KEYS": "sk-acme=acme,sk-acme-free=acme:free,sk-limited=limited:limited,"
         "sk-broke=broke,sk-soft=soft",
@@ -133,13 +176,24 @@ def test_hard_budget_answers_429_naming_the_budget(server: ServerProcess) -> Non
     assert 0 < int(caught.value.response.headers["retry-after"]) <= 86400
 
 
-def test_soft_budget_alerts_but_serves(server: ServerProcess) -> None:
+def test_soft_budget_alerts_but_serves(server: ServerProcess, alerts: AlertReceiver) -> None:
     client = oai(server, "soft")
     ask(client, "First question about invoices")
     headers, _ = ask(client, "Second question about refunds")
     assert headers["x-semcache-status"] == "MISS"
     metrics = httpx.get(server.url + "/metrics").text
     assert 'semcache_budget_alerts_total{period="daily",scope="tenant"}' in metrics
+    # The webhook gets the breach once per budget and period, however many requests follow.
+    ask(client, "Third question about exports")
+    [alert] = alerts.wait_for(1)
+    assert "tenant soft daily" in alert["message"] and "soft limit reached" in alert["message"]
+    # The first request already alerts: its estimated cost would cross the limit.
+    assert Decimal(alert["limit_usd"]) == Decimal("0.0000001")
+    assert Decimal(alert["spent_usd"]) >= 0
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
+    assert alert["resets_at"].startswith(tomorrow)
+    time.sleep(0.5)
+    assert len(alerts.received) == 1
 
 
 def test_model_tpm_budget_queues_then_admits(server: ServerProcess, sim: RunningSimulator) -> None:

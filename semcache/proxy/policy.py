@@ -254,6 +254,11 @@ class Policy:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def drain(self) -> None:
+        """Wait for alert webhooks still being posted (at shutdown; each is bounded by 5 s)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     async def _post_alert(self, breach: BudgetBreach) -> None:
         import httpx
 
