@@ -61,6 +61,8 @@ def calibrate(
     low-cosine rewordings of other kinds of text within reach.
     """
     names = sorted(set(groups.tolist()))
+    # Recall is averaged over the groups that have positives (the neighbour negatives have none).
+    with_pos = [g for g in names if ((groups == g) & (y == 1)).any()]
     neg_all = int((y == 0).sum())
     allowed = math.floor(target * neg_all)
     results: list[tuple[float, float, float]] = []
@@ -69,7 +71,8 @@ def calibrate(
         t = float(s[allowed]) + 1e-6 if allowed < len(s) else -np.inf
         hit = (cos >= floor) & (score >= t)
         recalls = [
-            (hit & (groups == g) & (y == 1)).sum() / ((groups == g) & (y == 1)).sum() for g in names
+            (hit & (groups == g) & (y == 1)).sum() / ((groups == g) & (y == 1)).sum()
+            for g in with_pos
         ]
         results.append((floor, t, float(np.mean(recalls))))
     top = max(r[2] for r in results)

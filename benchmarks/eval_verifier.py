@@ -164,8 +164,8 @@ def _verifier_sweep(
     return sweep, points
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f}%"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +269,8 @@ def _markdown(reports: dict[str, dict[str, Any]]) -> str:
             pts.append(f"{_pct(p['recall'])} (t={p['threshold']:.3f})" if "recall" in p else "-")
         lines.append(
             f"| {name} | {d['n_pos']} | {d['n_neg']} | {_pct(d['recall'])} "
-            f"| {_pct(d['false_hit_rate'])} | {_pct(d['precision'])} | {' | '.join(pts)} |"
+            f"| {_pct(d['false_hit_rate'], 2)} ({d['false_hits']}/{d['n_neg']}) "
+            f"| {_pct(d['precision'])} | {' | '.join(pts)} |"
         )
     ctx = reports.get("contextual", {}).get("contexts")
     if ctx:
