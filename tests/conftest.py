@@ -54,3 +54,23 @@ def sim() -> Iterator[RunningSimulator]:
     """The upstream simulator on a free loopback port, one per test module."""
     with serve_simulator() as running:
         yield running
+
+
+@pytest.fixture
+def oai(sim: RunningSimulator):  # type: ignore[no-untyped-def]
+    """An openai SDK client for a freshly reset simulator (no retries)."""
+    return sim.openai_client()
+
+
+@pytest.fixture
+def claude(sim: RunningSimulator):  # type: ignore[no-untyped-def]
+    """An anthropic SDK client for a freshly reset simulator (no retries)."""
+    return sim.anthropic_client()
+
+
+@pytest.fixture(scope="module")
+def sim_counter():  # type: ignore[no-untyped-def]
+    """The simulator's token counter."""
+    from semcache.simulator.text import TokenCounter
+
+    return TokenCounter()

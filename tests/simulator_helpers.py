@@ -23,7 +23,17 @@ import uvicorn
 from semcache.simulator import SimulatorConfig, SimulatorState, create_simulator_app
 from semcache.simulator import simulator_state as state_of
 
-__all__ = ["RunningSimulator", "serve_simulator"]
+__all__ = ["CLAUDE", "GPT", "LONG_TEXT", "RunningSimulator", "serve_simulator", "user"]
+
+GPT = "gpt-4o-mini"
+CLAUDE = "claude-haiku-4-5"
+# About 1,500 tokens: over both providers' 1,024-token caching minimum.
+LONG_TEXT = " ".join(f"Fact {i}: the simulator remembers prefix number {i}." for i in range(130))
+
+
+def user(text: str) -> list[Any]:
+    """One user message, as both SDKs take it."""
+    return [{"role": "user", "content": text}]
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import REPO
+from servers import run_cli
 
 from semcache.cli import main
 from semcache.config import load_settings
@@ -223,23 +220,12 @@ def test_calibrate_says_when_no_threshold_meets_the_limit(
     assert not config.exists()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "semcache", *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("command", [["bench", "hitrate"], ["calibrate"]])
 def test_missing_file_is_one_error_line(tmp_path: Path, command: list[str]) -> None:
     args = [*command, "--pairs", str(tmp_path / "missing.jsonl"), "--no-progress"]
     if command == ["calibrate"]:
         args += ["--max-false-hit-rate", "0.01"]
-    result = _cli(*args)
+    result = run_cli(*args)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -250,7 +236,7 @@ def test_missing_file_is_one_error_line(tmp_path: Path, command: list[str]) -> N
 def test_malformed_pairs_file_is_one_error_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"a": "x", "b": "y"}\n', encoding="utf-8")
-    result = _cli("bench", "hitrate", "--pairs", str(bad))
+    result = run_cli("bench", "hitrate", "--pairs", str(bad))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -265,7 +251,9 @@ def test_convert_writes_pair_jsonl(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     out = tmp_path / "pairs.jsonl"
-    result = _cli("bench", "convert", "--source", "qqp-csv", "--input", str(csv), "--out", str(out))
+    result = run_cli(
+        "bench", "convert", "--source", "qqp-csv", "--input", str(csv), "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["label"] for r in rows] == [1, 0]

@@ -8,15 +8,12 @@ which prompt hits is fixed by the text: an exact repeat, a case-and-punctuation 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import REPO
+from servers import run_cli
 
 from semcache.cli import main
 from semcache.levers.pricing import PricingTable
@@ -109,17 +106,6 @@ def test_lookup_latency_per_layer(report: dict[str, Any]) -> None:
         assert 0 < stats["median_ms"] <= stats["p99_ms"]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "semcache", *args],
-        cwd=REPO,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     ("line", "extra", "message"),
     [
@@ -134,7 +120,7 @@ def test_bad_input_is_one_error_line(
 ) -> None:
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(line, encoding="utf-8")
-    result = _cli("bench", "replay", "--prompts", str(prompts), "--no-progress", *extra)
+    result = run_cli("bench", "replay", "--prompts", str(prompts), "--no-progress", *extra)
     assert result.returncode == 2
     lines = [row for row in result.stderr.splitlines() if row.strip()]
     assert len(lines) == 1, result.stderr

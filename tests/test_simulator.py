@@ -15,41 +15,16 @@ import anthropic
 import httpx
 import openai
 import pytest
-from simulator_helpers import RunningSimulator, serve_simulator
+from simulator_helpers import CLAUDE, GPT, RunningSimulator, serve_simulator, user
 
 from semcache.simulator import SimulatorConfig, main
 from semcache.simulator.text import TokenCounter
-
-GPT = "gpt-4o-mini"
-CLAUDE = "claude-haiku-4-5"
-# About 1,500 tokens: over both providers' 1,024-token caching minimum.
-LONG_TEXT = " ".join(f"Fact {i}: the simulator remembers prefix number {i}." for i in range(130))
-
-
-@pytest.fixture(scope="module")
-def counter() -> TokenCounter:
-    return TokenCounter()
-
-
-@pytest.fixture
-def oai(sim: RunningSimulator) -> openai.OpenAI:
-    return sim.openai_client()
-
-
-@pytest.fixture
-def claude(sim: RunningSimulator) -> anthropic.Anthropic:
-    return sim.anthropic_client()
-
-
-def user(text: str) -> list[Any]:
-    return [{"role": "user", "content": text}]
-
 
 # --- OpenAI ---------------------------------------------------------------------------------
 
 
 def test_openai_completion_shape_and_honest_usage(
-    oai: openai.OpenAI, counter: TokenCounter
+    oai: openai.OpenAI, sim_counter: TokenCounter
 ) -> None:
     reply = oai.chat.completions.create(model=GPT, messages=user("What is a semantic cache?"))
     assert reply.id.startswith("chatcmpl-")
@@ -62,8 +37,8 @@ def test_openai_completion_shape_and_honest_usage(
     assert text.endswith(".")
     usage = reply.usage
     assert usage is not None
-    assert usage.completion_tokens == counter.count(text)
-    assert usage.prompt_tokens > counter.count("What is a semantic cache?")
+    assert usage.completion_tokens == sim_counter.count(text)
+    assert usage.prompt_tokens > sim_counter.count("What is a semantic cache?")
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert usage.prompt_tokens_details is not None
     assert usage.prompt_tokens_details.cached_tokens == 0
@@ -173,7 +148,7 @@ def test_openai_models_list(oai: openai.OpenAI) -> None:
 
 
 def test_anthropic_message_shape_and_honest_usage(
-    claude: anthropic.Anthropic, counter: TokenCounter
+    claude: anthropic.Anthropic, sim_counter: TokenCounter
 ) -> None:
     message = claude.messages.create(
         model=CLAUDE,
@@ -188,8 +163,8 @@ def test_anthropic_message_shape_and_honest_usage(
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     block = message.content[0]
     assert block.type == "text"
-    assert message.usage.output_tokens == counter.count(block.text)
-    assert message.usage.input_tokens > counter.count("You are terse.Define caching.")
+    assert message.usage.output_tokens == sim_counter.count(block.text)
+    assert message.usage.input_tokens > sim_counter.count("You are terse.Define caching.")
     assert message.usage.cache_creation_input_tokens == 0
     assert message.usage.cache_read_input_tokens == 0
 

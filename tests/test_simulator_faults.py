@@ -12,36 +12,11 @@ import anthropic
 import httpx
 import openai
 import pytest
-from simulator_helpers import RunningSimulator, serve_simulator
+from simulator_helpers import CLAUDE, GPT, LONG_TEXT, RunningSimulator, serve_simulator, user
 
 from semcache.errors import ConfigError
 from semcache.simulator import SimulatorConfig
 from semcache.simulator.text import TokenCounter
-
-GPT = "gpt-4o-mini"
-CLAUDE = "claude-haiku-4-5"
-# About 1,500 tokens: over both providers' 1,024-token caching minimum.
-LONG_TEXT = " ".join(f"Fact {i}: the simulator remembers prefix number {i}." for i in range(130))
-
-
-@pytest.fixture(scope="module")
-def counter() -> TokenCounter:
-    return TokenCounter()
-
-
-@pytest.fixture
-def oai(sim: RunningSimulator) -> openai.OpenAI:
-    return sim.openai_client()
-
-
-@pytest.fixture
-def claude(sim: RunningSimulator) -> anthropic.Anthropic:
-    return sim.anthropic_client()
-
-
-def user(text: str) -> list[Any]:
-    return [{"role": "user", "content": text}]
-
 
 # --- Faults ---------------------------------------------------------------------------------
 
@@ -191,7 +166,9 @@ def test_openai_caches_long_prefixes_automatically(sim: RunningSimulator) -> Non
     assert cached("short", system="tiny")[0] == 0
 
 
-def test_anthropic_caches_up_to_breakpoints(sim: RunningSimulator, counter: TokenCounter) -> None:
+def test_anthropic_caches_up_to_breakpoints(
+    sim: RunningSimulator, sim_counter: TokenCounter
+) -> None:
     sim.reset()
     client = anthropic.Anthropic(base_url=sim.base_url, api_key="sk-ant-cache", max_retries=0)
     system: Any = [{"type": "text", "text": LONG_TEXT, "cache_control": {"type": "ephemeral"}}]
@@ -202,10 +179,10 @@ def test_anthropic_caches_up_to_breakpoints(sim: RunningSimulator, counter: Toke
         ).usage
 
     first = usage("one")
-    assert first.cache_creation_input_tokens == counter.count(LONG_TEXT)
+    assert first.cache_creation_input_tokens == sim_counter.count(LONG_TEXT)
     assert first.cache_read_input_tokens == 0
     second = usage("two")
-    assert second.cache_read_input_tokens == counter.count(LONG_TEXT)
+    assert second.cache_read_input_tokens == sim_counter.count(LONG_TEXT)
     assert second.cache_creation_input_tokens == 0
     assert second.input_tokens == first.input_tokens < 20
 
