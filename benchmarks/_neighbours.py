@@ -7,8 +7,10 @@ queries, most of them about something else: "capital of france" finds "Tell me a
 hits at cosine 0.55-0.8, where held-out QQP pairs have almost no negatives, so calibration
 put the cosine floor at 0.5 for free). This module mines those pairs from a pool of questions:
 each question with its nearest other question by MiniLM cosine, label 0, unless the two are a
-labelled pair or equal up to case and punctuation. QQP leaves some duplicates unlabelled, so
-a few of these are true paraphrases; as negatives they only make the decision stricter.
+labelled pair or equal up to case and punctuation, and only where that cosine is in
+[``low``, ``high``): QQP leaves many duplicates unlabelled and those are mostly the closest
+neighbours, so the window keeps the mined labels cleaner and covers the region the replay's
+false hits came from.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def neighbour_negatives(
     *,
     seed: int,
     tag: str,
+    low: float = 0.5,
+    high: float = 0.85,
 ) -> list[ds.LabelledPair]:
     """Up to ``n`` (question, its nearest other question) pairs, label 0, kind "neighbour"."""
     if n <= 0 or len(questions) < 2:
@@ -46,6 +50,8 @@ def neighbour_negatives(
         for row, i in enumerate(range(start, min(start + 2048, len(pool)))):
             sims[row, i] = -2.0  # not itself
             j = int(np.argmax(sims[row]))
+            if not low <= sims[row, j] < high:
+                continue
             a, b = pool[i], pool[j]
             key = frozenset((a, b))
             if key in known or key in chosen or normalize_query(a) == normalize_query(b):

@@ -163,9 +163,10 @@ def build_data(
     )
     syn_extra_dev = generate(extra_dev_q, seed=seed + 6, per_source=8, tag="sxd")
 
-    # Nearest-neighbour negatives (``_neighbours``): training ones from the next training-side
-    # questions after this stage's synthetic sources, held-out ones from held-out questions only.
-    nb_sources = train_q[q_from + synth_qqp : q_from + synth_qqp + 3 * neighbours_train]
+    # Nearest-neighbour negatives (``_neighbours``): training ones among a sample of the
+    # training-side questions, held-out ones among held-out questions only.
+    nb_count = min(len(train_q), 3 * neighbours_train)
+    nb_sources = random.Random(ds_seed + 10).sample(train_q, nb_count)
     nb_train = neighbour_negatives(
         nb_sources + extra_train_q, qqp, neighbours_train, seed=ds_seed + 8, tag="nb"
     )
