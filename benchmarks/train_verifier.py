@@ -47,6 +47,12 @@ Data (DESIGN.md "Measuring hit quality", last bullet, plus what the code generat
 * ``benchmarks/data/train_extra_2.jsonl`` (stages 4 and 5, ``--extra``): 847 more hand-written
   pairs, decontaminated against the evaluation sets (see ``benchmarks/data/README.md``); the
   same id rule holds out a fifth;
+* optional nearest-neighbour negatives (``--neighbours`` / ``--heldout-neighbours``,
+  ``_neighbours.py``): each question with its nearest other question at cosine 0.5-0.85. Not
+  used by the shipped stages: a stage 6 trained with 8,000 of them rejected held-out
+  neighbours (0.6% false hits at floor 0.5) but lost held-out QQP recall, and calibrating stage
+  5 with them held out moved the cosine floor to 0.85, the window's top, which drops typo'd
+  repeats (``tests/test_verifier.py`` caught it);
 * synthetic pairs (``semcache.bench.synthetic.generate``) made from training-side questions of
   both sources: near-copy negatives (number, negation, antonym, direction, entity, constraint,
   scope) and surface-change positives (typo, synonym, verbose, terse, reorder, style). The
