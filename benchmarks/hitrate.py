@@ -54,7 +54,8 @@ from semcache.bench.hitrate import (  # noqa: E402
     rates_at,
     subsample,
 )
-from semcache.bench.report import format_rate, format_table, write_plot  # noqa: E402
+from semcache.bench.report import format_rate as _pct  # noqa: E402
+from semcache.bench.report import format_table, write_plot  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
 
 CALIBRATION_FHR = 0.01
@@ -96,10 +97,6 @@ def _path(spec: SetSpec, data_dir: Path) -> Path:
     if spec.shared is None:
         return REPO / "benchmarks" / "data" / "hard_pairs.jsonl"
     return data_dir / ds.SHARED_SETS[spec.shared]
-
-
-def _pct(value: float | None) -> str:
-    return format_rate(value, 1)
 
 
 def _point(report: dict[str, Any], limit: float) -> str:

@@ -254,9 +254,11 @@ def replay_command(args: argparse.Namespace) -> int:
         if args.limit <= 0:
             raise InvalidRequest(f"--limit must be positive, got {args.limit}")
         prompts = prompts[: args.limit]
-    pricing_file = args.pricing_file
-    pricing = _read("pricing", pricing_file, PricingTable.load) if pricing_file else None
-    pricing = pricing or PricingTable.load()
+    pricing = (
+        _read("pricing", args.pricing_file, PricingTable.load)
+        if args.pricing_file
+        else PricingTable.load()
+    )
     if pricing.price(args.model) is None:
         raise InvalidRequest(
             f"--model {args.model!r} has no price in the pricing table; choose one of "

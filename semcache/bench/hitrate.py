@@ -23,10 +23,11 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..cache.service import CacheService
 from ..config import Settings, load_settings
@@ -46,6 +47,9 @@ from .rates import (
     sweep_thresholds,
 )
 
+if TYPE_CHECKING:
+    from ..api.deps import Services
+
 __all__ = [
     "DEFAULT_OPERATING_POINTS",
     "SKIPPED",
@@ -57,9 +61,11 @@ __all__ = [
     "default_rates",
     "lowest_threshold_within",
     "measure",
+    "progress_bar",
     "rates_at",
     "subsample",
     "sweep_thresholds",
+    "throwaway_services",
     "throwaway_settings",
 ]
 
@@ -109,6 +115,36 @@ def throwaway_settings(settings: Settings, data_dir: str) -> Settings:
     )
 
 
+@asynccontextmanager
+async def throwaway_services(
+    settings: Settings, encoder: Encoder, *, prefix: str
+) -> AsyncIterator[Services]:
+    """``build_services``' wiring over a store in a temporary folder, closed and removed after."""
+    from ..app import build_services
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
+        try:
+            yield services
+        finally:
+            await services.batcher.close()
+            await asyncio.to_thread(services.store.close)
+
+
+def progress_bar(progress: TextIO | None, *, desc: str, unit: str, total: int) -> Any:
+    """A tqdm bar on ``progress`` (None: no bar)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=progress or sys.stderr,
+        disable=progress is None,
+        dynamic_ncols=True,
+    )
+
+
 def _chat(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"model": _MODEL, "messages": messages}
 
@@ -145,23 +181,11 @@ async def _measure(
     concurrency: int,
     progress: TextIO | None,
 ) -> Measurement:
-    from tqdm import tqdm
-
-    from ..app import build_services
-
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="semcache-bench-") as tmp:
-        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
+    bar = progress_bar(progress, desc="hitrate", unit="pair", total=len(pairs) + len(cases))
+    async with throwaway_services(settings, encoder, prefix="semcache-bench-") as services:
         cache = services.cache
         window = asyncio.Semaphore(max(1, concurrency))
-        bar = tqdm(
-            total=len(pairs) + len(cases),
-            desc="hitrate",
-            unit="pair",
-            file=progress or sys.stderr,
-            disable=progress is None,
-            dynamic_ncols=True,
-        )
 
         async def run(
             namespace: str,
@@ -190,9 +214,7 @@ async def _measure(
             )
         finally:
             bar.close()
-            await services.batcher.close()
-            await asyncio.to_thread(services.store.close)
-        stats = services.batcher.stats
+    stats = services.batcher.stats
     return Measurement(
         pairs=list(pair_outcomes),
         contexts=list(case_outcomes),

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +32,8 @@ from ..errors import ClientError, InvalidRequest
 from ..levers.pricing import PricingTable
 from ..levers.tokens import TokenCounter
 from ..store.base import Partition
-from .hitrate import throwaway_settings
+from .hitrate import progress_bar, throwaway_services
+from .report import format_rate
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
@@ -136,27 +135,16 @@ async def _replay(
     output_tokens: int,
     progress: TextIO | None,
 ) -> ReplayRun:
-    from tqdm import tqdm
-
-    from ..app import build_services
-
     counter = TokenCounter()
     started = time.perf_counter()
     events: list[ReplayEvent] = []
-    with tempfile.TemporaryDirectory(prefix="semcache-replay-") as tmp:
-        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
+    bar = progress_bar(progress, desc="replay", unit="prompt", total=len(prompts))
+    async with throwaway_services(settings, encoder, prefix="semcache-replay-") as services:
         cache = services.cache
         partition = Partition(_TENANT, "default", model)
-        bar = tqdm(
-            prompts,
-            desc="replay",
-            unit="prompt",
-            file=progress or sys.stderr,
-            disable=progress is None,
-            dynamic_ncols=True,
-        )
         try:
-            for index, prompt in enumerate(bar):
+            for index, prompt in enumerate(prompts):
+                bar.update(1)
                 request = {"model": model, "messages": prompt.messages}
                 tokens_in = counter.estimate_chat_tokens(model, prompt.messages)
                 tokens_out = (
@@ -197,8 +185,6 @@ async def _replay(
                 )
         finally:
             bar.close()
-            await services.batcher.close()
-            await asyncio.to_thread(services.store.close)
     return ReplayRun(
         prompts=list(prompts),
         events=events,
@@ -323,7 +309,10 @@ def format_replay(report: dict[str, Any], *, show_hits: int = 10) -> str:
     """The report as a few lines of text and the first ``show_hits`` semantic hits."""
     hits, money = report["hits"], report["money"]
     lat = report["lookup_latency"]
-    pct = lambda r: "-" if r is None else f"{100 * r:.2f}%"  # noqa: E731
+
+    def pct(rate: float | None) -> str:
+        return format_rate(rate, 2)
+
     lines = [
         f"{report['dataset'].get('name', 'prompts')}: {report['dataset']['n_prompts']} prompts "
         f"({report['dataset']['n_skipped']} skipped), {report['decision']['name']} at "
