@@ -12,8 +12,9 @@ Each set goes through the hit-rate harness (``semcache.bench.hitrate.measure``: 
 ``CacheService`` over ``SqlFaissStore`` with the bundled encoder, one partition per pair, ``a``
 stored and ``b`` looked up) with the service's hit decision set to ``VerifiedDecision`` at its
 shipped defaults: cosine floor = the calibrated ``cosine_floor`` (passed as the service
-threshold) and the calibrated score threshold. Until ``semcache.app.build_services`` wires the
-verifier from settings, this script sets ``services.cache.decision`` on the services the harness
+threshold) and the calibrated score threshold. To record every scored candidate's probability,
+this script sets ``services.cache.decision`` to a recording wrapper around one
+``VerifiedDecision`` (loaded once, possibly from ``--artifact-dir``) on the services the harness
 builds; nothing else in the code path changes. Sets: ``qqp-test``, ``stsb``, ``gptcache-mock``,
 ``hard-pairs`` and ``contextual`` (as in ``benchmarks/hitrate.py``). None of them was used for
 training or calibration (``benchmarks/train_verifier.py``).
@@ -52,6 +53,7 @@ from semcache.bench.hitrate import (  # noqa: E402
     build_report,
     measure,
 )
+from semcache.bench.report import format_rate as _pct  # noqa: E402
 from semcache.cache.service import HIT_EXACT  # noqa: E402
 from semcache.cache.verifier import VerifiedDecision  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
@@ -71,15 +73,13 @@ class RecordingDecision:
     def choose(
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> Candidate | None:
-        eligible = [c for c in candidates if c.similarity >= threshold]
-        if eligible:
-            top = sorted(eligible, key=lambda c: c.similarity, reverse=True)
-            top = top[: self.inner.max_candidates]
-            for c, s in zip(top, self.inner.scores(query, top), strict=True):
-                with self._lock:
-                    key = (c.entry.query, query)
-                    self.best[key] = max(s, self.best.get(key, 0.0))
-        return self.inner.choose(query, candidates, threshold)
+        # One cross-encoder pass: the scores recorded are the ones the decision uses.
+        scored = self.inner.scored(query, candidates, threshold)
+        with self._lock:
+            for s, c in scored:
+                key = (c.entry.query, query)
+                self.best[key] = max(s, self.best.get(key, 0.0))
+        return self.inner.accept(scored)
 
 
 def _install(decision: RecordingDecision) -> None:
@@ -164,10 +164,6 @@ def _verifier_sweep(
     return sweep, points
 
 
-def _pct(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{100 * v:.{digits}f}%"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -185,16 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         reports = {n: json.loads(p.read_text()) for n, p in done.items() if p.is_file()}
         (args.out / "verifier.md").write_text(_markdown(reports), encoding="utf-8")
         return 0
-    import torch
-
-    torch.set_num_threads(2)
     data_dir: Path = args.data_dir or ds.default_data_dir()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     verifier = VerifiedDecision(args.artifact_dir)
     recorder = RecordingDecision(verifier)
     _install(recorder)
-    settings = bench_settings(threshold=verifier.cosine_floor)
+    # The harness's services get the recording decision (``_install``); "cosine" keeps
+    # build_services from loading a second verifier model per set only to have it replaced.
+    settings = bench_settings(threshold=verifier.cosine_floor).replace(hit_decision="cosine")
     encoder = Encoder(settings.embedding_model or None)
     progress = None if args.no_progress else sys.stderr
     reports: dict[str, dict[str, Any]] = {}

@@ -169,16 +169,28 @@ class VerifiedDecision:
             for c, s in zip(candidates, same, strict=True)
         ]
 
-    def choose(
+    def scored(
         self, query: str, candidates: Sequence[Candidate], threshold: float
-    ) -> Candidate | None:
+    ) -> list[tuple[float, Candidate]]:
+        """(hit probability, candidate) for the ``max_candidates`` most similar candidates at
+        or above ``threshold``; empty when none is."""
         eligible = sorted(
             (c for c in candidates if c.similarity >= threshold),
             key=lambda c: c.similarity,
             reverse=True,
         )[: self.max_candidates]
         if not eligible:
+            return []
+        return list(zip(self.scores(query, eligible), eligible, strict=True))
+
+    def accept(self, scored: Sequence[tuple[float, Candidate]]) -> Candidate | None:
+        """The most probable of ``scored`` when it reaches ``score_threshold``, else None."""
+        if not scored:
             return None
-        scored = zip(self.scores(query, eligible), eligible, strict=True)
         best_score, best = max(scored, key=lambda sc: sc[0])
         return best if best_score >= self.score_threshold else None
+
+    def choose(
+        self, query: str, candidates: Sequence[Candidate], threshold: float
+    ) -> Candidate | None:
+        return self.accept(self.scored(query, candidates, threshold))
