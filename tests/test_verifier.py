@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from semcache.cache import CacheConfig, CacheService, Partition
-from semcache.cache.verifier import VerifiedDecision, default_artifact_dir, normalize_query
+from semcache.cache.verifier import (
+    VerifiedDecision,
+    default_artifact_dir,
+    fit_to_window,
+    focus_on_difference,
+    normalize_query,
+)
 from semcache.embed import Encoder, MicroBatcher
 from semcache.store import SqlFaissStore
 from semcache.store.base import Candidate, Entry
@@ -100,6 +106,42 @@ def test_normalized_equality_keeps_meaningful_symbols() -> None:
     assert normalize_query("How do I delete my account?") == "how do i delete my account"
     assert normalize_query("Read a file in C++") != normalize_query("Read a file in C#")
     assert normalize_query("What is 1.5 times 2?") != normalize_query("What is 15 times 2?")
+
+
+# A long prompt template whose payload (the last sentence) is what the answer depends on.
+TEMPLATE = (
+    "You are a helpful study assistant. I need some flash cards to help me study for an exam. "
+    "Each card has a question on the front and the answer on the back. The question must be "
+    "unambiguous, short and answerable in one sentence, and the answer must be correct and "
+    "complete. Do not repeat a question, do not add commentary before or after the cards, and "
+    "number every card. Use plain language a high-school student understands. "
+)
+
+
+def test_focus_on_difference_drops_the_shared_start_and_end() -> None:
+    a = " ".join(f"w{i}" for i in range(40)) + " topic: cells. Reply as a table."
+    b = " ".join(f"w{i}" for i in range(40)) + " topic: Rome. Reply as a table."
+    fa, fb = focus_on_difference(a, b, context=3)
+    # Three shared words kept on each side of the difference ("topic:" is shared too).
+    assert fa == "... w38 w39 topic: cells. Reply as a ..."
+    assert fb == "... w38 w39 topic: Rome. Reply as a ..."
+    # Nothing shared: nothing dropped; one side a prefix of the other keeps the addition.
+    assert focus_on_difference("a b", "c d") == ("a b", "c d")
+    assert focus_on_difference("x y z", "x y z more") == ("x y z", "x y z more")
+
+
+def test_long_pairs_are_read_where_they_differ(verifier: VerifiedDecision) -> None:
+    tokenizer, limit = verifier._tokenizer, verifier.meta.max_length
+    short = ("How do I reset my password?", "how to reset my password")
+    assert fit_to_window(tokenizer, *short, limit) == short
+    a = TEMPLATE + "Make 10 cards about the French Revolution."
+    b = TEMPLATE + "Make 10 cards about photosynthesis in plants."
+    fitted = fit_to_window(tokenizer, a, b, limit)
+    assert fitted == focus_on_difference(a, b)
+    assert "French Revolution" in fitted[0] and "photosynthesis" in fitted[1]
+    # What the model scores is the focused pair, so a changed payload is seen (and missed).
+    assert verifier.logits([(a, b)]) == pytest.approx(verifier.logits([fitted]), abs=1e-4)
+    assert verifier.choose(b, [_candidate(a, 0.95)], verifier.cosine_floor) is None
 
 
 def test_threshold_is_a_cosine_floor(verifier: VerifiedDecision) -> None:

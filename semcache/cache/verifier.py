@@ -17,6 +17,12 @@ adds a second stage after the nearest-neighbour search:
    a candidate hits when that probability is at least ``score_threshold``,
    calibrated on held-out data for a false-hit rate of 1%. The candidate with the highest
    probability is served.
+3. **Long prompts.** The cross-encoder reads at most ``max_length`` tokens of a pair; two long
+   prompts built from one template ("make flash cards ... topic: X") differ only past that
+   point, and the truncated verifier passed 6 of 7 such pairs in the arena replay although
+   the answers differ (``benchmarks/data/replay_audit.jsonl``). A pair that does not fit is
+   shown to the model without the words both share at the start and at the end
+   (``focus_on_difference``), so the model reads what differs, with a little context.
 
 The model loads in the constructor (about a second; torch and transformers are imported then,
 never at import time) and runs on the CPU. ``choose`` is thread-safe: one forward pass at a time.
@@ -39,7 +45,14 @@ from typing import Any
 from ..errors import ConfigError
 from ..store.base import Candidate
 
-__all__ = ["VerifiedDecision", "VerifierMeta", "default_artifact_dir", "normalize_query"]
+__all__ = [
+    "VerifiedDecision",
+    "VerifierMeta",
+    "default_artifact_dir",
+    "fit_to_window",
+    "focus_on_difference",
+    "normalize_query",
+]
 
 # Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
 # and a full stop becomes a space, so "1.5" never equals "15".
@@ -51,6 +64,45 @@ def normalize_query(text: str) -> str:
     """Lower case, punctuation and spacing dropped: two queries equal after this ask the same."""
     text = _APOSTROPHES.sub("", text.lower())
     return " ".join(_PUNCTUATION.sub(" ", text).split())
+
+
+def focus_on_difference(a: str, b: str, context: int = 12) -> tuple[str, str]:
+    """``a`` and ``b`` without the words they share at the start and at the end, but for
+    ``context`` words on each side; an elided part is marked with "...".
+
+    For pairs too long for the verifier's window: truncation would cut off the part where two
+    long prompts differ (the payload of a shared template).
+    """
+    wa, wb = a.split(), b.split()
+    start = 0
+    while start < min(len(wa), len(wb)) and wa[start] == wb[start]:
+        start += 1
+    end = 0
+    while end < min(len(wa), len(wb)) - start and wa[-1 - end] == wb[-1 - end]:
+        end += 1
+    keep_from = max(0, start - context)
+    keep_tail = max(0, end - context)
+
+    def cut(words: list[str]) -> str:
+        middle = words[keep_from : len(words) - keep_tail]
+        head = ["..."] if keep_from else []
+        tail = ["..."] if keep_tail else []
+        return " ".join(head + middle + tail)
+
+    return cut(wa), cut(wb)
+
+
+def fit_to_window(tokenizer: Any, a: str, b: str, max_length: int) -> tuple[str, str]:
+    """The pair as the verifier should read it: unchanged when ``[CLS] a [SEP] b [SEP]`` fits
+    ``max_length`` tokens, else ``focus_on_difference(a, b)`` (module doc, point 3)."""
+    # A token is at least one character long (but for rare exceptions): pairs this short fit
+    # without tokenising them twice.
+    if len(a) + len(b) + 3 <= max_length:
+        return a, b
+    ids = tokenizer([a, b], add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    if len(ids[0]) + len(ids[1]) + 3 <= max_length:
+        return a, b
+    return focus_on_difference(a, b)
 
 
 def default_artifact_dir() -> Path:
@@ -139,10 +191,11 @@ class VerifiedDecision:
 
         from .verifier_model import encode_pairs
 
+        fitted = [fit_to_window(self._tokenizer, a, b, self.meta.max_length) for a, b in pairs]
         batch = encode_pairs(
             self._tokenizer,
-            [a for a, _ in pairs],
-            [b for _, b in pairs],
+            [a for a, _ in fitted],
+            [b for _, b in fitted],
             self.meta.max_length,
         )
         with self._lock, torch.inference_mode():
