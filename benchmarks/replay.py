@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import RESULTS
+from _common import REPO, RESULTS
 
 from semcache.bench import datasets
 from semcache.bench.hitrate import bench_settings
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument(
+        "--audit", type=Path, default=REPO / "benchmarks" / "data" / "replay_audit.jsonl"
+    )
     args = parser.parse_args(argv)
+    audit = read_audit(args.audit)
 
     path = (args.data_dir or datasets.default_data_dir()) / "arena-prompts-5k" / "prompts.jsonl"
     if not path.is_file():
@@ -80,15 +85,28 @@ def main(argv: list[str] | None = None) -> int:
         "from this set upstream, so hits are near-duplicates; the JSON files list every "
         "semantic hit with the prompt that served it.",
         "",
-        "| decision | hit rate | exact | semantic | saved | lookup median / p99 (miss) "
-        "| lookup median / p99 (semantic hit) |",
-        "|---|---:|---:|---:|---:|---|---|",
+        f"Judged: semantic hits looked up in `{os.path.relpath(args.audit, REPO)}` (a reader's "
+        "verdict per hit); precision = judged correct / judged.",
+        "",
+        "| decision | hit rate | exact | semantic | judged false hits | precision (judged) "
+        "| saved | lookup median / p99 (miss) | lookup median / p99 (semantic hit) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    unjudged: dict[tuple[str, str], dict] = {}
     for name, report in rows:
         hits, money, lat = report["hits"], report["money"], report["lookup_latency"]
         miss, sem = lat[MISS], lat[HIT_SEMANTIC]
+        verdicts = [audit.get((h["id"], h["served_by_id"])) for h in report["semantic_hits"]]
+        for hit, verdict in zip(report["semantic_hits"], verdicts, strict=True):
+            if verdict is None:
+                unjudged[hit["id"], hit["served_by_id"]] = hit
+        judged = [v for v in verdicts if v is not None]
+        false_hits = judged.count(0)
+        precision = f"{100 * (1 - false_hits / len(judged)):.1f}%" if judged else "-"
         lines.append(
             f"| {name} | {100 * hits['rate']:.2f}% | {hits['exact']} | {hits['semantic']} | "
+            f"{false_hits} of {len(judged)} judged ({len(verdicts) - len(judged)} not) | "
+            f"{precision} | "
             f"${money['saved_usd']:.4f} of ${money['without_cache_usd']:.4f} "
             f"({100 * (money['saved_share'] or 0):.2f}%) | "
             f"{miss.get('median_ms', '-')} / {miss.get('p99_ms', '-')} ms | "
@@ -99,10 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         for hit in report["semantic_hits"][:15]:
             a, b = hit["prompt"][:80], hit["served_by_prompt"][:80]
             lines.append(f"- {hit['similarity']}: `{a}` ← `{b}`".replace("\n", " "))
+    if unjudged:
+        lines += ["", "## Hits not judged yet", ""]
+        for hit in unjudged.values():
+            a, b = hit["prompt"][:80], hit["served_by_prompt"][:80]
+            line = f"- `{hit['id']}` ← `{hit['served_by_id']}`: `{a}` ← `{b}`"
+            lines.append(line.replace("\n", " "))
     md = args.out / "replay-arena.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {md}")
     return 0
+
+
+def read_audit(path: Path) -> dict[tuple[str, str], int]:
+    """(new arena id, cached arena id) -> the reader's label; empty when the file is absent."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return {(r["id"], r["served_by_id"]): int(r["label"]) for r in rows}
 
 
 if __name__ == "__main__":
