@@ -352,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     x = np.stack([logit, cos], axis=1)
     coef, intercept = fit_stack(x, y, groups)
     score = 1.0 / (1.0 + np.exp(-(x @ coef + intercept)))
-    # As VerifiedDecision does: equal up to case, punctuation and spacing is a hit.
-    from semcache.cache.verifier import normalize_query
+    # As VerifiedDecision does: the same question (equal up to case, punctuation and spacing,
+    # or different only by misspelt words) is a hit.
+    from semcache.cache.verifier import same_question
 
-    same = np.array([normalize_query(p.a) == normalize_query(p.b) for p in pairs])
+    vocabulary = frozenset(tokenizer.get_vocab())
+    same = np.array([same_question(p.a, p.b, vocabulary) for p in pairs])
     score[same] = 1.0
     floor, threshold, heldout = calibrate(score, cos, y, groups, TARGET_FHR)
     ce_only = {}

@@ -13,7 +13,8 @@ adds a second stage after the nearest-neighbour search:
    one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
    on the DESIGN.md training split plus generated near-copy negatives and surface-change
    positives (``benchmarks/train_verifier.py``). Its logit and the cosine go through a logistic
-   regression (a candidate equal to the query up to case, punctuation and spacing scores 1);
+   regression (a candidate equal to the query up to case, punctuation and spacing, or
+   different from it only by misspelt words, ``semcache.cache.typos``, scores 1);
    a candidate hits when that probability is at least ``score_threshold``,
    calibrated on held-out data for a false-hit rate of 1%. The candidate with the highest
    probability is served.
@@ -37,13 +38,14 @@ import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..store.base import Candidate
+from .typos import differ_only_by_typos
 
 __all__ = [
     "VerifiedDecision",
@@ -52,6 +54,7 @@ __all__ = [
     "fit_to_window",
     "focus_on_difference",
     "normalize_query",
+    "same_question",
 ]
 
 # Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
@@ -64,6 +67,13 @@ def normalize_query(text: str) -> str:
     """Lower case, punctuation and spacing dropped: two queries equal after this ask the same."""
     text = _APOSTROPHES.sub("", text.lower())
     return " ".join(_PUNCTUATION.sub(" ", text).split())
+
+
+def same_question(a: str, b: str, vocabulary: Container[str]) -> bool:
+    """``a`` and ``b`` ask the same: equal after ``normalize_query``, or different only by
+    misspelt words (``semcache.cache.typos``)."""
+    na, nb = normalize_query(a), normalize_query(b)
+    return na == nb or differ_only_by_typos(na, nb, vocabulary)
 
 
 def focus_on_difference(a: str, b: str, context: int = 12) -> tuple[str, str]:
@@ -176,6 +186,8 @@ class VerifiedDecision:
             )
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"cannot load the verifier from {artifact}: {exc}") from exc
+        # Whole words of the WordPiece vocabulary, for telling a misspelling from a real word.
+        self._vocabulary = frozenset(self._tokenizer.get_vocab())
         self._lock = threading.Lock()
 
     @property
@@ -210,11 +222,11 @@ class VerifiedDecision:
     def scores(self, query: str, candidates: Sequence[Candidate]) -> list[float]:
         """Hit probabilities of ``candidates`` for ``query``, in order.
 
-        A candidate equal to the query after ``normalize_query`` (case, punctuation, spacing)
-        scores 1.0 without the model; the others go through one batched forward pass.
+        A candidate that asks the same as the query (``same_question``: equal after
+        ``normalize_query``, or different only by misspelt words) scores 1.0 without the model;
+        the others go through one batched forward pass.
         """
-        key = normalize_query(query)
-        same = [normalize_query(c.entry.query) == key for c in candidates]
+        same = [same_question(c.entry.query, query, self._vocabulary) for c in candidates]
         rest = [c for c, s in zip(candidates, same, strict=True) if not s]
         logits = iter(self.logits([(c.entry.query, query) for c in rest]))
         return [

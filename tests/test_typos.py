@@ -1,0 +1,79 @@
+"""Typo'd repeats hit without the model; a changed real word never passes as a typo."""
+
+from __future__ import annotations
+
+import pytest
+
+from semcache.cache import Partition
+from semcache.cache.typos import edit_distance
+from semcache.cache.verifier import VerifiedDecision, same_question
+from semcache.store.base import Candidate, Entry
+
+
+@pytest.fixture(scope="module")
+def vocabulary(verifier: VerifiedDecision) -> frozenset[str]:
+    return verifier._vocabulary
+
+
+@pytest.fixture(scope="module")
+def verifier() -> VerifiedDecision:
+    return VerifiedDecision()
+
+
+def test_edit_distance_counts_a_swap_as_one_edit() -> None:
+    assert edit_distance("change", "chnage") == 1
+    assert edit_distance("billing", "biling") == 1
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("", "abc") == 3
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("How do I change my billing address?", "how do i chnage my biling address"),
+        ("Where can I download my invoices?", "where can i downlod my invoices"),
+        ("How do I cancel my subscription?", "how do I cancel my subscripton"),
+        ("How long does shipping take to Canada?", "how long does shiping take to canda"),
+    ],
+)
+def test_misspelt_repeats_are_the_same_question(
+    vocabulary: frozenset[str], cached: str, new: str
+) -> None:
+    assert same_question(cached, new, vocabulary)
+
+
+@pytest.mark.parametrize(
+    ("cached", "new"),
+    [
+        ("How do I hide a column in Sheets?", "How do I unhide a column in Sheets?"),
+        ("How do I install numpy with pip?", "How do I uninstall numpy with pip?"),
+        ("Can I get a refund if I have used it?", "Can I get a refund if I havent used it?"),
+        ("What is in my cart?", "What is in my card?"),
+        ("Convert 100 euros to dollars", "Convert 1000 euros to dollars"),
+        ("What does cat mean?", "What does car mean?"),
+        ("How do I get to the station?", "How do I get to the station quickly?"),
+    ],
+)
+def test_a_changed_real_word_is_not_a_typo(
+    vocabulary: frozenset[str], cached: str, new: str
+) -> None:
+    assert not same_question(cached, new, vocabulary)
+
+
+def test_the_verifier_scores_a_typod_repeat_as_the_same(verifier: VerifiedDecision) -> None:
+    entry = Entry(
+        entry_id="e1",
+        row_id=1,
+        partition=Partition("t", "ns", "gpt-4o", ""),
+        exact_key="k1",
+        context_hash="c",
+        query="Where can I download my invoices?",
+        response="Billing > Invoices",
+        metadata={},
+        created_at=0.0,
+        expires_at=1e12,
+        last_used_at=0.0,
+        hit_count=0,
+    )
+    # The model alone scored this pair 0.19; the typo rule makes it a hit at any threshold.
+    assert verifier.scores("where can i downlod my invoices", [Candidate(entry, 0.9)]) == [1.0]
