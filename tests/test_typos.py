@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from candidates import candidate
 
-from semcache.cache import Partition
 from semcache.cache.typos import edit_distance
 from semcache.cache.verifier import VerifiedDecision, same_question
-from semcache.store.base import Candidate, Entry
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +60,6 @@ def test_a_changed_real_word_is_not_a_typo(
 
 
 def test_the_verifier_scores_a_typod_repeat_as_the_same(verifier: VerifiedDecision) -> None:
-    entry = Entry(
-        entry_id="e1",
-        row_id=1,
-        partition=Partition("t", "ns", "gpt-4o", ""),
-        exact_key="k1",
-        context_hash="c",
-        query="Where can I download my invoices?",
-        response="Billing > Invoices",
-        metadata={},
-        created_at=0.0,
-        expires_at=1e12,
-        last_used_at=0.0,
-        hit_count=0,
-    )
+    cached = candidate("Where can I download my invoices?", 0.9, response="Billing > Invoices")
     # The model alone scored this pair 0.19; the typo rule makes it a hit at any threshold.
-    assert verifier.scores("where can i downlod my invoices", [Candidate(entry, 0.9)]) == [1.0]
+    assert verifier.scores("where can i downlod my invoices", [cached]) == [1.0]

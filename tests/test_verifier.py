@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from candidates import PARTITION, candidate
 
-from semcache.cache import CacheConfig, CacheService, Partition
+from semcache.cache import CacheConfig, CacheService
 from semcache.cache.verifier import (
     VerifiedDecision,
     default_artifact_dir,
@@ -19,9 +20,8 @@ from semcache.cache.verifier import (
 )
 from semcache.embed import Encoder, MicroBatcher
 from semcache.store import SqlFaissStore
-from semcache.store.base import Candidate, Entry
 
-P = Partition("t", "ns", "gpt-4o", "")
+P = PARTITION
 
 # Near-copies whose answers differ; cosine puts each above the old 0.9 default.
 NEAR_COPIES = [
@@ -52,24 +52,6 @@ def verifier() -> VerifiedDecision:
     return VerifiedDecision()
 
 
-def _candidate(query: str, similarity: float, row: int = 1) -> Candidate:
-    entry = Entry(
-        entry_id=f"e{row}",
-        row_id=row,
-        partition=P,
-        exact_key=f"k{row}",
-        context_hash="c",
-        query=query,
-        response="r",
-        metadata={},
-        created_at=0.0,
-        expires_at=1e12,
-        last_used_at=0.0,
-        hit_count=0,
-    )
-    return Candidate(entry, similarity)
-
-
 def _cosine(encoder: Encoder, a: str, b: str) -> float:
     va, vb = encoder.encode([a, b])
     return float(np.dot(va, vb))
@@ -90,7 +72,7 @@ def test_rejects_near_copies_that_cosine_accepts(
 ) -> None:
     cos = _cosine(encoder, cached, new)
     assert cos >= 0.9
-    assert verifier.choose(new, [_candidate(cached, cos)], verifier.cosine_floor) is None
+    assert verifier.choose(new, [candidate(cached, cos)], verifier.cosine_floor) is None
 
 
 @pytest.mark.parametrize(("cached", "new"), PARAPHRASES)
@@ -98,7 +80,7 @@ def test_accepts_paraphrases(
     verifier: VerifiedDecision, encoder: Encoder, cached: str, new: str
 ) -> None:
     cos = _cosine(encoder, cached, new)
-    chosen = verifier.choose(new, [_candidate(cached, cos)], verifier.cosine_floor)
+    chosen = verifier.choose(new, [candidate(cached, cos)], verifier.cosine_floor)
     assert chosen is not None and chosen.entry.query == cached
 
 
@@ -141,19 +123,19 @@ def test_long_pairs_are_read_where_they_differ(verifier: VerifiedDecision) -> No
     assert "French Revolution" in fitted[0] and "photosynthesis" in fitted[1]
     # What the model scores is the focused pair, so a changed payload is seen (and missed).
     assert verifier.logits([(a, b)]) == pytest.approx(verifier.logits([fitted]), abs=1e-4)
-    assert verifier.choose(b, [_candidate(a, 0.95)], verifier.cosine_floor) is None
+    assert verifier.choose(b, [candidate(a, 0.95)], verifier.cosine_floor) is None
 
 
 def test_threshold_is_a_cosine_floor(verifier: VerifiedDecision) -> None:
     cached, new = PARAPHRASES[0]
     # Nothing below the threshold hits, whatever the verifier thinks; no candidates, no hit.
-    assert verifier.choose(new, [_candidate(cached, 0.80)], 0.81) is None
+    assert verifier.choose(new, [candidate(cached, 0.80)], 0.81) is None
     assert verifier.choose(new, [], verifier.cosine_floor) is None
 
 
 def test_picks_the_candidate_the_verifier_accepts(verifier: VerifiedDecision) -> None:
-    wrong = _candidate("How many euros is 100 US dollars?", 0.99, row=1)
-    right = _candidate("how many US dollars is 100 euros", 0.98, row=2)
+    wrong = candidate("How many euros is 100 US dollars?", 0.99, row=1)
+    right = candidate("how many US dollars is 100 euros", 0.98, row=2)
     chosen = verifier.choose("How many US dollars is 100 euros?", [wrong, right], 0.5)
     assert chosen is right
 
