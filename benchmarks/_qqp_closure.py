@@ -21,13 +21,7 @@ from collections.abc import Iterable, Sequence
 
 from semcache.bench import datasets as ds
 
-__all__ = ["closure_pairs", "pair_key"]
-
-
-def pair_key(a: str, b: str) -> tuple[str, str]:
-    """Order-free key of a pair after whitespace normalisation (as the training split uses)."""
-    na, nb = " ".join(a.split()), " ".join(b.split())
-    return (na, nb) if na <= nb else (nb, na)
+__all__ = ["closure_pairs"]
 
 
 def closure_pairs(
@@ -47,7 +41,7 @@ def closure_pairs(
     for p in train:
         (dup if p.label else diff)[p.a].add(p.b)
         (dup if p.label else diff)[p.b].add(p.a)
-        known.add(pair_key(p.a, p.b))
+        known.add(ds.pair_key(p.a, p.b))
     rng = random.Random(seed)
 
     pos: dict[tuple[str, str], tuple[str, str]] = {}
@@ -56,7 +50,7 @@ def closure_pairs(
         cands = [(x, y) for i, x in enumerate(mates) for y in mates[i + 1 :]]
         rng.shuffle(cands)
         for x, y in cands[:per_hub]:
-            key = pair_key(x, y)
+            key = ds.pair_key(x, y)
             if key not in known and y not in diff[x]:
                 pos[key] = (x, y)
     neg: dict[tuple[str, str], tuple[str, str]] = {}
@@ -65,7 +59,7 @@ def closure_pairs(
         cands = [(x, z) for x in mates for z in sorted(diff[hub])]
         rng.shuffle(cands)
         for x, z in cands[:per_hub]:
-            key = pair_key(x, z)
+            key = ds.pair_key(x, z)
             # A conflict: z is labelled a duplicate of the hub's duplicate x.
             if key not in known and key not in pos and z not in dup[x]:
                 neg[key] = (x, z)

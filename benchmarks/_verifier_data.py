@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from _neighbours import neighbour_negatives
-from _qqp_closure import closure_pairs, pair_key
+from _qqp_closure import closure_pairs
 
 from semcache.bench import datasets as ds
 from semcache.bench.synthetic import generate
@@ -64,14 +64,12 @@ def build_data(
         qqp_train += random.Random(ds_seed + 11).sample(pool[:qqp_start], replay)
     qqp_dev = [p for i, p in enumerate(qqp) if i in dev_idx]
     # Pairs implied by the training pairs (``_qqp_closure``), never an evaluation pair.
-    evaluation_keys = {pair_key(p.a, p.b) for p in qqp_dev + ds.load_qqp_csv(test)}
-    closure_train = (
-        closure_pairs(
+    closure_train: list[ds.LabelledPair] = []
+    if closure:
+        evaluation_keys = {ds.pair_key(p.a, p.b) for p in qqp_dev + ds.load_qqp_csv(test)}
+        closure_train = closure_pairs(
             pool, evaluation_keys, positives=closure, negatives=closure // 3, seed=ds_seed + 12
         )
-        if closure
-        else []
-    )
     dev_questions = {q for p in qqp_dev for q in (p.a, p.b)}
 
     extra = [p for path in extra_files for p in ds.read_pairs_jsonl(path)]

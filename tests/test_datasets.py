@@ -364,8 +364,8 @@ def test_real_qqp_full_and_training_split() -> None:
     assert Counter(p.label for p in full) == {0: 50713, 1: 30141}
     train = ds.training_pairs(full_path, test_path)
     assert 0 < len(train) < len(full)
-    test_keys = {ds._pair_key(p.a, p.b) for p in ds.load_qqp_csv(test_path)}
-    assert not any(ds._pair_key(p.a, p.b) in test_keys for p in train)
+    test_keys = {ds.pair_key(p.a, p.b) for p in ds.load_qqp_csv(test_path)}
+    assert not any(ds.pair_key(p.a, p.b) in test_keys for p in train)
     assert len(full) - len(train) >= len(test_keys)
 
 

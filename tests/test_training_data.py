@@ -7,9 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from _qqp_closure import closure_pairs, pair_key
+from _qqp_closure import closure_pairs
 
-from semcache.bench.datasets import LabelledPair
+from semcache.bench.datasets import LabelledPair, pair_key
 
 
 def _pair(a: str, b: str, label: int) -> LabelledPair:

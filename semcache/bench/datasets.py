@@ -56,6 +56,7 @@ __all__ = [
     "load_gptcache_qqp_tar",
     "load_qqp_csv",
     "load_stsb",
+    "pair_key",
     "read_context_cases_jsonl",
     "read_pairs_jsonl",
     "shared_set_path",
@@ -324,7 +325,7 @@ def load_arena_hard_pairs(path: PathLike) -> list[LabelledPair]:
 # Training split
 
 
-def _pair_key(a: str, b: str) -> tuple[str, str]:
+def pair_key(a: str, b: str) -> tuple[str, str]:
     """Order-free key of a pair after whitespace normalisation."""
     na, nb = " ".join(a.split()), " ".join(b.split())
     return (na, nb) if na <= nb else (nb, na)
@@ -332,8 +333,8 @@ def _pair_key(a: str, b: str) -> tuple[str, str]:
 
 def training_pairs(qqp_full_path: PathLike, test_csv_path: PathLike) -> list[LabelledPair]:
     """GPTCache's full QQP pairs minus every MeanCache test pair (unordered), in file order."""
-    held_out = {_pair_key(p.a, p.b) for p in load_qqp_csv(test_csv_path)}
-    return [p for p in load_gptcache_qqp_tar(qqp_full_path) if _pair_key(p.a, p.b) not in held_out]
+    held_out = {pair_key(p.a, p.b) for p in load_qqp_csv(test_csv_path)}
+    return [p for p in load_gptcache_qqp_tar(qqp_full_path) if pair_key(p.a, p.b) not in held_out]
 
 
 # ---------------------------------------------------------------------------------------------
