@@ -42,6 +42,7 @@ def build_data(
     neighbours_train: int = 0,
     neighbours_heldout: int = 0,
     closure: int = 0,
+    synth_start: int | None = None,
 ) -> tuple[list[ds.LabelledPair], dict[str, Any]]:
     """The training pairs and the held-out groups.
 
@@ -79,8 +80,10 @@ def build_data(
     # Synthetic pairs: sources are distinct questions of each side; dev sources never train.
     train_q = sorted({q for i in order[n_dev:] for q in (qqp[i].a, qqp[i].b)} - dev_questions)
     random.Random(seed + 1).shuffle(train_q)
-    # Sources for a later stage's synthetic pairs follow those of the earlier ones.
-    q_from = (ds_seed - seed) * synth_qqp
+    # Sources for a later stage's synthetic pairs follow those of the earlier ones, until they
+    # run out (stage 8 got none); ``synth_start`` starts again elsewhere (stage 9: from 0, with
+    # generator version 3 and a new seed, so the pairs differ from stage 1's).
+    q_from = (ds_seed - seed) * synth_qqp if synth_start is None else synth_start
     dev_q = sorted(dev_questions)
     random.Random(seed + 2).shuffle(dev_q)
     syn_qqp_train = generate(
@@ -130,6 +133,7 @@ def build_data(
         "qqp_replay": replay,
         "data_seed": ds_seed,
         "synthetic_version": synth_version,
+        "synthetic_start": q_from,
         "qqp_heldout": len(qqp_dev),
         "synthetic_from_qqp_train": len(syn_qqp_train),
         "synthetic_from_handwritten_train": len(syn_extra_train),

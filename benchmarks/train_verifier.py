@@ -254,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-seed", type=int, default=None)
     parser.add_argument("--synth-version", type=int, default=1)
     parser.add_argument(
+        "--synthetic-start",
+        type=int,
+        default=None,
+        help="first QQP source question of the synthetic pairs (default: after earlier stages')",
+    )
+    parser.add_argument(
         "--neighbours", type=int, default=0, help="nearest-neighbour negatives to train on"
     )
     parser.add_argument(
@@ -305,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         neighbours_train=args.neighbours,
         neighbours_heldout=args.heldout_neighbours,
         closure=args.closure,
+        synth_start=args.synthetic_start,
     )
     if args.max_train:
         train = train[: args.max_train]

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from . import synthetic_words as vocab
 from .datasets import LabelledPair
+from .synthetic_lexicon import lexicon
 
 __all__ = ["NEGATIVE_KINDS", "POSITIVE_KINDS", "generate", "perturb"]
 
@@ -255,15 +256,23 @@ def _typo(text: str, rng: random.Random) -> str | None:
     return out if out != text else None
 
 
-def _synonym(text: str, rng: random.Random) -> str | None:
-    found = _find_phrases(text, vocab.SYNONYM_OF)
-    if not found:
-        return None
-    out = text
-    for word in rng.sample(found, min(len(found), rng.choice((1, 2, 3)))):
-        group = vocab.SYNONYM_OF[word]
-        out = _sub_phrase(out, word, rng.choice([g for g in group if g != word]))
-    return out if out != text else None
+def _synonym_using(
+    synonym_of: dict[str, tuple[str, ...]],
+) -> Callable[[str, random.Random], str | None]:
+    def synonym(text: str, rng: random.Random) -> str | None:
+        found = _find_phrases(text, synonym_of)
+        if not found:
+            return None
+        out = text
+        for word in rng.sample(found, min(len(found), rng.choice((1, 2, 3)))):
+            group = synonym_of[word]
+            out = _sub_phrase(out, word, rng.choice([g for g in group if g != word]))
+        return out if out != text else None
+
+    return synonym
+
+
+_synonym = _synonym_using(vocab.SYNONYM_OF)
 
 
 def _verbose(text: str, rng: random.Random) -> str | None:
@@ -373,6 +382,43 @@ def _antonym_v2(text: str, rng: random.Random) -> str | None:
     return None if _NEGATED.search(text) else _antonym(text, rng)
 
 
+# -- version 3 additions (``generate(..., version=3)``) ----------------------------------------
+# Issue 5: the verifier read most word substitutions as a changed question ("cheapest" ->
+# "most affordable" scored like an antonym), because the only substitutions it saw often were
+# negatives. Version 3 draws from a lexicon ten times larger (``synthetic_lexicon``) on both
+# sides: synonyms for positives, antonyms and related-but-different words for negatives.
+
+
+def _replace_using(
+    table: dict[str, tuple[str, ...]],
+) -> Callable[[str, random.Random], str | None]:
+    def replace(text: str, rng: random.Random) -> str | None:
+        found = _find_phrases(text, table)
+        low = text.lower()
+        choices = [(w, [g for g in table[w] if g != w and g.lower() not in low]) for w in found]
+        choices = [(w, options) for w, options in choices if options]
+        if not choices:
+            return None
+        word, options = rng.choice(choices)
+        return _sub_phrase(text, word, rng.choice(options))
+
+    return replace
+
+
+def _synonym_v3(text: str, rng: random.Random) -> str | None:
+    return _synonym_using(lexicon().synonym_of)(text, rng)
+
+
+def _antonym_v3(text: str, rng: random.Random) -> str | None:
+    return None if _NEGATED.search(text) else _replace_using(lexicon().antonym_of)(text, rng)
+
+
+def _entity_v3(text: str, rng: random.Random) -> str | None:
+    contrast = _replace_using(lexicon().contrast_of)
+    first, second = (_entity, contrast) if rng.random() < 0.5 else (contrast, _entity)
+    return first(text, rng) or second(text, rng)
+
+
 _NEGATIVE: dict[str, Callable[[str, random.Random], str | None]] = {
     "number": _number,
     "negation": _negation,
@@ -391,12 +437,17 @@ _POSITIVE: dict[str, Callable[[str, random.Random], str | None]] = {
     "reorder": _reorder,
     "style": _style,
 }
+_NEGATIVE_V3 = {**_NEGATIVE_V2, "antonym": _antonym_v3, "entity": _entity_v3}
+_POSITIVE_V3 = {**_POSITIVE, "synonym": _synonym_v3}
+# Version 3 tries these kinds first when they apply, so substitutions are common on both sides.
+_PREFERRED_V3 = {"synonym": 0.4, "antonym": 0.3, "entity": 0.3}
 
 
 def perturb(text: str, kind: str, rng: random.Random, version: int = 1) -> str | None:
     """One perturbation of ``text`` of the given kind, or None when it does not apply."""
-    negative = _NEGATIVE_V2 if version >= 2 else _NEGATIVE
-    fn = negative.get(kind) or _POSITIVE.get(kind)
+    negative = _NEGATIVE_V3 if version >= 3 else _NEGATIVE_V2 if version >= 2 else _NEGATIVE
+    positive = _POSITIVE_V3 if version >= 3 else _POSITIVE
+    fn = negative.get(kind) or positive.get(kind)
     if fn is None:
         raise ValueError(f"unknown perturbation kind {kind!r}")
     out = fn(text, rng)
@@ -424,7 +475,9 @@ def generate(
 
     ``version`` 2 adds direction patterns (units "in a", "per", comparatives, more verbs),
     skips antonyms in negated text, and tries direction first when it applies; version 1 is
-    kept as it was so the first training stage stays reproducible.
+    kept as it was so the first training stage stays reproducible. Version 3 (stage 9) draws
+    synonyms, antonyms and related-but-different words from ``synthetic_lexicon`` and tries
+    those kinds first.
     """
     rng = random.Random(seed)
     pairs: list[LabelledPair] = []
@@ -440,6 +493,7 @@ def generate(
                     rng.random()
                     + (0.6 if k in vocab.GENERIC else 0.0)
                     - (1.0 if version >= 2 and k == "direction" else 0.0)
+                    - (_PREFERRED_V3.get(k, 0.0) if version >= 3 else 0.0)
                 ),
             )
             for kind in kinds:
@@ -450,7 +504,11 @@ def generate(
                     extra = rng.choice(("typo", "verbose", "style", "synonym"))
                     if negative and extra == "synonym":
                         extra = "style"
-                    out = perturb(out, extra, rng, version) or out
+                    mixed = perturb(out, extra, rng, version) or out
+                    # A second synonym swap can undo the first (A -> B -> A); from version 3
+                    # on such a pair keeps the first change instead of repeating its source.
+                    if version < 3 or mixed.lower() != src.lower():
+                        out = mixed
                 a, b = (src, out) if rng.random() < 0.5 else (out, src)
                 pairs.append(
                     LabelledPair(
