@@ -29,6 +29,11 @@ class CacheMetrics:
             registry=self.registry,
         )
         self.stores = Counter("semcache_stores", "Entries stored.", registry=self.registry)
+        self.wrong_hits = Counter(
+            "semcache_wrong_hits_reported",
+            "Wrong semantic hits reported by clients (each raises one entry's hit floor).",
+            registry=self.registry,
+        )
         self.store_failures = Counter(
             "semcache_store_failures",
             "Answers the proxy could not store (the client still got them).",

@@ -217,3 +217,50 @@ def test_ops_endpoints_need_no_key(client: httpx.Client) -> None:
 def test_anthropic_style_key_header_is_accepted(client: httpx.Client) -> None:
     r = client.get("/v1/cache/stats", headers={"x-api-key": "sk-bob-test"})
     assert r.status_code == 200 and r.json()["tenant"] == "bob"
+
+
+def test_a_reported_wrong_hit_stops_that_query_but_not_closer_ones(client: httpx.Client) -> None:
+    space = ns()
+    entry = store(
+        client, "alice", namespace=space, query="How do I reset my password?", response="x"
+    )
+    wrong = "How can I reset my password?"
+    assert (
+        lookup(client, "alice", namespace=space, query=wrong).json()["entry"]["id"] == entry["id"]
+    )
+    url = f"/v1/cache/entries/{entry['id']}/wrong-hits"
+    r = client.post(url, json={"query": wrong}, headers=auth("alice"))
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["id"] == entry["id"] and 0.9 <= report["similarity"] < 1.0
+    assert report["hit_floor"] == report["similarity"]
+    assert lookup(client, "alice", namespace=space, query=wrong).json()["hit"] is False
+    # Closer than the reported query (the same words in lower case), and the exact repeat.
+    closer = lookup(client, "alice", namespace=space, query="how do i reset my password?").json()
+    assert closer["hit"] is True and closer["similarity"] > report["hit_floor"], (closer, report)
+    exact = lookup(client, "alice", namespace=space, query="How do I reset my password?").json()
+    assert exact["status"] == "HIT-EXACT"
+    got = client.get(f"/v1/cache/entries/{entry['id']}", headers=auth("alice")).json()
+    assert got["hit_floor"] == report["hit_floor"]
+    metrics = client.get("/metrics").text
+    reported = [line for line in metrics.splitlines() if line.startswith("semcache_wrong_hits")]
+    assert reported and float(reported[0].split()[-1]) >= 1
+
+
+def test_wrong_hit_reports_that_cannot_apply_are_client_errors(client: httpx.Client) -> None:
+    space = ns()
+    entry = store(client, "alice", namespace=space, query="Where is the office?", response="Oslo")
+    url = f"/v1/cache/entries/{entry['id']}/wrong-hits"
+    other = client.post(url, json={"query": "Where is HQ?"}, headers=auth("bob"))
+    assert other.status_code == 404 and other.json()["error"]["code"] == "entry_not_found"
+    own = client.post(url, json={"query": "where is the office"}, headers=auth("alice"))
+    assert own.status_code == 400
+    assert own.json()["error"]["code"] == "wrong_hit_is_own_question"
+    assert "DELETE /v1/cache/entries/" in own.json()["error"]["message"]
+    for bad in ({}, {"query": ""}, {"query": 3}, {"query": "x", "extra": 1}):
+        r = client.post(url, json=bad, headers=auth("alice"))
+        assert r.status_code == 400, (bad, r.text)
+    assert (
+        client.get(f"/v1/cache/entries/{entry['id']}", headers=auth("alice")).json()["hit_floor"]
+        is None
+    )

@@ -149,3 +149,39 @@ def test_restart_rebuilds_lost_or_stale_indexes_without_embedding(tmp_path: Path
     assert store.reconcile_report["rebuilt"] == 1
     assert store.vectors.size(P.key) == 4
     store.close()
+
+
+def test_wrong_hit_raises_the_entry_floor_and_survives_a_restart(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    entry, _ = store.put(new(1), max_entries=10)
+    assert entry.hit_floor is None
+    near, far = unit(1) * 0.8 + unit(2) * 0.2, unit(1) * 0.3 + unit(3) * 0.7
+    near, far = near / np.linalg.norm(near), far / np.linalg.norm(far)
+    recorded = store.record_wrong_hit("acme", entry.entry_id, near)
+    assert recorded is not None
+    updated, similarity = recorded
+    assert similarity == pytest.approx(float(unit(1) @ near), abs=1e-5)
+    assert updated.hit_floor == pytest.approx(similarity)
+    # A report further away never lowers the floor; other tenants cannot report.
+    assert store.record_wrong_hit("acme", entry.entry_id, far)[1] < similarity  # type: ignore[index]
+    assert store.record_wrong_hit("other", entry.entry_id, near) is None
+    store.close()
+    again = open_store(tmp_path)
+    assert again.get("acme", entry.entry_id).hit_floor == pytest.approx(similarity)  # type: ignore[union-attr]
+    # Storing the same request again is a new answer: it starts without a floor.
+    replaced, _ = again.put(new(1), max_entries=10)
+    assert replaced.hit_floor is None
+    assert again.get("acme", entry.entry_id).hit_floor is None  # type: ignore[union-attr]
+
+
+def test_a_store_from_before_hit_floor_gains_the_column(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    entry, _ = store.put(new(1), max_entries=10)
+    store.close()
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        db.execute("ALTER TABLE entries DROP COLUMN hit_floor")
+        assert "hit_floor" not in {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+    reopened = open_store(tmp_path)
+    old = reopened.get("acme", entry.entry_id)
+    assert old is not None and old.hit_floor is None and old.response == {"n": 1}
+    assert reopened.record_wrong_hit("acme", entry.entry_id, unit(2)) is not None

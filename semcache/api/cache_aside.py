@@ -56,6 +56,11 @@ class StoreBody(_Scoped):
     metadata: dict[str, Any] | None = None
 
 
+class WrongHitBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr
+
+
 class InvalidateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     namespace: Name | None = None
@@ -81,6 +86,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
         "model": entry.partition.model,
         "doc_version": entry.partition.doc_version,
         "hit_count": entry.hit_count,
+        "hit_floor": entry.hit_floor,
     }
 
 
@@ -136,6 +142,19 @@ async def get_entry(entry_id: str, request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     entry = await services_of(request).cache.get(principal.tenant, entry_id)
     return entry_json(entry)
+
+
+@router.post("/entries/{entry_id}/wrong-hits")
+async def report_wrong_hit(entry_id: str, request: Request) -> dict[str, Any]:
+    """The entry was served for ``query`` and its answer was wrong for it: queries as far from
+    the entry as that one stop hitting it (see ``CacheService.report_wrong_hit``)."""
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_model(request, WrongHitBody, services.settings.max_body_bytes)
+    entry, similarity = await services.cache.report_wrong_hit(
+        principal.tenant, entry_id, body.query
+    )
+    return {"id": entry.entry_id, "similarity": similarity, "hit_floor": entry.hit_floor}
 
 
 @router.delete("/entries/{entry_id}")

@@ -23,10 +23,15 @@ from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
 from .decision import HitDecision, ThresholdDecision
 from .keys import RequestKeys, request_keys
+from .verifier import normalize_query
 
 __all__ = ["HIT_EXACT", "HIT_SEMANTIC", "MISS", "CacheConfig", "CacheService", "LookupResult"]
 
 log = logging.getLogger(__name__)
+
+# The same text embedded twice can differ in the last digits (the micro-batcher pads it with
+# whatever else is in the batch), so a query must beat an entry's hit floor by this much.
+_FLOOR_MARGIN = 1e-3
 
 HIT_EXACT = "HIT-EXACT"
 HIT_SEMANTIC = "HIT-SEMANTIC"
@@ -183,8 +188,14 @@ class CacheService:
         )
         if not candidates:
             return LookupResult(MISS, keys=keys, vector=vector)
+        # An entry reported as a wrong hit answers only queries closer than the reported one.
+        eligible = [
+            c
+            for c in candidates
+            if c.entry.hit_floor is None or c.similarity > c.entry.hit_floor + _FLOOR_MARGIN
+        ]
         chosen = await asyncio.to_thread(
-            self.decision.choose, keys.semantic_text, candidates, threshold
+            self.decision.choose, keys.semantic_text, eligible, threshold
         )
         if chosen is None:
             return LookupResult(MISS, similarity=_best(candidates), keys=keys, vector=vector)
@@ -239,6 +250,30 @@ class CacheService:
         if entry is None:
             raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
         return entry
+
+    async def report_wrong_hit(self, tenant: str, entry_id: str, query: str) -> tuple[Entry, float]:
+        """Record that the entry's answer was wrong for ``query``: from now on only queries more
+        similar to the entry than ``query`` can hit it semantically (exact repeats of the
+        entry's own request still do). Returns the entry and the query's similarity to it.
+
+        A per-entry threshold learned from feedback, the idea of vCache (issue 5, "learning
+        from the traffic"): one bad neighbour stops being served without lowering the hit rate
+        of every other entry.
+        """
+        self.check_query(query)
+        entry = await self.get(tenant, entry_id)
+        if normalize_query(query) == normalize_query(entry.query):
+            raise InvalidRequest(
+                "the query is the entry's own question, so its answer is wrong for every "
+                f"query: delete the entry instead (DELETE /v1/cache/entries/{entry_id})",
+                code="wrong_hit_is_own_question",
+            )
+        vector = await self.batcher.embed(query)
+        recorded = await asyncio.to_thread(self.storage.record_wrong_hit, tenant, entry_id, vector)
+        if recorded is None:  # deleted between the two calls
+            raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
+        self.metrics.wrong_hits.inc()
+        return recorded
 
     async def delete(self, tenant: str, entry_id: str) -> None:
         if not await asyncio.to_thread(self.storage.delete, tenant, entry_id):

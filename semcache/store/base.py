@@ -82,6 +82,8 @@ class Entry:
     expires_at: float
     last_used_at: float
     hit_count: int
+    # Only queries more similar than this hit the entry semantically (a wrong-hit report).
+    hit_floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,14 @@ class CacheStore(Protocol):
         self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
     ) -> list[Candidate]:
         """Live entries of the partition with this context hash, most similar first."""
+        ...
+
+    def record_wrong_hit(
+        self, tenant: str, entry_id: str, vector: np.ndarray
+    ) -> tuple[Entry, float] | None:
+        """Raise the entry's ``hit_floor`` to the similarity of ``vector`` (a query it wrongly
+        answered) unless it is higher already. Returns the updated entry and that similarity;
+        None when the tenant has no such entry."""
         ...
 
     def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:

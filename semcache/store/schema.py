@@ -41,6 +41,10 @@ entries = Table(
     Column("expires_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=False),
     Column("hit_count", Integer, nullable=False, default=0),
+    # The similarity a query must exceed to hit this entry semantically: the highest similarity
+    # of a query reported as a wrong hit for it (POST /v1/cache/entries/{id}/wrong-hits). NULL
+    # until a report. Added after the first release: older files get it on open.
+    Column("hit_floor", Float, nullable=True),
     Index("ix_entries_exact", "tenant", "exact_key", unique=True),
     Index("ix_entries_tenant_used", "tenant", "last_used_at"),
     Index("ix_entries_partition", "partition_key"),

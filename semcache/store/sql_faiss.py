@@ -21,7 +21,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -64,6 +66,7 @@ class SqlFaissStore:
         self._write_lock = threading.Lock()
         try:
             metadata.create_all(self.engine)
+            _add_new_columns(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot open the store at {database_url}: {exc}") from exc
         self.reconcile_report = self._reconcile()
@@ -231,6 +234,23 @@ class SqlFaissStore:
             )
             return {row.row_id: _entry(row._mapping) for row in rows}
 
+    def record_wrong_hit(
+        self, tenant: str, entry_id: str, vector: np.ndarray
+    ) -> tuple[Entry, float] | None:
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
+        where = (entries.c.tenant == tenant, entries.c.entry_id == entry_id)
+        with self._write_lock, self._transaction() as conn:
+            row = conn.execute(
+                select(entries.c.embedding, entries.c.hit_floor).where(*where)
+            ).first()
+            if row is None:
+                return None
+            similarity = float(np.dot(np.frombuffer(row.embedding, dtype=np.float32), query))
+            if row.hit_floor is None or similarity > row.hit_floor:
+                conn.execute(update(entries).where(*where).values(hit_floor=similarity))
+            updated = conn.execute(select(entries).where(*where)).one()
+        return _entry(updated._mapping), similarity
+
     def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
         if not hits:
             return
@@ -318,6 +338,24 @@ class SqlFaissStore:
             self.engine.dispose()
 
 
+def _add_new_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer schema has to tables an older release created
+    (``entries.hit_floor``); create_all makes missing tables but never alters one."""
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(
+                        text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                    )
+                log.info("added column %s.%s to an older store", table.name, column.name)
+
+
 def _make_engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
@@ -343,4 +381,5 @@ def _entry(row: Any) -> Entry:
         expires_at=float(row["expires_at"]),
         last_used_at=float(row["last_used_at"]),
         hit_count=int(row["hit_count"]),
+        hit_floor=None if row["hit_floor"] is None else float(row["hit_floor"]),
     )
