@@ -61,7 +61,11 @@ def _sub_phrase(text: str, old: str, new: str) -> str:
 
 def _find_phrases(text: str, phrases: Iterable[str]) -> list[str]:
     low = text.lower()
-    return [p for p in phrases if re.search(r"(?<![\w])" + re.escape(p) + r"(?![\w])", low)]
+    # The substring test first: version 3's lexicon has about 2,000 phrases, more patterns than
+    # re's cache holds, and compiling each for every text made a stage's data take 15 minutes.
+    return [
+        p for p in phrases if p in low and re.search(r"(?<![\w])" + re.escape(p) + r"(?![\w])", low)
+    ]
 
 
 # -- negatives ------------------------------------------------------------------------------
