@@ -9,9 +9,13 @@ Options: ``--data-dir`` (default ``$SEMCACHE_SHARED_DATA`` or ``../shared/data``
 
 The 5,000 first-turn prompts of ``arena-prompts-5k`` go through ``semcache.bench.replay`` (the
 code behind ``semcache bench replay``) in arrival order, once with the shipped default decision
-and once with cosine alone at 0.9. Exact repeats were removed from that set upstream, so every
-hit is a near-duplicate. Writes ``<out>/replay-arena-<decision>.json`` (every semantic hit with
-the prompt that served it, for reading) and the summary ``<out>/replay-arena.md``.
+and once with cosine alone at 0.9; then once more with the default, acting on the judged
+verdicts of ``--audit`` as an app would: each hit judged wrong is reported
+(``POST /v1/cache/entries/{id}/wrong-hits``, raising that entry's hit floor) and the prompt
+stored with its own answer, so the run shows how many later false hits the reports prevent.
+Exact repeats were removed from that set upstream, so every hit is a near-duplicate. Writes
+``<out>/replay-arena-<run>.json`` (every semantic hit with the prompt that served it, for
+reading) and the summary ``<out>/replay-arena.md``.
 """
 
 from __future__ import annotations
@@ -28,14 +32,22 @@ from _common import REPO, RESULTS
 
 from semcache.bench import datasets
 from semcache.bench.hitrate import bench_settings
-from semcache.bench.replay import build_replay_report, read_prompts_jsonl, replay
+from semcache.bench.replay import (
+    Prompt,
+    WrongHitJudge,
+    build_replay_report,
+    read_prompts_jsonl,
+    replay,
+)
 from semcache.cache.service import HIT_SEMANTIC, MISS
 from semcache.embed.encoder import Encoder
 from semcache.levers.pricing import PricingTable
 
-DECISIONS = {
-    "default": None,
-    "cosine-0.9": 'hit_decision = "cosine"\nthreshold = 0.9\n',
+# name -> (config TOML or None for the shipped defaults, whether judged wrong hits are reported)
+RUNS = {
+    "default": (None, False),
+    "cosine-0.9": ('hit_decision = "cosine"\nthreshold = 0.9\n', False),
+    "default-reporting-wrong-hits": (None, True),
 }
 
 
@@ -59,14 +71,19 @@ def main(argv: list[str] | None = None) -> int:
     pricing = PricingTable.load()
     encoder = Encoder()
     rows = []
-    for name, toml in DECISIONS.items():
+    for name, (toml, reporting) in RUNS.items():
         with tempfile.NamedTemporaryFile("w", suffix=".toml") as config:
             if toml:
                 config.write(toml)
                 config.flush()
             settings = bench_settings(config.name if toml else None)
             run = replay(
-                prompts, settings=settings, model=args.model, encoder=encoder, progress=sys.stderr
+                prompts,
+                settings=settings,
+                model=args.model,
+                encoder=encoder,
+                progress=sys.stderr,
+                wrong=judge_from(audit) if reporting else None,
             )
         report = build_replay_report(
             run, pricing, dataset={"name": "arena-prompts-5k", "prompts": str(path)}
@@ -87,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Judged: semantic hits looked up in `{os.path.relpath(args.audit, REPO)}` (a reader's "
         "verdict per hit); precision = judged correct / judged.",
+        "",
+        "`default-reporting-wrong-hits` reports every hit judged false to the cache as it "
+        "happens (raising that entry's hit floor) and stores the prompt; the reported hits "
+        "still count as false hits here, but save nothing.",
         "",
         "| decision | hit rate | exact | semantic | judged false hits | precision (judged) "
         "| saved | lookup median / p99 (miss) | lookup median / p99 (semantic hit) |",
@@ -127,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {md}")
     return 0
+
+
+def judge_from(audit: dict[tuple[str, str], int]) -> WrongHitJudge:
+    """The reader's verdicts as a replay judge: wrong when judged 0, unknown when not judged."""
+
+    def wrong(new: Prompt, cached: Prompt) -> bool | None:
+        label = audit.get((new.id, cached.id))
+        return None if label is None else label == 0
+
+    return wrong
 
 
 def read_audit(path: Path) -> dict[tuple[str, str], int]:

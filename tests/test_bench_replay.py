@@ -15,6 +15,14 @@ from typing import Any
 import pytest
 from servers import run_cli
 
+from semcache.bench.hitrate import bench_settings
+from semcache.bench.replay import (
+    Prompt,
+    ReplayRun,
+    WrongHitJudge,
+    build_replay_report,
+    replay,
+)
 from semcache.cli import main
 from semcache.levers.pricing import PricingTable
 from semcache.levers.tokens import TokenCounter
@@ -125,3 +133,36 @@ def test_bad_input_is_one_error_line(
     lines = [row for row in result.stderr.splitlines() if row.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("semcache: error: ") and message in lines[0]
+
+
+def test_a_judged_wrong_hit_is_reported_and_the_prompt_stored(tmp_path: Path) -> None:
+    config = tmp_path / "cosine.toml"
+    config.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
+    prompts = [
+        Prompt("a", [{"role": "user", "content": "How do I reset my password?"}]),
+        Prompt("b", [{"role": "user", "content": "How can I reset my password?"}]),
+        Prompt("c", [{"role": "user", "content": "How can I reset my password?"}]),
+    ]
+
+    def wrong(new: Prompt, cached: Prompt) -> bool | None:
+        return (new.id, cached.id) == ("b", "a")
+
+    def run(judge: WrongHitJudge | None) -> ReplayRun:
+        return replay(prompts, settings=bench_settings(str(config)), model=MODEL, wrong=judge)
+
+    plain, acted = run(None), run(wrong)
+    # Without reports "b" is served by "a" and never stored, so "c" is served by "a" too.
+    assert [(e.status, e.served_by) for e in plain.events[1:]] == [
+        ("HIT-SEMANTIC", 0),
+        ("HIT-SEMANTIC", 0),
+    ]
+    # Reported: "b" was still served (the report comes after), then stored with its own
+    # answer, which "c" repeats exactly; "a" no longer answers a query as far as "b".
+    assert acted.wrong_hits_reported == 1
+    assert [(e.status, e.served_by, e.reported_wrong) for e in acted.events[1:]] == [
+        ("HIT-SEMANTIC", 0, True),
+        ("HIT-EXACT", 1, False),
+    ]
+    report = build_replay_report(acted, PricingTable.load())
+    assert report["hits"]["wrong_hits_reported"] == 1
+    assert report["money"]["output_tokens_saved"] == 300  # the exact hit only

@@ -9,7 +9,9 @@ the prompt's input tokens (counted as the proxy counts them) plus an answer of
 priced from the pricing table.
 
 A prompt file has no labels, so a replay cannot tell a true hit from a false one; the report
-lists every semantic hit with the prompt that served it, so a person can read them.
+lists every semantic hit with the prompt that served it, so a person can read them. Given such
+verdicts (``wrong``), a replay also acts on them as an app would: it reports each wrong hit
+(``CacheService.report_wrong_hit``) and stores the prompt with its own answer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +42,7 @@ __all__ = [
     "Prompt",
     "ReplayEvent",
     "ReplayRun",
+    "WrongHitJudge",
     "build_replay_report",
     "read_prompts_jsonl",
     "replay",
@@ -76,6 +79,8 @@ class ReplayEvent:
     lookup_s: float
     input_tokens: int
     output_tokens: int
+    # A hit the judge called wrong: it was reported and the upstream asked, so it saved nothing.
+    reported_wrong: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ class ReplayRun:
     decision: str
     threshold: float
     seconds: float
+    wrong_hits_reported: int = 0
+
+
+# Whether the answer stored for the second prompt is wrong for the first (None: not known).
+WrongHitJudge = Callable[[Prompt, Prompt], bool | None]
 
 
 def _prompt(record: Any, line: int) -> Prompt:
@@ -134,10 +144,12 @@ async def _replay(
     model: str,
     output_tokens: int,
     progress: TextIO | None,
+    wrong: WrongHitJudge | None = None,
 ) -> ReplayRun:
     counter = TokenCounter()
     started = time.perf_counter()
     events: list[ReplayEvent] = []
+    reported = 0
     bar = progress_bar(progress, desc="replay", unit="prompt", total=len(prompts))
     async with throwaway_services(settings, encoder, prefix="semcache-replay-") as services:
         cache = services.cache
@@ -157,9 +169,21 @@ async def _replay(
                     result = await cache.lookup(partition, request)
                     lookup_s = time.perf_counter() - begun
                     served_by = None
+                    wrong_hit = False
                     if result.entry is not None:
                         served_by = int(result.entry.metadata.get("prompt_index", -1))
-                    else:
+                        wrong_hit = (
+                            result.status == HIT_SEMANTIC
+                            and wrong is not None
+                            and bool(wrong(prompt, prompts[served_by]))
+                        )
+                    if wrong_hit and result.entry is not None and result.keys is not None:
+                        # The app saw a wrong answer: it says so, then asks upstream and stores.
+                        await cache.report_wrong_hit(
+                            _TENANT, result.entry.entry_id, result.keys.semantic_text
+                        )
+                        reported += 1
+                    if result.entry is None or wrong_hit:
                         await cache.store(
                             partition,
                             request,
@@ -181,6 +205,7 @@ async def _replay(
                         lookup_s,
                         tokens_in,
                         tokens_out,
+                        wrong_hit,
                     )
                 )
         finally:
@@ -192,6 +217,7 @@ async def _replay(
         decision=type(cache.decision).__name__,
         threshold=cache.config.threshold,
         seconds=time.perf_counter() - started,
+        wrong_hits_reported=reported,
     )
 
 
@@ -203,8 +229,10 @@ def replay(
     output_tokens: int = DEFAULT_OUTPUT_TOKENS,
     encoder: Encoder | None = None,
     progress: TextIO | None = None,
+    wrong: WrongHitJudge | None = None,
 ) -> ReplayRun:
-    """Send ``prompts`` through a cold cache in order; blocking."""
+    """Send ``prompts`` through a cold cache in order; blocking. With ``wrong``, every semantic
+    hit it calls wrong is reported to the cache and the prompt stored, as an app would."""
     if not prompts:
         raise InvalidRequest("the prompts file holds no prompts")
     if output_tokens < 0:
@@ -218,6 +246,7 @@ def replay(
             model=model,
             output_tokens=output_tokens,
             progress=progress,
+            wrong=wrong,
         )
     )
 
@@ -261,7 +290,7 @@ def build_replay_report(
             Decimal(0),
         )
 
-    total, saved = cost(measured), cost(hits)
+    total, saved = cost(measured), cost([e for e in hits if not e.reported_wrong])
     report: dict[str, Any] = {
         "dataset": {
             **(dataset or {}),
@@ -277,6 +306,7 @@ def build_replay_report(
             "miss": len(by_status[MISS]),
             "exact_rate": len(by_status[HIT_EXACT]) / n if n else None,
             "semantic_rate": len(by_status[HIT_SEMANTIC]) / n if n else None,
+            "wrong_hits_reported": run.wrong_hits_reported,
         },
         "money": {
             "priced": total is not None,
@@ -284,8 +314,8 @@ def build_replay_report(
             "without_cache_usd": _usd(total),
             "saved_usd": _usd(saved),
             "saved_share": float(saved / total) if total and saved is not None else None,
-            "input_tokens_saved": sum(e.input_tokens for e in hits),
-            "output_tokens_saved": sum(e.output_tokens for e in hits),
+            "input_tokens_saved": sum(e.input_tokens for e in hits if not e.reported_wrong),
+            "output_tokens_saved": sum(e.output_tokens for e in hits if not e.reported_wrong),
         },
         "lookup_latency": {status: _latency(events) for status, events in by_status.items()},
         "semantic_hits": [
