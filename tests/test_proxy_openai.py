@@ -60,6 +60,30 @@ def test_miss_then_exact_then_semantic_hit(client: openai.OpenAI, sim: RunningSi
         assert hit.usage == first.usage
 
 
+def test_a_reported_wrong_hit_goes_upstream_next_time(
+    client: openai.OpenAI, server: ServerProcess, sim: RunningSimulator
+) -> None:
+    # The same pair as above, in this client's own namespace: the paraphrase hits at first.
+    create(client, messages=ask("How do I rotate my API keys safely?"))
+    hit_headers, _ = create(client, messages=ask("How can I safely rotate my API keys?"))
+    assert hit_headers["x-semcache-status"] == "HIT-SEMANTIC"
+    entry_id = hit_headers["x-semcache-entry-id"]
+    r = httpx.post(
+        f"{server.url}/v1/cache/entries/{entry_id}/wrong-hits",
+        json={"query": "How can I safely rotate my API keys?"},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert r.status_code == 200, r.text
+    before = sim.stats()["requests"]
+    again, _ = create(client, messages=ask("How can I safely rotate my API keys?"))
+    assert again["x-semcache-status"] == "MISS"
+    assert sim.stats()["requests"] == before + 1
+    # The upstream's answer was stored for the paraphrase itself.
+    stored, _ = create(client, messages=ask("How can I safely rotate my API keys?"))
+    assert stored["x-semcache-status"] == "HIT-EXACT"
+    assert stored["x-semcache-entry-id"] != entry_id
+
+
 def test_streamed_hit_arrives_in_several_chunks(client: openai.OpenAI) -> None:
     question = unique("Explain what a vector index is")
     _, first = create(client, messages=ask(question))
