@@ -349,10 +349,16 @@ def _add_new_columns(engine: Engine) -> None:
         for column in table.columns:
             if column.name not in present and column.nullable:
                 kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as conn:
-                    conn.execute(
-                        text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                    )
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(
+                            text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                        )
+                except SQLAlchemyError:
+                    # Another process opening the same store may have added it first.
+                    columns = inspect(engine).get_columns(table.name)
+                    if column.name not in {c["name"] for c in columns}:
+                        raise
                 log.info("added column %s.%s to an older store", table.name, column.name)
 
 
