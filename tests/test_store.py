@@ -185,3 +185,21 @@ def test_a_store_from_before_hit_floor_gains_the_column(tmp_path: Path) -> None:
     old = reopened.get("acme", entry.entry_id)
     assert old is not None and old.hit_floor is None and old.response == {"n": 1}
     assert reopened.record_wrong_hit("acme", entry.entry_id, unit(2)) is not None
+
+
+def test_search_skips_floored_entries_and_widens_past_them(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put(new(1), max_entries=100)
+    store.put(new(2), max_entries=100)
+    query = unit(1) * 0.9 + unit(2) * 0.1
+    query /= np.linalg.norm(query)
+    assert [
+        c.entry.entry_id for c in store.search(P, query, context_hash="ctx", now=1001.0, k=1)
+    ] == ["e1-acme"]
+    store.record_wrong_hit("acme", "e1-acme", query)
+    # The nearest entry is now floored at this query's similarity; k=1 must look further.
+    found = store.search(P, query, context_hash="ctx", now=1001.0, k=1)
+    assert [c.entry.entry_id for c in found] == ["e2-acme"]
+    assert store.search(P, unit(1), context_hash="ctx", now=1001.0, k=1)[0].entry.entry_id == (
+        "e1-acme"
+    )

@@ -29,10 +29,6 @@ __all__ = ["HIT_EXACT", "HIT_SEMANTIC", "MISS", "CacheConfig", "CacheService", "
 
 log = logging.getLogger(__name__)
 
-# The same text embedded twice can differ in the last digits (the micro-batcher pads it with
-# whatever else is in the batch), so a query must beat an entry's hit floor by this much.
-_FLOOR_MARGIN = 1e-3
-
 HIT_EXACT = "HIT-EXACT"
 HIT_SEMANTIC = "HIT-SEMANTIC"
 MISS = "MISS"
@@ -188,14 +184,8 @@ class CacheService:
         )
         if not candidates:
             return LookupResult(MISS, keys=keys, vector=vector)
-        # An entry reported as a wrong hit answers only queries closer than the reported one.
-        eligible = [
-            c
-            for c in candidates
-            if c.entry.hit_floor is None or c.similarity > c.entry.hit_floor + _FLOOR_MARGIN
-        ]
         chosen = await asyncio.to_thread(
-            self.decision.choose, keys.semantic_text, eligible, threshold
+            self.decision.choose, keys.semantic_text, candidates, threshold
         )
         if chosen is None:
             return LookupResult(MISS, similarity=_best(candidates), keys=keys, vector=vector)

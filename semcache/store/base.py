@@ -17,6 +17,7 @@ import numpy as np
 import xxhash
 
 __all__ = [
+    "HIT_FLOOR_MARGIN",
     "CacheStore",
     "Candidate",
     "Entry",
@@ -43,6 +44,11 @@ class Partition:
     def key(self) -> str:
         """A stable hex name for the partition, used for index files and SQL lookups."""
         return partition_key(self.as_list())
+
+
+# The same text embedded twice can differ in the last digits (the micro-batcher pads it with
+# whatever else is in the batch), so a query must beat an entry's hit floor by this much.
+HIT_FLOOR_MARGIN = 1e-3
 
 
 def partition_key(fields: list[str]) -> str:
@@ -122,7 +128,9 @@ class CacheStore(Protocol):
     def search(
         self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
     ) -> list[Candidate]:
-        """Live entries of the partition with this context hash, most similar first."""
+        """Live entries of the partition with this context hash that the query may hit (more
+        similar than the entry's ``hit_floor`` by over ``HIT_FLOOR_MARGIN``), most similar
+        first."""
         ...
 
     def record_wrong_hit(

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
-from .base import Candidate, Entry, NewEntry, Partition, TenantStats
+from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
 from .schema import entries, metadata
 from .vectors import VectorIndexes
 
@@ -214,7 +214,11 @@ class SqlFaissStore:
             if not hits:
                 return []
             found = self._live_rows(partition, [row_id for row_id, _ in hits], context_hash, now)
-            result = [Candidate(found[row_id], score) for row_id, score in hits if row_id in found]
+            result = [
+                Candidate(found[row_id], score)
+                for row_id, score in hits
+                if row_id in found and _may_hit(found[row_id], score)
+            ]
             if result or k >= size or k >= _MAX_SEARCH_K:
                 return result
             k *= 4
@@ -336,6 +340,12 @@ class SqlFaissStore:
             self.flush()
         finally:
             self.engine.dispose()
+
+
+def _may_hit(entry: Entry, similarity: float) -> bool:
+    # An entry reported as a wrong hit answers only queries closer than the reported one; the
+    # search widens past floored entries as it does past other conversations' (issue 5 review).
+    return entry.hit_floor is None or similarity > entry.hit_floor + HIT_FLOOR_MARGIN
 
 
 def _add_new_columns(engine: Engine) -> None:
