@@ -166,3 +166,28 @@ def test_a_judged_wrong_hit_is_reported_and_the_prompt_stored(tmp_path: Path) ->
     report = build_replay_report(acted, PricingTable.load())
     assert report["hits"]["wrong_hits_reported"] == 1
     assert report["money"]["output_tokens_saved"] == 300  # the exact hit only
+
+
+def test_a_wrong_hit_on_the_same_question_deletes_the_entry(tmp_path: Path) -> None:
+    config = tmp_path / "cosine.toml"
+    config.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
+    prompts = [
+        Prompt("a", [{"role": "user", "content": "What is the meaning of life?"}]),
+        Prompt("b", [{"role": "user", "content": "what is the meaning of life"}]),
+        Prompt("c", [{"role": "user", "content": "What is the meaning of life?"}]),
+    ]
+    run = replay(
+        prompts,
+        settings=bench_settings(str(config)),
+        model=MODEL,
+        wrong=lambda new, cached: (new.id, cached.id) == ("b", "a"),
+    )
+    # "b" was served by "a", judged wrong, and (the same question) "a" was deleted, not
+    # floored: "c", a repeat of "a", is no exact hit but served by the stored "b". Nothing was
+    # dropped as skipped.
+    assert run.wrong_hits_reported == 1
+    assert [(e.status, e.served_by) for e in run.events] == [
+        ("MISS", None),
+        ("HIT-SEMANTIC", 0),
+        ("HIT-SEMANTIC", 1),
+    ]

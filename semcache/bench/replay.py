@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from ..cache.service import HIT_EXACT, HIT_SEMANTIC, MISS
+from ..cache.verifier import normalize_query
 from ..config import Settings
 from ..embed.encoder import Encoder
 from ..errors import ClientError, InvalidRequest
@@ -179,9 +180,13 @@ async def _replay(
                         )
                     if wrong_hit and result.entry is not None and result.keys is not None:
                         # The app saw a wrong answer: it says so, then asks upstream and stores.
-                        await cache.report_wrong_hit(
-                            _TENANT, result.entry.entry_id, result.keys.semantic_text
-                        )
+                        # For the entry's own question (reporting it is refused) the answer is
+                        # wrong for everyone: the app deletes it, as the refusal says.
+                        text, entry = result.keys.semantic_text, result.entry
+                        if normalize_query(text) == normalize_query(entry.query):
+                            await cache.delete(_TENANT, entry.entry_id)
+                        else:
+                            await cache.report_wrong_hit(_TENANT, entry.entry_id, text)
                         reported += 1
                     if result.entry is None or wrong_hit:
                         await cache.store(
