@@ -135,22 +135,26 @@ def test_bad_input_is_one_error_line(
     assert lines[0].startswith("semcache: error: ") and message in lines[0]
 
 
-def test_a_judged_wrong_hit_is_reported_and_the_prompt_stored(tmp_path: Path) -> None:
+def _cosine_replay(tmp_path: Path, texts: list[str], judge: WrongHitJudge | None) -> ReplayRun:
+    """Prompts "a", "b", "c"... through cosine 0.9; ``judge`` as the replay's ``wrong``."""
     config = tmp_path / "cosine.toml"
     config.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
     prompts = [
-        Prompt("a", [{"role": "user", "content": "How do I reset my password?"}]),
-        Prompt("b", [{"role": "user", "content": "How can I reset my password?"}]),
-        Prompt("c", [{"role": "user", "content": "How can I reset my password?"}]),
+        Prompt(chr(ord("a") + n), [{"role": "user", "content": text}])
+        for n, text in enumerate(texts)
     ]
+    return replay(prompts, settings=bench_settings(str(config)), model=MODEL, wrong=judge)
 
-    def wrong(new: Prompt, cached: Prompt) -> bool | None:
-        return (new.id, cached.id) == ("b", "a")
 
-    def run(judge: WrongHitJudge | None) -> ReplayRun:
-        return replay(prompts, settings=bench_settings(str(config)), model=MODEL, wrong=judge)
+def _b_served_by_a_is_wrong(new: Prompt, cached: Prompt) -> bool | None:
+    return (new.id, cached.id) == ("b", "a")
 
-    plain, acted = run(None), run(wrong)
+
+def test_a_judged_wrong_hit_is_reported_and_the_prompt_stored(tmp_path: Path) -> None:
+    texts = ["How do I reset my password?", "How can I reset my password?"]
+    texts.append(texts[1])
+    plain = _cosine_replay(tmp_path, texts, None)
+    acted = _cosine_replay(tmp_path, texts, _b_served_by_a_is_wrong)
     # Without reports "b" is served by "a" and never stored, so "c" is served by "a" too.
     assert [(e.status, e.served_by) for e in plain.events[1:]] == [
         ("HIT-SEMANTIC", 0),
@@ -169,19 +173,8 @@ def test_a_judged_wrong_hit_is_reported_and_the_prompt_stored(tmp_path: Path) ->
 
 
 def test_a_wrong_hit_on_the_same_question_deletes_the_entry(tmp_path: Path) -> None:
-    config = tmp_path / "cosine.toml"
-    config.write_text('hit_decision = "cosine"\nthreshold = 0.9\n')
-    prompts = [
-        Prompt("a", [{"role": "user", "content": "What is the meaning of life?"}]),
-        Prompt("b", [{"role": "user", "content": "what is the meaning of life"}]),
-        Prompt("c", [{"role": "user", "content": "What is the meaning of life?"}]),
-    ]
-    run = replay(
-        prompts,
-        settings=bench_settings(str(config)),
-        model=MODEL,
-        wrong=lambda new, cached: (new.id, cached.id) == ("b", "a"),
-    )
+    texts = ["What is the meaning of life?", "what is the meaning of life"]
+    run = _cosine_replay(tmp_path, [*texts, texts[0]], _b_served_by_a_is_wrong)
     # "b" was served by "a", judged wrong, and (the same question) "a" was deleted, not
     # floored: "c", a repeat of "a", is no exact hit but served by the stored "b". Nothing was
     # dropped as skipped.
