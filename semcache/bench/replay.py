@@ -27,8 +27,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..cache.service import HIT_EXACT, HIT_SEMANTIC, MISS
-from ..cache.verifier import normalize_query
+from ..cache.service import HIT_EXACT, HIT_SEMANTIC, MISS, WRONG_HIT_IS_OWN_QUESTION
 from ..config import Settings
 from ..embed.encoder import Encoder
 from ..errors import ClientError, InvalidRequest
@@ -182,11 +181,15 @@ async def _replay(
                         # The app saw a wrong answer: it says so, then asks upstream and stores.
                         # For the entry's own question (reporting it is refused) the answer is
                         # wrong for everyone: the app deletes it, as the refusal says.
-                        text, entry = result.keys.semantic_text, result.entry
-                        if normalize_query(text) == normalize_query(entry.query):
-                            await cache.delete(_TENANT, entry.entry_id)
-                        else:
-                            await cache.report_wrong_hit(_TENANT, entry.entry_id, text)
+                        entry_id = result.entry.entry_id
+                        try:
+                            await cache.report_wrong_hit(
+                                _TENANT, entry_id, result.keys.semantic_text
+                            )
+                        except InvalidRequest as exc:
+                            if exc.code != WRONG_HIT_IS_OWN_QUESTION:
+                                raise
+                            await cache.delete(_TENANT, entry_id)
                         reported += 1
                     if result.entry is None or wrong_hit:
                         await cache.store(

@@ -25,13 +25,23 @@ from .decision import HitDecision, ThresholdDecision
 from .keys import RequestKeys, request_keys
 from .verifier import normalize_query
 
-__all__ = ["HIT_EXACT", "HIT_SEMANTIC", "MISS", "CacheConfig", "CacheService", "LookupResult"]
+__all__ = [
+    "HIT_EXACT",
+    "HIT_SEMANTIC",
+    "MISS",
+    "WRONG_HIT_IS_OWN_QUESTION",
+    "CacheConfig",
+    "CacheService",
+    "LookupResult",
+]
 
 log = logging.getLogger(__name__)
 
 HIT_EXACT = "HIT-EXACT"
 HIT_SEMANTIC = "HIT-SEMANTIC"
 MISS = "MISS"
+# The error code of a wrong-hit report naming the entry's own question (delete it instead).
+WRONG_HIT_IS_OWN_QUESTION = "wrong_hit_is_own_question"
 
 
 @dataclass(frozen=True)
@@ -256,7 +266,7 @@ class CacheService:
             raise InvalidRequest(
                 "the query is the entry's own question, so its answer is wrong for every "
                 f"query: delete the entry instead (DELETE /v1/cache/entries/{entry_id})",
-                code="wrong_hit_is_own_question",
+                code=WRONG_HIT_IS_OWN_QUESTION,
             )
         vector = await self.batcher.embed(query)
         recorded = await asyncio.to_thread(self.storage.record_wrong_hit, tenant, entry_id, vector)
