@@ -1,18 +1,29 @@
-"""Reading request bodies: size limit, strict UTF-8, JSON, then a pydantic model."""
+"""Reading request bodies: size limit, strict UTF-8, strict JSON, then a pydantic model.
+
+Every endpoint reads its body here, so one set of rules holds everywhere: a body is UTF-8 JSON
+(RFC 8259, parsed by orjson) with no NaN or Infinity, no lone surrogate, no number a double
+cannot hold and no nesting deeper than ``MAX_JSON_DEPTH``. Anything else is a 400 that says
+what to fix, never a 500 further down (a NaN stored would break every hit on it; a surrogate
+cannot be written back out as UTF-8).
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ..errors import InvalidRequest, PayloadTooLarge
 
-__all__ = ["describe_validation_error", "read_json", "read_model"]
+__all__ = ["MAX_JSON_DEPTH", "describe_validation_error", "parse_json", "read_json", "read_model"]
 
 Model = TypeVar("Model", bound=BaseModel)
+
+# Deeper than any real chat request or tool schema, and well inside what the JSON encoders
+# that write the value back out (orjson: 254 levels, the standard library: ~1000) accept.
+MAX_JSON_DEPTH = 64
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -28,24 +39,55 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise PayloadTooLarge(_too_large(size, max_bytes))
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return parse_json(b"".join(chunks))
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strictly parsed JSON (see the module docstring); ``InvalidRequest`` otherwise."""
     if not raw.strip():
         raise InvalidRequest("the request body is empty; send a JSON object", code="empty_body")
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(
             f"the request body is not valid UTF-8 (byte {exc.start}); encode it as UTF-8",
             code="invalid_utf8",
         ) from exc
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}",
+            f"{exc.colno} (NaN, Infinity, lone surrogates and numbers beyond a double are "
+            "not JSON)",
             code="invalid_json",
         ) from exc
+    # Counting brackets is C-fast; only a body that could be too deep is walked.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidRequest(
+            f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+            code="invalid_json",
+        )
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest (iteratively: no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node  # type: ignore[assignment]
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 async def read_model(request: Request, model: type[Model], max_bytes: int) -> Model:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +24,12 @@ def parse_time(name: str, value: str | None) -> float | None:
         return None
     text = value.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

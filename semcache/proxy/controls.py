@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -56,8 +57,11 @@ def _number(what: str, raw: str, *, minimum: float, maximum: float | None = None
     try:
         value = float(raw)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        # float() takes "nan" and "inf"; a NaN TTL would silently never cache anything.
         raise InvalidRequest(
-            f"{what} must be a number, got {raw!r}", code="invalid_header"
+            f"{what} must be a finite number, got {raw!r}", code="invalid_header"
         ) from None
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"in [{minimum:g}, {maximum:g}]" if maximum is not None else f">= {minimum:g}"

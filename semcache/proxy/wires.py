@@ -47,6 +47,7 @@ class Wire(Protocol):
 
 
 def _require_messages(body: dict[str, Any]) -> None:
+    """The fields every chat request needs, in the shapes the rest of the flow relies on."""
     if not isinstance(body.get("model"), str) or not body["model"].strip():
         raise InvalidRequest("model is required and must be a string", code="invalid_field")
     messages = body.get("messages")
@@ -57,8 +58,32 @@ def _require_messages(body: dict[str, Any]) -> None:
             raise InvalidRequest(
                 f"messages.{n} must be an object with a role", code="invalid_field"
             )
+        _require_content(f"messages.{n}.content", message.get("content"))
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidRequest("stream must be true or false", code="invalid_field")
+    for name in ("tools", "stop_sequences"):
+        if body.get(name) is not None and not isinstance(body[name], list):
+            raise InvalidRequest(f"{name} must be an array", code="invalid_field")
+    _require_number(body, "temperature")
+    _require_number(body, "top_p")
+
+
+def _require_content(where: str, content: Any) -> None:
+    # A string, an array of content parts (objects), or null (an assistant turn that only
+    # calls tools). Anything else would be read as no text and key the wrong entry.
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
+        raise InvalidRequest(
+            f"{where} must be a string or an array of content parts (objects)",
+            code="invalid_field",
+        )
+
+
+def _require_number(body: dict[str, Any], name: str) -> None:
+    value = body.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidRequest(f"{name} must be a number", code="invalid_field")
 
 
 def _temperature_bypass(body: dict[str, Any], max_temperature: float) -> str | None:
@@ -86,6 +111,12 @@ class OpenAIWire:
 
     def validate(self, body: dict[str, Any]) -> None:
         _require_messages(body)
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidRequest(
+                'stream_options must be an object such as {"include_usage": true}',
+                code="invalid_field",
+            )
         n = body.get("n", 1)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidRequest("n must be a positive integer", code="invalid_field")
@@ -137,9 +168,12 @@ class AnthropicWire:
 
     def validate(self, body: dict[str, Any]) -> None:
         _require_messages(body)
+        _require_content("system", body.get("system"))
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise InvalidRequest("max_tokens is required and must be a positive integer")
+            raise InvalidRequest(
+                "max_tokens is required and must be a positive integer", code="invalid_field"
+            )
 
     def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None:
         return _temperature_bypass(body, max_temperature)
