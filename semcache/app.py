@@ -8,11 +8,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from .api import cache_aside, ops, proxy, usage
 from .api.auth import KeyRing
-from .api.deps import Services
+from .api.deps import Services, principal_of
 from .api.errors import install_error_handlers
 from .cache.decision import HitDecision, ThresholdDecision
 from .cache.service import CacheConfig, CacheService
@@ -29,6 +30,7 @@ from .proxy.flow import ProxyConfig, ProxyService
 from .proxy.policy import Policy
 from .store.attribution import AttributionStore
 from .store.sql_faiss import SqlFaissStore
+from .store.sqlite import StoreOptions
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
 from .upstream.retry import RetryPolicy
 
@@ -75,7 +77,15 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
-    store = SqlFaissStore(settings.resolved_database_url, data_dir / "faiss", encoder.dim)
+    store = SqlFaissStore(
+        settings.resolved_database_url,
+        data_dir / "faiss",
+        encoder.dim,
+        StoreOptions(
+            write_timeout_s=settings.store_write_timeout_s,
+            min_free_disk_mb=settings.min_free_disk_mb,
+        ),
+    )
     metrics = CacheMetrics()
     metrics.track_entries(store.count_entries)
     batcher = MicroBatcher(
@@ -174,14 +184,29 @@ def create_app(services: Services) -> FastAPI:
             await services.proxy.policy.flush()
             await services.batcher.close()
             await services.upstream.aclose()
+            await asyncio.to_thread(services.cache.close)
             await asyncio.to_thread(services.store.close)
 
+    guarded = not services.keyring.open
     app = FastAPI(
         title="semcache",
         summary="A semantic cache and cost-control tier for LLM traffic",
         lifespan=lifespan,
+        # With keys configured the API description is for key holders only: /openapi.json
+        # asks for a key (below), and the docs pages, which a browser cannot send a key from
+        # and which load their scripts from a CDN, are not served.
+        openapi_url=None if guarded else "/openapi.json",
+        docs_url=None if guarded else "/docs",
+        redoc_url=None if guarded else "/redoc",
     )
     app.state.services = services
+    if guarded:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> JSONResponse:
+            principal_of(request)
+            return JSONResponse(app.openapi())
+
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(cache_aside.router)

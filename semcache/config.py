@@ -86,6 +86,14 @@ class Settings:
     index_save_interval_s: float = _setting(
         30.0, "Seconds between saves of changed FAISS indexes to <data_dir>/faiss."
     )
+    store_write_timeout_s: float = _setting(
+        5.0,
+        "Seconds a write waits for the database's write lock (held by another process or a "
+        "long write) before answering 503 store_busy; reads never wait for it.",
+    )
+    min_free_disk_mb: float = _setting(
+        64.0, "/readyz reports unavailable when the data dir's disk has less free space (MiB)."
+    )
     search_k: int = _setting(16, "Nearest neighbours fetched per semantic search.")
     max_body_bytes: int = _setting(5 * 1024 * 1024, "Largest request body accepted, in bytes.")
     max_query_chars: int = _setting(16_384, "Longest query text accepted, in characters.")
@@ -210,6 +218,8 @@ def _validate(s: Settings) -> None:
         (s.sweep_interval_s > 0, "sweep_interval_s must be positive"),
         (s.index_save_interval_s > 0, "index_save_interval_s must be positive"),
         (s.search_k > 0, "search_k must be positive"),
+        (s.store_write_timeout_s > 0, "store_write_timeout_s must be positive"),
+        (s.min_free_disk_mb >= 0, "min_free_disk_mb must not be negative"),
         (s.max_body_bytes > 0, "max_body_bytes must be positive"),
         (s.max_query_chars > 0, "max_query_chars must be positive"),
         (s.batch_max_size > 0, "batch_max_size must be positive"),

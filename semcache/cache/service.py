@@ -24,6 +24,7 @@ from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, Tena
 from .decision import HitDecision, ThresholdDecision
 from .keys import RequestKeys, request_keys
 from .verifier import normalize_query
+from .workers import StoreWorkers
 
 __all__ = [
     "HIT_EXACT",
@@ -88,6 +89,7 @@ class CacheService:
         decision: HitDecision | None = None,
         metrics: CacheMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        workers: StoreWorkers | None = None,
     ) -> None:
         self.config = config
         self.storage = store
@@ -95,6 +97,7 @@ class CacheService:
         self.decision: HitDecision = decision or ThresholdDecision()
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
+        self.workers = workers or StoreWorkers()
         self._lookups: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._pending_hits: dict[int, tuple[int, float]] = {}
 
@@ -131,6 +134,10 @@ class CacheService:
                 code="invalid_ttl",
             )
         return float(requested)
+
+    def embeddable(self, text: str) -> bool:
+        """Whether the semantic layer takes this text (``check_query`` says why not)."""
+        return len(text) <= self.config.max_query_chars
 
     def check_query(self, text: str) -> None:
         """Reject a query the semantic layer cannot use."""
@@ -176,7 +183,7 @@ class CacheService:
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:
-        exact = await asyncio.to_thread(
+        exact = await self.workers.read(
             self.storage.get_exact, partition.tenant, keys.exact_key, now
         )
         if exact is not None:
@@ -184,7 +191,7 @@ class CacheService:
         if not semantic or not keys.semantic_text.strip():
             return LookupResult(MISS, keys=keys)
         vector = await self.batcher.embed(keys.semantic_text)
-        candidates = await asyncio.to_thread(
+        candidates = await self.workers.read(
             self.storage.search,
             partition,
             vector,
@@ -235,7 +242,7 @@ class CacheService:
             expires_at=now + ttl,
             metadata=dict(metadata or {}),
         )
-        entry, evicted = await asyncio.to_thread(
+        entry, evicted = await self.workers.write(
             self.storage.put, new, max_entries=self.config.max_entries_per_tenant
         )
         self.metrics.stores.inc()
@@ -246,7 +253,7 @@ class CacheService:
     # -- management ------------------------------------------------------------------------------
 
     async def get(self, tenant: str, entry_id: str) -> Entry:
-        entry = await asyncio.to_thread(self.storage.get, tenant, entry_id)
+        entry = await self.workers.read(self.storage.get, tenant, entry_id)
         if entry is None:
             raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
         return entry
@@ -269,14 +276,14 @@ class CacheService:
                 code=WRONG_HIT_IS_OWN_QUESTION,
             )
         vector = await self.batcher.embed(query)
-        recorded = await asyncio.to_thread(self.storage.record_wrong_hit, tenant, entry_id, vector)
+        recorded = await self.workers.write(self.storage.record_wrong_hit, tenant, entry_id, vector)
         if recorded is None:  # deleted between the two calls
             raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
         self.metrics.wrong_hits.inc()
         return recorded
 
     async def delete(self, tenant: str, entry_id: str) -> None:
-        if not await asyncio.to_thread(self.storage.delete, tenant, entry_id):
+        if not await self.workers.write(self.storage.delete, tenant, entry_id):
             raise NotFound(f"no cache entry with id {entry_id!r}", code="entry_not_found")
 
     async def invalidate(
@@ -287,15 +294,17 @@ class CacheService:
         model: str | None = None,
         doc_version: str | None = None,
     ) -> int:
-        return await asyncio.to_thread(
-            lambda: self.storage.invalidate(
-                tenant, namespace=namespace, model=model, doc_version=doc_version
-            )
+        return await self.workers.write(
+            self.storage.invalidate,
+            tenant,
+            namespace=namespace,
+            model=model,
+            doc_version=doc_version,
         )
 
     async def stats(self, tenant: str) -> dict[str, Any]:
         await self.flush_hits()
-        held: TenantStats = await asyncio.to_thread(self.storage.tenant_stats, tenant)
+        held: TenantStats = await self.workers.read(self.storage.tenant_stats, tenant)
         lookups = self._lookups[tenant]
         total = sum(lookups.values())
         hits = lookups[HIT_EXACT] + lookups[HIT_SEMANTIC]
@@ -319,7 +328,7 @@ class CacheService:
         pending, self._pending_hits = self._pending_hits, {}
         if pending:
             try:
-                await asyncio.to_thread(self.storage.record_hits, pending)
+                await self.workers.write(self.storage.record_hits, pending)
             except BaseException:
                 # Keep the counts for the next flush rather than lose them.
                 for row_id, (count, at) in pending.items():
@@ -328,10 +337,14 @@ class CacheService:
                 raise
         return len(pending)
 
+    def close(self) -> None:
+        """Let the store calls in flight finish and stop the worker threads."""
+        self.workers.close()
+
     async def sweep(self) -> int:
         """Delete expired entries now; returns how many."""
         cutoff = self.clock() - self.config.stale_retention_s
-        removed = await asyncio.to_thread(self.storage.sweep_expired, cutoff)
+        removed = await self.workers.write(self.storage.sweep_expired, cutoff)
         if removed:
             self.metrics.evictions.labels("expired").inc(removed)
         return removed

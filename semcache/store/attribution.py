@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import Engine, case, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import InvalidRequest, StorageError
+from ..errors import InvalidRequest
 from .schema import metadata, requests
+from .sqlite import storage_error
 
 __all__ = [
     "GROUP_FIELDS",
@@ -63,7 +64,7 @@ class AttributionStore:
         try:
             metadata.create_all(engine, tables=[requests])
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot create the attribution table: {exc}") from exc
+            raise storage_error("cannot create the attribution table", exc) from exc
 
     def add_many(self, rows: Sequence[UsageRow]) -> None:
         if not rows:
@@ -73,7 +74,7 @@ class AttributionStore:
             with self.engine.begin() as conn:
                 conn.execute(insert(requests), values)
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot write attribution rows: {exc}") from exc
+            raise storage_error("cannot write attribution rows", exc) from exc
 
     def aggregate(
         self,
@@ -126,7 +127,7 @@ class AttributionStore:
                     else []
                 )
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot read attribution rows: {exc}") from exc
+            raise storage_error("cannot read attribution rows", exc) from exc
         groups = [
             {"key": {g: row._mapping[g] for g in group_by}, **_sums(row._mapping)} for row in rows
         ]

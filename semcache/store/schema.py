@@ -49,6 +49,10 @@ entries = Table(
     Index("ix_entries_tenant_used", "tenant", "last_used_at"),
     Index("ix_entries_partition", "partition_key"),
     Index("ix_entries_expires", "expires_at"),
+    # AUTOINCREMENT: a deleted top row id is never handed out again, so a vector index saved
+    # before a delete can never hold an old entry's vector under a new entry's id. Files made
+    # before this get their table rebuilt on open (store/sqlite.py).
+    sqlite_autoincrement=True,
 )
 
 # One row per proxied request (issue 4, "Attribution"): who asked, what it cost, what it saved.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,25 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    Connection,
-    Engine,
-    bindparam,
-    case,
-    create_engine,
-    delete,
-    event,
-    func,
-    inspect,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
 from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
-from .schema import entries, metadata
+from .schema import entries
+from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
 from .vectors import VectorIndexes
 
 __all__ = ["SqlFaissStore"]
@@ -42,34 +31,29 @@ log = logging.getLogger(__name__)
 _MAX_SEARCH_K = 1024
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets lookups read while a store writes. synchronous=FULL fsyncs the WAL at every
-    # commit: an entry acknowledged with 201 survives a crash of the process or the machine
-    # (issue 2, "Durability").
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    # Several worker threads share the file; wait for a lock instead of failing at once.
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 class SqlFaissStore:
     """Entries in SQL, one FAISS index per partition; implements ``CacheStore``."""
 
-    def __init__(self, database_url: str, index_dir: Path, dim: int) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        index_dir: Path,
+        dim: int,
+        options: StoreOptions | None = None,
+    ) -> None:
         self.dim = dim
-        self.engine = _make_engine(database_url)
+        self.options = options or StoreOptions()
+        self.index_dir = index_dir
+        self.engine = make_engine(database_url, self.options)
         self.vectors = VectorIndexes(index_dir, dim)
         # SQLite has one writer at a time; serialising writes here keeps SQL and the vector
         # indexes changing in the same order and avoids SQLITE_BUSY on lock upgrades.
         self._write_lock = threading.Lock()
-        try:
-            metadata.create_all(self.engine)
-            _add_new_columns(self.engine)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot open the store at {database_url}: {exc}") from exc
-        self.reconcile_report = self._reconcile()
+        # Set when SQLite reports the file damaged while serving: from then on the store
+        # refuses writes (they could spread the damage) and /readyz reports it.
+        self.damaged: str | None = None
+        verify_all = open_schema(self.engine, index_dir)
+        self.reconcile_report = self._reconcile(verify_all)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -79,18 +63,45 @@ class SqlFaissStore:
             with self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError(f"store read failed: {exc}") from exc
+            raise self._failed("store read failed", exc) from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the write lock, waiting at most ``write_timeout_s`` for it."""
+        if self.damaged is not None:
+            raise StorageError(
+                f"the store is read-only: {self.damaged}; restart to check the file",
+                code="store_damaged",
+            )
+        if not self._write_lock.acquire(timeout=self.options.write_timeout_s):
+            raise StorageError(
+                f"the store is busy: a write waited {self.options.write_timeout_s:g} s for the "
+                "write lock (another process, or a long write, holds it); retry shortly",
+                code="store_busy",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
-        """One committed transaction; callers hold ``_write_lock`` around it."""
+        """One committed transaction; callers hold the write lock around it."""
         try:
             with self.engine.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StorageError(f"store write failed; nothing was written: {exc}") from exc
+            raise self._failed("store write failed; nothing was written", exc) from exc
 
-    def _reconcile(self) -> dict[str, int]:
+    def _failed(self, action: str, exc: SQLAlchemyError) -> StorageError:
+        error = storage_error(action, exc)
+        if is_damage(exc) and self.damaged is None:
+            self.damaged = "SQLite reported the database file damaged"
+            log.error("the database file is damaged; refusing writes from now on: %s", exc)
+        return error
+
+    def _reconcile(self, verify_all: bool) -> dict[str, int]:
         ids: dict[str, set[int]] = defaultdict(set)
         with self._read() as conn:
             for row_id, key in conn.execute(select(entries.c.row_id, entries.c.partition_key)):
@@ -105,7 +116,7 @@ class SqlFaissStore:
                 )
                 return {r: np.frombuffer(blob, dtype=np.float32) for r, blob in rows}
 
-        report = self.vectors.reconcile(ids, load)
+        report = self.vectors.reconcile(ids, load, verify_all=verify_all)
         log.info("vector indexes reconciled with SQL: %s", report)
         return report
 
@@ -132,7 +143,7 @@ class SqlFaissStore:
             "last_used_at": entry.created_at,
             "hit_count": 0,
         }
-        with self._write_lock:
+        with self._writing():
             with self._transaction() as conn:
                 # Storing an exact key again replaces the answer: same request, newest response.
                 replaced = conn.execute(
@@ -243,7 +254,7 @@ class SqlFaissStore:
     ) -> tuple[Entry, float] | None:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
         where = (entries.c.tenant == tenant, entries.c.entry_id == entry_id)
-        with self._write_lock, self._transaction() as conn:
+        with self._writing(), self._transaction() as conn:
             row = conn.execute(
                 select(entries.c.embedding, entries.c.hit_floor).where(*where)
             ).first()
@@ -259,7 +270,7 @@ class SqlFaissStore:
         if not hits:
             return
         rows = [{"rid": r, "n": n, "at": at} for r, (n, at) in hits.items()]
-        with self._write_lock, self._transaction() as conn:
+        with self._writing(), self._transaction() as conn:
             conn.execute(
                 update(entries)
                 .where(entries.c.row_id == bindparam("rid"))
@@ -299,7 +310,7 @@ class SqlFaissStore:
         return self._delete_where([entries.c.expires_at <= now])
 
     def _delete_where(self, conditions: list[Any]) -> int:
-        with self._write_lock:
+        with self._writing():
             with self._transaction() as conn:
                 gone = conn.execute(
                     delete(entries)
@@ -329,8 +340,20 @@ class SqlFaissStore:
             return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
 
     def check(self) -> None:
+        if self.damaged is not None:
+            raise StorageError(f"the store is read-only: {self.damaged}", code="store_damaged")
         with self._read() as conn:
             conn.execute(select(1)).scalar_one()
+        try:
+            free_mb = shutil.disk_usage(self.index_dir.parent).free / 2**20
+        except OSError as exc:
+            raise StorageError(f"cannot read the data dir's free space: {exc.strerror}") from exc
+        if free_mb < self.options.min_free_disk_mb:
+            raise StorageError(
+                f"the data dir's disk has {free_mb:.0f} MiB free, under min_free_disk_mb "
+                f"({self.options.min_free_disk_mb:g}); free space before stores fail",
+                code="store_full",
+            )
 
     def flush(self) -> None:
         self.vectors.save()
@@ -346,41 +369,6 @@ def _may_hit(entry: Entry, similarity: float) -> bool:
     # An entry reported as a wrong hit answers only queries closer than the reported one; the
     # search widens past floored entries as it does past other conversations' (issue 5 review).
     return entry.hit_floor is None or similarity > entry.hit_floor + HIT_FLOOR_MARGIN
-
-
-def _add_new_columns(engine: Engine) -> None:
-    """Add the nullable columns a newer schema has to tables an older release created
-    (``entries.hit_floor``); create_all makes missing tables but never alters one."""
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                try:
-                    with engine.begin() as conn:
-                        conn.execute(
-                            text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                        )
-                except SQLAlchemyError:
-                    # Another process opening the same store may have added it first.
-                    columns = inspect(engine).get_columns(table.name)
-                    if column.name not in {c["name"] for c in columns}:
-                        raise
-                log.info("added column %s.%s to an older store", table.name, column.name)
-
-
-def _make_engine(url: str) -> Engine:
-    try:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-            event.listen(engine, "connect", _sqlite_pragmas)
-            return engine
-        return create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StorageError(f"cannot use database URL {url!r}: {exc}") from exc
 
 
 def _entry(row: Any) -> Entry:

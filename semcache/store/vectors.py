@@ -112,13 +112,27 @@ class VectorIndexes:
         self,
         sql_ids: Mapping[str, set[int]],
         load_vectors: Callable[[list[int]], dict[int, np.ndarray]],
+        *,
+        verify_all: bool = False,
     ) -> dict[str, int]:
         """Load saved indexes and make them agree with SQL, which is the truth.
 
         ``sql_ids`` maps partition key to the row ids SQL holds; ``load_vectors`` reads stored
-        embeddings for row ids (never re-embedding). Returns counts of what was done.
+        embeddings for row ids (never re-embedding). Ids alone can agree while vectors do not
+        (a file saved before its ids were reused, a file overwritten by another store's), so
+        the vectors of a sample of ids are compared with the stored ones too, and all of them
+        when the ids disagreed, the sample found a difference, or ``verify_all`` says so.
+        Returns counts of what was done.
         """
-        report = {"loaded": 0, "added": 0, "removed": 0, "rebuilt": 0, "dropped_files": 0}
+        report = {
+            "loaded": 0,
+            "added": 0,
+            "removed": 0,
+            "rebuilt": 0,
+            "dropped_files": 0,
+            "verified": 0,
+            "repaired": 0,
+        }
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("*.faiss.tmp"):
             stale.unlink(missing_ok=True)
@@ -138,7 +152,23 @@ class VectorIndexes:
             if extra:
                 index.remove_ids(np.fromiter(extra, dtype=np.int64))  # type: ignore[arg-type]
                 report["removed"] += len(extra)
-            missing = sorted(wanted - have)
+            kept = sorted(have & wanted)
+            check_all = verify_all or bool(extra) or bool(wanted - have)
+            wrong = _wrong_vectors(index, kept if check_all else _sample(kept), load_vectors)
+            if wrong and not check_all:
+                wrong = _wrong_vectors(index, kept, load_vectors)
+                check_all = True
+            report["verified"] += len(kept) if check_all else min(len(kept), _SAMPLE)
+            if wrong:
+                log.warning(
+                    "vector index of partition %s held %d vectors that differ from the stored "
+                    "embeddings; replacing them",
+                    key,
+                    len(wrong),
+                )
+                index.remove_ids(np.array(wrong, dtype=np.int64))  # type: ignore[arg-type]
+                report["repaired"] += len(wrong)
+            missing = sorted((wanted - have) | set(wrong))
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 vectors = load_vectors(chunk)
@@ -167,6 +197,40 @@ class VectorIndexes:
             log.warning("vector index %s has the wrong shape; rebuilding from SQL", path)
             return None
         return index
+
+
+# Vectors compared per partition on every start when the ids agree: the highest ids (where a
+# reused id would sit) and an even spread over the rest.
+_SAMPLE = 64
+
+
+def _sample(ids: list[int]) -> list[int]:
+    if len(ids) <= _SAMPLE:
+        return ids
+    top = ids[-_SAMPLE // 2 :]
+    rest = ids[: -_SAMPLE // 2]
+    step = len(rest) / (_SAMPLE // 2)
+    return [rest[int(i * step)] for i in range(_SAMPLE // 2)] + top
+
+
+def _wrong_vectors(
+    index: faiss.IndexIDMap2,
+    ids: list[int],
+    load_vectors: Callable[[list[int]], dict[int, np.ndarray]],
+) -> list[int]:
+    """The ids among ``ids`` whose vector in the index differs from the stored embedding."""
+    wrong: list[int] = []
+    for start in range(0, len(ids), 4096):
+        chunk = ids[start : start + 4096]
+        stored = load_vectors(chunk)
+        for row_id in chunk:
+            vector = stored.get(row_id)
+            if vector is None:
+                continue
+            held = index.reconstruct(row_id)
+            if not np.allclose(held, vector, atol=1e-5):
+                wrong.append(row_id)
+    return wrong
 
 
 def _as_matrix(vector: np.ndarray, dim: int) -> np.ndarray:

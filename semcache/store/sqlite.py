@@ -1,0 +1,245 @@
+"""SQLite plumbing of the embedded store: the engine, checks on open, migrations, error reasons.
+
+Kept apart from ``sql_faiss`` (what the store does) because none of it is cache logic: it is
+what makes one SQLite file safe to serve from. Foreign errors are translated here, so the
+messages clients see name the cause ("database is locked") and never SQLAlchemy's statement
+text or its documentation link.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from ..errors import StorageError
+from .schema import entries, metadata
+
+__all__ = [
+    "StoreOptions",
+    "is_damage",
+    "make_engine",
+    "open_schema",
+    "storage_error",
+]
+
+log = logging.getLogger(__name__)
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How the embedded store waits for locks and judges its disk."""
+
+    # A write waits this long for SQLite's write lock (another process, a long write) before
+    # failing with 503 store_busy; reads never wait for it (WAL, and their own worker pool).
+    write_timeout_s: float = 5.0
+    # /readyz answers 503 when the data dir's filesystem has less free space than this.
+    min_free_disk_mb: float = 64.0
+
+
+def make_engine(url: str, options: StoreOptions) -> Engine:
+    """A SQLAlchemy engine; for SQLite one with WAL, fsync on commit and a bounded busy wait."""
+    try:
+        if not url.startswith("sqlite"):
+            return create_engine(url, pool_pre_ping=True)
+        busy_ms = int(options.write_timeout_s * 1000)
+
+        def pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            # WAL lets lookups read while a store writes. synchronous=FULL fsyncs the WAL at
+            # every commit: an entry acknowledged with 201 survives a crash of the process or
+            # the machine.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            # A write blocked by another process's lock waits this long, then answers 503
+            # store_busy instead of holding a worker for good.
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.close()
+
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": options.write_timeout_s},
+            # Reads, writes, the hit flush, the sweeper and attribution each hold a connection;
+            # a pool smaller than that would make reads queue for one behind blocked writes.
+            pool_size=16,
+            max_overflow=16,
+        )
+        event.listen(engine, "connect", pragmas)
+        return engine
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot use database URL {url!r}: {exc}") from exc
+
+
+def sqlite_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code behind a (SQLAlchemy-wrapped) error, if there is one."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether the error says the database file itself is damaged."""
+    return sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def storage_error(action: str, exc: SQLAlchemyError) -> StorageError:
+    """A ``StorageError`` naming the cause in a few words (the full error goes to the log)."""
+    log.warning("%s: %s", action, exc)
+    code = sqlite_code(exc)
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return StorageError(
+            f"{action}: the database is locked by another writer; retry shortly",
+            code="store_busy",
+            headers={"Retry-After": "1"},
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return StorageError(
+            f"{action}: the database file is damaged; the server needs an operator "
+            "(see the README, Durability)",
+            code="store_damaged",
+        )
+    if code == _SQLITE_FULL:
+        return StorageError(f"{action}: the disk is full", code="store_full")
+    orig = getattr(exc, "orig", None)
+    reason = str(orig) if orig is not None else type(exc).__name__
+    return StorageError(f"{action}: {reason}")
+
+
+def open_schema(engine: Engine, index_dir: Path) -> bool:
+    """Check the database, create or upgrade its tables. True when an upgrade may have left
+    vector indexes holding reused ids, so every stored vector must be checked against them.
+
+    Refuses (``StorageError``) a damaged file, and a database without tables while vector
+    index files exist: that is a lost or truncated database, and starting empty would throw
+    the index files away. Nothing is deleted here.
+    """
+    try:
+        existed = inspect(engine).has_table(entries.name)
+        if engine.dialect.name == "sqlite":
+            _check_integrity(engine)
+        if not existed:
+            orphans = sorted(index_dir.glob("*.faiss")) if index_dir.is_dir() else []
+            if orphans:
+                raise StorageError(
+                    f"the database {engine.url.database} holds no cache tables, but "
+                    f"{len(orphans)} vector index files exist in {index_dir}: the database "
+                    "was lost or truncated. Restore it from a backup, or move the index "
+                    "folder aside to start an empty cache; nothing was deleted",
+                    code="store_damaged",
+                )
+        metadata.create_all(engine)
+        _add_new_columns(engine)
+        return _never_reuse_ids(engine) if existed else False
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        if is_damage(exc):
+            raise _damaged(engine, str(getattr(exc, "orig", exc))) from exc
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError(f"cannot upgrade the store at {engine.url}: {exc}") from exc
+        raise storage_error(f"cannot open the store at {engine.url}", exc) from exc
+
+
+def _check_integrity(engine: Engine) -> None:
+    # quick_check reads every page once (O(file size)) but skips index/row cross-checks; it
+    # finds overwritten or truncated pages before the server serves from, or writes into,
+    # a damaged file.
+    with engine.connect() as conn:
+        problems = [row[0] for row in conn.execute(text("PRAGMA quick_check(5)"))]
+    if problems != ["ok"]:
+        raise _damaged(engine, "; ".join(str(p) for p in problems))
+
+
+def _damaged(engine: Engine, detail: str) -> StorageError:
+    return StorageError(
+        f"the database {engine.url.database} is damaged ({detail}); semcache will not serve "
+        "from it or write into it. Restore it from a backup, or recover what it holds with "
+        "`sqlite3 <file> .recover`; the vector index files were left untouched",
+        code="store_damaged",
+    )
+
+
+def _add_new_columns(engine: Engine) -> None:
+    """Add the nullable columns a newer schema has to tables an older release created
+    (``entries.hit_floor``); create_all makes missing tables but never alters one."""
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(
+                            text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                        )
+                except SQLAlchemyError:
+                    # Another process opening the same store may have added it first.
+                    columns = inspect(engine).get_columns(table.name)
+                    if column.name not in {c["name"] for c in columns}:
+                        raise
+                log.info("added column %s.%s to an older store", table.name, column.name)
+
+
+def _never_reuse_ids(engine: Engine) -> bool:
+    """Rebuild an ``entries`` table made without AUTOINCREMENT; True when it did.
+
+    Without AUTOINCREMENT SQLite hands a deleted top row id to the next insert, and a vector
+    index saved before the delete then holds the old entry's vector under the new entry's id.
+    The rebuild runs in one IMMEDIATE transaction, so a second process opening the store at
+    the same time waits, then finds the table rebuilt.
+    """
+    if engine.dialect.name != "sqlite" or _has_autoincrement(engine):
+        return False
+    database = engine.url.database
+    assert database is not None
+    conn = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if _has_autoincrement(engine, conn):
+            conn.execute("ROLLBACK")
+            return False
+        columns = ", ".join(f'"{c.name}"' for c in entries.columns)
+        conn.execute('ALTER TABLE entries RENAME TO "entries_before_autoincrement"')
+        for index in entries.indexes:
+            conn.execute(f'DROP INDEX IF EXISTS "{index.name}"')
+        dialect = engine.dialect
+        conn.execute(str(CreateTable(entries).compile(dialect=dialect)))
+        for index in entries.indexes:
+            conn.execute(str(CreateIndex(index).compile(dialect=dialect)))
+        conn.execute(
+            f"INSERT INTO entries ({columns}) SELECT {columns} FROM entries_before_autoincrement"
+        )
+        conn.execute("DROP TABLE entries_before_autoincrement")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+    log.info("rebuilt the entries table with AUTOINCREMENT: entry ids are never reused now")
+    return True
+
+
+def _has_autoincrement(engine: Engine, conn: sqlite3.Connection | None = None) -> bool:
+    query = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
+    if conn is not None:
+        row = conn.execute(query).fetchone()
+    else:
+        with engine.connect() as sa_conn:
+            row = sa_conn.execute(text(query)).fetchone()
+    return row is not None and "AUTOINCREMENT" in str(row[0]).upper()
