@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from ..cache.keys import request_keys
 from ..cache.service import HIT_EXACT, MISS, CacheService, LookupResult
@@ -17,7 +19,7 @@ from ..errors import SemcacheError, StorageError, UpstreamBadResponse, UpstreamT
 from ..levers.routing import classify_failure
 from ..store.base import Partition
 from ..upstream.client import UpstreamClient
-from ..upstream.singleflight import Flight, SingleFlight
+from ..upstream.singleflight import Flight, FlightAbandoned, SingleFlight
 from ..upstream.sse import SSEParser
 from .controls import RequestControls
 from .policy import Admission, Caller, Policy
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 BYPASS = "BYPASS"
 REFRESH = "REFRESH"
+# A follower whose leader keeps abandoning its flight goes upstream alone after this many tries.
+_MAX_FLIGHT_JOINS = 3
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,15 @@ class ProxyService:
         partition = call.partition
         keys = request_keys(partition, call.body)
         vector = None
+        # A last message over max_query_chars is never embedded: exact layer only, no store
+        # (the cache-aside API refuses such a query with a 400; a proxy client still gets its
+        # answer from upstream).
+        embeddable = self.cache.embeddable(keys.semantic_text)
+        store = not controls.no_store and embeddable
         if not controls.no_cache:
-            found = await self.cache.lookup(partition, call.body, threshold=controls.threshold)
+            found = await self.cache.lookup(
+                partition, call.body, threshold=controls.threshold, semantic=embeddable
+            )
             if found.entry is not None and self._fresh_enough(found, controls):
                 return self._hit(call, found)
             vector = found.vector
@@ -142,15 +153,18 @@ class ProxyService:
         ):
             # The answer in that flight is a cached one to a client that asked for a fresh or
             # young answer: go upstream alone rather than follow.
-            return await self._from_upstream(
-                call, status, store=not controls.no_store, vector=vector
-            )
-        flight, leader = self.flights.join(keys.exact_key)
-        if not leader:
+            return await self._from_upstream(call, status, store=store, vector=vector)
+        for _ in range(_MAX_FLIGHT_JOINS):
+            flight, leader = self.flights.join(keys.exact_key)
+            if leader:
+                return await self._lead(call, status, store, (keys.exact_key, flight), vector)
             # A flight that already has its answer is being stored: serve it as the exact hit
             # it is about to be. One still in the air shares the leader's upstream call.
             resolved = flight.resolved
-            answer = await flight.wait()
+            try:
+                answer = await flight.wait()
+            except FlightAbandoned:
+                continue  # the leader went away without an answer: try again, maybe leading
             headers = {"X-Semcache-Status": HIT_EXACT if resolved else status}
             if not resolved:
                 headers["X-Semcache-Coalesced"] = "true"
@@ -158,20 +172,37 @@ class ProxyService:
                 call.account(self.policy, headers["X-Semcache-Status"], call.model, answer, False)
             )
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
+        return await self._from_upstream(call, status, store=False, vector=vector)
+
+    async def _lead(
+        self,
+        call: ProxyCall,
+        status: str,
+        store: bool,
+        flight: tuple[str, Flight[dict[str, Any]]],
+        vector: np.ndarray | None,
+    ) -> ProxyResponse:
+        """Make the upstream call that followers of ``flight`` wait on.
+
+        Whatever happens the flight ends: an upstream error is handed to the followers; any
+        other exception, or a cancelled request, abandons the flight, and its followers start
+        over instead of waiting forever. A streamed answer hands the flight on to its relay.
+        """
+        key, pending = flight
         try:
             return await self._from_upstream(
-                call,
-                status,
-                store=not controls.no_store,
-                flight=(keys.exact_key, flight),
-                vector=vector,
+                call, status, store=store, flight=flight, vector=vector
             )
         except SemcacheError as exc:
-            flight.fail(exc)
-            self.flights.land(keys.exact_key, flight)
+            pending.fail(exc)
+            self.flights.land(key, pending)
             stale = await self._stale(call, exc)
             if stale is not None:
                 return stale
+            raise
+        except BaseException:
+            pending.fail(FlightAbandoned("the request leading this upstream call failed"))
+            self.flights.land(key, pending)
             raise
 
     # -- hits -------------------------------------------------------------------------------------
@@ -244,11 +275,18 @@ class ProxyService:
                 model=model,
                 status=status,
             )
+            if flight is not None:
+                # The relay ends the flight when it runs; if it never runs (the client left
+                # before the first byte, or rendering failed), dropping it ends the flight.
+                weakref.finalize(relay, self._abandon_soon, asyncio.get_running_loop(), *flight)
             return ProxyResponse(headers, stream=relay)
         try:
-            answer = upstream.json()
-        except ValueError as exc:
+            # orjson, as for client bodies: a NaN stored would break every later hit on it.
+            answer = orjson.loads(upstream.content)
+        except orjson.JSONDecodeError as exc:
             raise UpstreamBadResponse("the upstream answered 200 with invalid JSON") from exc
+        if not isinstance(answer, dict):
+            raise UpstreamBadResponse("the upstream answered 200 with JSON that is no object")
         headers.update(call.account(self.policy, status, model, answer, True))
         self._finish(call, answer, store=store, flight=flight, vector=vector)
         return ProxyResponse(headers, body=answer)
@@ -335,6 +373,18 @@ class ProxyService:
                 pending.fail(UpstreamBadResponse("the upstream stream ended early"))
                 self.flights.land(key, pending)
 
+    def _abandon_soon(
+        self, loop: asyncio.AbstractEventLoop, key: str, flight: Flight[dict[str, Any]]
+    ) -> None:
+        # A finalizer may run in any thread; futures belong to the loop's.
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._abandon_if_open, key, flight)
+
+    def _abandon_if_open(self, key: str, flight: Flight[dict[str, Any]]) -> None:
+        if not flight.done:
+            flight.fail(FlightAbandoned("the streamed answer was never relayed"))
+            self.flights.land(key, flight)
+
     def _finish(
         self,
         call: ProxyCall,
@@ -357,6 +407,11 @@ class ProxyService:
             try:
                 if store:
                     await self._store(call, answer, vector)
+            except Exception:
+                # Nothing awaits this task: without this the error would surface only as
+                # "Task exception was never retrieved". The client already has its answer.
+                self.cache.metrics.store_failures.inc()
+                log.exception("storing a proxied answer failed")
             finally:
                 if flight is not None:
                     self.flights.land(*flight)

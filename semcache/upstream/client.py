@@ -114,7 +114,7 @@ class UpstreamClient:
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(f"{provider} upstream timed out") from exc
         except httpx.TransportError as exc:
-            raise UpstreamUnavailable(f"cannot reach the {provider} upstream: {exc}") from exc
+            raise _transport_error(provider, exc) from exc
         if response.status_code != 200:
             raise upstream_error(provider, response.status_code, response.content, response.headers)
         try:
@@ -152,7 +152,7 @@ class UpstreamClient:
                 error = UpstreamTimeout(f"{provider} upstream timed out ({type(exc).__name__})")
                 error.__cause__ = exc
             except httpx.TransportError as exc:
-                error = UpstreamUnavailable(f"cannot reach the {provider} upstream: {exc}")
+                error = _transport_error(provider, exc)
                 error.__cause__ = exc
             else:
                 if response.status_code == 200:
@@ -169,6 +169,16 @@ class UpstreamClient:
             log.info("retrying %s %s in %.2fs after: %s", provider, path, delay, error.message)
             await asyncio.sleep(delay)
             attempt += 1
+
+
+def _transport_error(provider: str, exc: httpx.TransportError) -> SemcacheError:
+    """503 when the upstream could not be reached; 502 when it took the request and then broke
+    off (a dropped connection, a garbled answer): a gateway's bad response, not unavailability."""
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError | httpx.UnsupportedProtocol):
+        return UpstreamUnavailable(f"cannot reach the {provider} upstream: {exc}")
+    return UpstreamBadResponse(
+        f"the {provider} upstream broke off its answer ({type(exc).__name__}: {exc})"
+    )
 
 
 def upstream_error(

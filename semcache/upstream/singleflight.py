@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Generic, TypeVar
 
-__all__ = ["Flight", "SingleFlight"]
+__all__ = ["Flight", "FlightAbandoned", "SingleFlight"]
 
 T = TypeVar("T")
+
+
+class FlightAbandoned(Exception):
+    """The leader went away without an answer or an upstream error (a bug, a cancelled
+    request): followers should start over rather than fail."""
 
 
 class Flight(Generic[T]):
@@ -16,6 +21,11 @@ class Flight(Generic[T]):
     def __init__(self) -> None:
         self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self.followers = 0
+
+    @property
+    def done(self) -> bool:
+        """Resolved or failed: followers no longer wait."""
+        return self._future.done()
 
     @property
     def resolved(self) -> bool:
