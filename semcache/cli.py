@@ -103,6 +103,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from .api.auth import KeyRing, is_loopback
+    from .api.http_protocol import JsonErrorH11Protocol
     from .app import build_services, create_app
 
     logging.basicConfig(
@@ -120,7 +121,9 @@ def serve(settings: Settings) -> int:
         log.warning("no API keys configured: serving one open tenant on %s", settings.host)
     services = build_services(settings)
     app = create_app(services)
-    config = uvicorn.Config(app, log_level=settings.log_level, access_log=False)
+    config = uvicorn.Config(
+        app, log_level=settings.log_level, access_log=False, http=JsonErrorH11Protocol
+    )
     server = uvicorn.Server(config)
     log.info("semcache listening on http://%s:%d", settings.host, sock.getsockname()[1])
     server.run(sockets=[sock])
