@@ -203,3 +203,59 @@ def test_search_skips_floored_entries_and_widens_past_them(tmp_path: Path) -> No
     assert store.search(P, unit(1), context_hash="ctx", now=1001.0, k=1)[0].entry.entry_id == (
         "e1-acme"
     )
+
+
+def without_autoincrement(path: Path) -> None:
+    """Turn a store file into one made before ids were protected (the entries table without
+    AUTOINCREMENT, as every file of earlier releases has it), keeping its rows."""
+    with sqlite3.connect(path) as db:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'entries'").fetchone()
+        assert "AUTOINCREMENT" in sql
+        db.execute("ALTER TABLE entries RENAME TO old")
+        db.execute(sql.replace("AUTOINCREMENT", ""))
+        db.execute("INSERT INTO entries SELECT * FROM old")
+        db.execute("DROP TABLE old")
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'entries'")
+
+
+def test_deleted_top_ids_are_never_reused(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    top, _ = store.put(new(1), max_entries=10)
+    assert store.delete("acme", top.entry_id)
+    after, _ = store.put(new(2), max_entries=10)
+    assert after.row_id > top.row_id
+
+
+def test_an_older_file_is_upgraded_and_a_reused_id_repaired(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for n in (1, 2, 3):
+        store.put(new(n), max_entries=10)
+    store.close()  # the index file now holds entry 3's vector under row id 3
+    db_path = tmp_path / "db.sqlite"
+    without_autoincrement(db_path)
+    # What an earlier release did: entry 3 deleted, the next store handed the same row id.
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM entries WHERE row_id = 3")
+        db.execute(
+            "INSERT INTO entries (row_id, entry_id, tenant, namespace, model, doc_version,"
+            " partition_key, exact_key, context_hash, query, response, metadata, embedding,"
+            " created_at, expires_at, last_used_at, hit_count)"
+            " VALUES (3, 'y', ?, ?, ?, ?, ?, 'ky', 'ctx', 'query y', '{\"n\": 99}', '{}', ?,"
+            " 1000.0, 1100.0, 1000.0, 0)",
+            (*P.as_list(), P.key, unit(99).tobytes()),
+        )
+    reopened = open_store(tmp_path)
+    assert reopened.reconcile_report["repaired"] == 1
+    with sqlite3.connect(db_path) as db:
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'entries'").fetchone()
+    assert "AUTOINCREMENT" in sql
+    # Nothing lost, and each vector answers for its own entry only.
+    assert [reopened.get("acme", f"e{n}-acme") is not None for n in (1, 2)] == [True, True]
+    found = reopened.search(P, unit(99), context_hash="ctx", now=1001.0, k=1)
+    assert found[0].entry.entry_id == "y" and found[0].similarity == pytest.approx(1.0)
+    stale = reopened.search(P, unit(3), context_hash="ctx", now=1001.0, k=3)
+    assert all(c.similarity < 0.99 for c in stale)
+    # From now on the top id is never handed out again.
+    assert reopened.delete("acme", "y")
+    fresh, _ = reopened.put(new(4), max_entries=10)
+    assert fresh.row_id > 3
