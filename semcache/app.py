@@ -66,8 +66,17 @@ def cache_config(settings: Settings, threshold: float) -> CacheConfig:
     )
 
 
-def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Services:
-    """Open the store, load the encoder and wire the cache service. Raises ``SemcacheError``."""
+def build_services(
+    settings: Settings,
+    *,
+    encoder: Encoder | None = None,
+    decision: tuple[HitDecision, float] | None = None,
+) -> Services:
+    """Open the store, load the encoder and wire the cache service. Raises ``SemcacheError``.
+
+    ``decision`` (a hit decision and its cosine threshold) replaces the one the settings
+    name; benchmarks pass one that records its scores.
+    """
     keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     encoder = encoder or Encoder(
         settings.embedding_model or None, threads=settings.embedding_threads or None
@@ -93,9 +102,9 @@ def build_services(settings: Settings, *, encoder: Encoder | None = None) -> Ser
         max_size=settings.batch_max_size,
         max_wait_s=settings.batch_max_wait_ms / 1000,
     )
-    decision, threshold = hit_decision(settings)
+    chosen, threshold = decision or hit_decision(settings)
     cache = CacheService(
-        cache_config(settings, threshold), store, batcher, decision=decision, metrics=metrics
+        cache_config(settings, threshold), store, batcher, decision=chosen, metrics=metrics
     )
     upstream = UpstreamClient(upstream_config(settings))
     levers = load_levers(settings.levers_file)
