@@ -26,7 +26,8 @@ from .levers.config import load_levers
 from .levers.pricing import PricingTable
 from .levers.tokens import TokenCounter
 from .metrics import CacheMetrics
-from .proxy.flow import ProxyConfig, ProxyService
+from .proxy.call import ProxyConfig
+from .proxy.flow import ProxyService
 from .proxy.policy import Policy
 from .store.attribution import AttributionStore
 from .store.sql_faiss import SqlFaissStore

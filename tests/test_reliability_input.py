@@ -97,24 +97,28 @@ def test_a_leader_that_raises_anything_ends_its_flight() -> None:
     """Whatever the leader raises (here a bug injected into its upstream call), the flight
     ends: followers start over instead of waiting, and nothing stays registered."""
     from semcache.proxy.flow import ProxyService
-    from semcache.upstream.singleflight import FlightAbandoned, SingleFlight
+    from semcache.proxy.singleflight import FlightAbandoned, SingleFlight
 
     async def scenario() -> None:
         service = ProxyService.__new__(ProxyService)
         service.flights = SingleFlight()
 
-        async def broken(*args: Any, **kwargs: Any) -> Any:
-            await asyncio.sleep(0.05)
-            raise KeyError("a bug")
+        class BrokenMiss:
+            call = keys = None
 
-        service._from_upstream = broken  # type: ignore[method-assign]
+            async def run(self) -> Any:
+                await asyncio.sleep(0.05)
+                raise KeyError("a bug")
+
         flight, leader = service.flights.join("k")
         assert leader
         follower, leads = service.flights.join("k")
         assert not leads
         waiting = asyncio.create_task(follower.wait())
+        miss = BrokenMiss()
+        miss.flight = ("k", flight)  # type: ignore[attr-defined]
         with pytest.raises(KeyError):
-            await service._lead(None, "MISS", True, ("k", flight), None)  # type: ignore[arg-type]
+            await service._lead(miss)  # type: ignore[arg-type]
         with pytest.raises(FlightAbandoned):
             await asyncio.wait_for(waiting, 1)
         assert len(service.flights) == 0

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from ..cache.service import LookupResult
 from ..errors import InvalidRequest
 from ..store.base import Entry, Partition
 from .body import read_model
@@ -90,17 +89,6 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     }
 
 
-def status_headers(result: LookupResult, now: float) -> dict[str, str]:
-    """The X-Semcache-* headers of a lookup outcome (DESIGN.md "HTTP surface")."""
-    headers = {"X-Semcache-Status": result.status}
-    if result.similarity is not None:
-        headers["X-Semcache-Similarity"] = f"{result.similarity:.4f}"
-    if result.entry is not None:
-        headers["X-Semcache-Entry-Id"] = result.entry.entry_id
-        headers["Age"] = str(max(0, int(now - result.entry.created_at)))
-    return headers
-
-
 @router.post("/lookup")
 async def lookup(request: Request) -> JSONResponse:
     services = services_of(request)
@@ -117,7 +105,7 @@ async def lookup(request: Request) -> JSONResponse:
         "similarity": result.similarity,
         "entry": entry_json(result.entry) if result.entry else None,
     }
-    return JSONResponse(payload, headers=status_headers(result, cache.clock()))
+    return JSONResponse(payload, headers=result.headers(cache.clock()))
 
 
 @router.post("/store", status_code=201)

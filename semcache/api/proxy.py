@@ -9,11 +9,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import InvalidRequest
 from ..levers.budgets import is_urgent
+from ..proxy.call import ProxyCall, ProxyResponse
 from ..proxy.controls import RequestControls
-from ..proxy.flow import ProxyCall, ProxyResponse
 from ..proxy.policy import Caller
-from ..proxy.wires import ANTHROPIC_WIRE, OPENAI_WIRE, Wire
-from ..upstream.client import ANTHROPIC, OPENAI
+from ..wire import ANTHROPIC, ANTHROPIC_WIRE, OPENAI, OPENAI_WIRE, Wire
 from .body import read_json
 from .deps import principal_of, services_of
 

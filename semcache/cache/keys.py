@@ -8,6 +8,7 @@ message; the semantic text is the last user message with its text parts joined.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = [
     "context_hash",
     "exact_key",
     "message_text",
+    "normalize_query",
     "request_keys",
     "split_last_user_message",
 ]
@@ -59,6 +61,18 @@ ANSWER_FIELDS = (
 
 # Everything but the messages themselves that shapes the conversation an answer belongs to.
 _CONTEXT_FIELDS = ("system", "tools", "tool_choice", "functions", "response_format")
+
+
+# Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
+# and a full stop becomes a space, so "1.5" never equals "15".
+_APOSTROPHES = re.compile(r"['’‘`]")
+_PUNCTUATION = re.compile(r"[.,?!;:\"“”()\[\]{}…¿¡]+")
+
+
+def normalize_query(text: str) -> str:
+    """Lower case, punctuation and spacing dropped: two queries equal after this ask the same."""
+    text = _APOSTROPHES.sub("", text.lower())
+    return " ".join(_PUNCTUATION.sub(" ", text).split())
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
 from .decision import HitDecision, ThresholdDecision
-from .keys import RequestKeys, request_keys
-from .verifier import normalize_query
+from .keys import RequestKeys, normalize_query, request_keys
+from .status import CacheStatus, outcome_headers
 from .workers import StoreWorkers
 
 __all__ = [
@@ -33,14 +33,16 @@ __all__ = [
     "WRONG_HIT_IS_OWN_QUESTION",
     "CacheConfig",
     "CacheService",
+    "CacheStatus",
     "LookupResult",
 ]
 
 log = logging.getLogger(__name__)
 
-HIT_EXACT = "HIT-EXACT"
-HIT_SEMANTIC = "HIT-SEMANTIC"
-MISS = "MISS"
+# Short names for the statuses a lookup answers with.
+HIT_EXACT = CacheStatus.HIT_EXACT
+HIT_SEMANTIC = CacheStatus.HIT_SEMANTIC
+MISS = CacheStatus.MISS
 # The error code of a wrong-hit report naming the entry's own question (delete it instead).
 WRONG_HIT_IS_OWN_QUESTION = "wrong_hit_is_own_question"
 
@@ -64,7 +66,7 @@ class CacheConfig:
 class LookupResult:
     """What a lookup found: a status, the entry served (if any) and its similarity."""
 
-    status: str
+    status: CacheStatus
     entry: Entry | None = None
     similarity: float | None = None
     keys: RequestKeys | None = None
@@ -75,6 +77,10 @@ class LookupResult:
     @property
     def hit(self) -> bool:
         return self.entry is not None
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The X-Semcache-* headers and ``Age`` of this outcome."""
+        return outcome_headers(self.status, self.entry, self.similarity, now)
 
 
 class CacheService:
@@ -159,15 +165,17 @@ class CacheService:
         threshold: float | None = None,
         semantic: bool = True,
         stale_window_s: float = 0.0,
+        keys: RequestKeys | None = None,
     ) -> LookupResult:
         """Exact layer, then (if allowed) the semantic layer; records the outcome.
 
         ``stale_window_s`` also accepts entries that expired at most that long ago
-        (stale-if-error, when the upstream is down).
+        (stale-if-error, when the upstream is down). ``keys`` are the request's keys when the
+        caller computed them already.
         """
         started = time.perf_counter()
         use_threshold = self.resolve_threshold(threshold)
-        keys = request_keys(partition, request)
+        keys = keys or request_keys(partition, request)
         now = self.clock()
         result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:

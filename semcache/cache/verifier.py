@@ -12,7 +12,7 @@ adds a second stage after the nearest-neighbour search:
 2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are scored in
    one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
    on the DESIGN.md training split plus generated near-copy negatives and surface-change
-   positives (``benchmarks/train_verifier.py``). Its logit and the cosine go through a logistic
+   positives (``training/train_verifier.py``). Its logit and the cosine go through a logistic
    regression (a candidate equal to the query up to case, punctuation and spacing, or
    different from it only by misspelt words, ``semcache.cache.typos``, scores 1);
    a candidate hits when that probability is at least ``score_threshold``,
@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import threading
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..store.base import Candidate
+from .keys import normalize_query
 from .typos import differ_only_by_typos
 
 __all__ = [
@@ -56,17 +56,6 @@ __all__ = [
     "normalize_query",
     "same_question",
 ]
-
-# Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
-# and a full stop becomes a space, so "1.5" never equals "15".
-_APOSTROPHES = re.compile(r"['’‘`]")
-_PUNCTUATION = re.compile(r"[.,?!;:\"“”()\[\]{}…¿¡]+")
-
-
-def normalize_query(text: str) -> str:
-    """Lower case, punctuation and spacing dropped: two queries equal after this ask the same."""
-    text = _APOSTROPHES.sub("", text.lower())
-    return " ".join(_PUNCTUATION.sub(" ", text).split())
 
 
 def same_question(a: str, b: str, vocabulary: Container[str]) -> bool:

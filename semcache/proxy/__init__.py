@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+from .call import ProxyCall, ProxyConfig, ProxyResponse
 from .controls import RequestControls
-from .flow import BYPASS, REFRESH, ProxyCall, ProxyConfig, ProxyResponse, ProxyService
-from .wires import ANTHROPIC_WIRE, OPENAI_WIRE, AnthropicWire, OpenAIWire, Wire
+from .flow import ProxyService
 
 __all__ = [
-    "ANTHROPIC_WIRE",
-    "BYPASS",
-    "OPENAI_WIRE",
-    "REFRESH",
-    "AnthropicWire",
-    "OpenAIWire",
     "ProxyCall",
     "ProxyConfig",
     "ProxyResponse",
     "ProxyService",
     "RequestControls",
-    "Wire",
 ]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ..errors import UpstreamUnavailable
 from ..levers.budgets import budget_headers, clamp_max_tokens, trim_history
 from ..levers.config import LeversConfig
 from ..levers.pricing import PricingTable, Usage, format_usd
@@ -27,7 +28,9 @@ from ..levers.spend import BudgetBreach, SpendBudgets, scopes_for
 from ..levers.tokens import TokenCounter
 from ..metrics import CacheMetrics
 from ..store.attribution import AttributionStore, UsageRow
-from ..upstream.client import ANTHROPIC
+from ..upstream.webhook import post_webhook
+from ..wire.base import ANTHROPIC
+from .background import BackgroundTasks
 
 __all__ = ["Admission", "Caller", "Policy"]
 
@@ -93,7 +96,7 @@ class Policy:
         self._queues = {model: ModelQueue(model, tpm) for model, tpm in config.model_tpm.items()}
         self._pending: list[UsageRow] = []
         self._alerted: set[tuple[str, str, str]] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks("a spend alert webhook")
 
     # -- before the cache ----------------------------------------------------------------------
 
@@ -250,18 +253,13 @@ class Policy:
         log.warning("spend alert: %s", breach.message)
         self.metrics.budget_alerts.labels(breach.scope.kind, breach.period).inc()
         if self.config.alert_webhook:
-            task = asyncio.create_task(self._post_alert(breach))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.spawn(self._post_alert(breach))
 
     async def drain(self) -> None:
         """Wait for alert webhooks still being posted (at shutdown; each is bounded by 5 s)."""
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._background.drain()
 
     async def _post_alert(self, breach: BudgetBreach) -> None:
-        import httpx
-
         payload = {
             "budget": breach.budget,
             "message": breach.message,
@@ -270,9 +268,8 @@ class Policy:
             "resets_at": breach.resets_at.isoformat(),
         }
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                await client.post(self.config.alert_webhook, json=payload)
-        except httpx.HTTPError as exc:
+            await post_webhook(self.config.alert_webhook, payload)
+        except UpstreamUnavailable as exc:
             # An alert that cannot be delivered must not fail the request; the log line and
             # the metric above still record it.
-            log.warning("spend alert webhook failed: %s", exc)
+            log.warning("spend alert webhook failed: %s", exc.message)

@@ -1,24 +1,16 @@
-"""Provider clients: retries, SSE, single-flight."""
+"""Provider HTTP clients and retries; the only package that imports httpx."""
 
 from __future__ import annotations
 
-from .client import ANTHROPIC, OPENAI, ProviderEndpoint, UpstreamClient, UpstreamConfig
+from .client import ProviderEndpoint, UpstreamClient, UpstreamConfig, UpstreamReply
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
-from .singleflight import Flight, SingleFlight
-from .sse import SSEEvent, SSEParser, encode_event
 
 __all__ = [
-    "ANTHROPIC",
-    "OPENAI",
     "RETRYABLE_STATUSES",
-    "Flight",
     "ProviderEndpoint",
     "RetryPolicy",
-    "SSEEvent",
-    "SSEParser",
-    "SingleFlight",
     "UpstreamClient",
     "UpstreamConfig",
-    "encode_event",
+    "UpstreamReply",
     "parse_retry_after",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from ..errors import (
     ClientError,
@@ -17,14 +19,13 @@ from ..errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ..wire.base import OPENAI
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
-__all__ = ["ANTHROPIC", "OPENAI", "ProviderEndpoint", "UpstreamClient", "UpstreamConfig"]
+__all__ = ["ProviderEndpoint", "UpstreamClient", "UpstreamConfig", "UpstreamReply"]
 
 log = logging.getLogger(__name__)
 
-OPENAI = "openai"
-ANTHROPIC = "anthropic"
 
 # Client headers worth passing on: they select API behaviour, not identity.
 _FORWARDED_HEADERS = (
@@ -65,6 +66,50 @@ class UpstreamConfig:
             if (pattern.endswith("*") and header.startswith(pattern[:-1])) or header == pattern:
                 return True
         return False
+
+
+class UpstreamReply:
+    """A 200 answer from an upstream, plain or streamed.
+
+    Its reads translate transport failures into semcache's errors, so nothing above
+    ``upstream/`` sees httpx: a connection that breaks mid-answer is a 502.
+    """
+
+    def __init__(self, provider: str, response: httpx.Response) -> None:
+        self.provider = provider
+        self._response = response
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._response.headers)
+
+    def json(self) -> dict[str, Any]:
+        """The (already read) body of a plain answer, parsed strictly: a NaN stored would
+        break every later hit on it."""
+        try:
+            answer = orjson.loads(self._response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamBadResponse(
+                f"the {self.provider} upstream answered 200 with invalid JSON"
+            ) from exc
+        if not isinstance(answer, dict):
+            raise UpstreamBadResponse(
+                f"the {self.provider} upstream answered 200 with JSON that is no object"
+            )
+        return answer
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The raw bytes of a streamed answer as they arrive."""
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamBadResponse(
+                f"the {self.provider} upstream stream broke off ({type(exc).__name__})"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
 
 
 class UpstreamClient:
@@ -131,10 +176,10 @@ class UpstreamClient:
         stream: bool,
         client_key: str | None = None,
         client_headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> UpstreamReply:
         """POST ``body``; retry transient failures; raise a ``SemcacheError`` for the rest.
 
-        With ``stream=True`` the returned response is open and the caller must ``aclose`` it.
+        With ``stream=True`` the returned reply is open and the caller must ``aclose`` it.
         Retries happen only here, before a single byte has gone to the client.
         """
         url, headers = self._url_and_headers(provider, path, client_key, client_headers or {})
@@ -156,7 +201,7 @@ class UpstreamClient:
                 error.__cause__ = exc
             else:
                 if response.status_code == 200:
-                    return response
+                    return UpstreamReply(provider, response)
                 raw = await response.aread()
                 await response.aclose()
                 error = upstream_error(provider, response.status_code, raw, response.headers)

@@ -1,4 +1,4 @@
-"""Anthropic Messages: assemble a streamed answer, and replay a cached one as SSE events."""
+"""Anthropic's Messages format: request checks, stream assembly, cached-answer replay, errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,29 @@ import json
 import secrets
 from typing import Any
 
-from .sse import encode_event, text_pieces
+from ..errors import InvalidRequest, SemcacheError
+from .base import ANTHROPIC, Assembler, require_content, require_messages, temperature_bypass
+from .sse import SSEEvent, encode_event, text_pieces
 
-__all__ = ["MessageStreamAssembler", "fresh_message", "replay_message"]
+__all__ = [
+    "ANTHROPIC_WIRE",
+    "AnthropicWire",
+    "MessageStreamAssembler",
+    "fresh_message",
+    "replay_message",
+]
+
+# Anthropic's error ``type`` for each status semcache answers with.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
 
 class MessageStreamAssembler:
@@ -21,6 +41,9 @@ class MessageStreamAssembler:
         self.partial_json: dict[int, str] = {}
         self.done = False
         self.errored = False
+
+    def feed_event(self, event: SSEEvent) -> None:
+        self.feed(event.event, event.data)
 
     def feed(self, event: str | None, data: str) -> None:
         payload = json.loads(data) if data else {}
@@ -134,3 +157,49 @@ def replay_message(message: dict[str, Any], *, words_per_chunk: int = 4) -> list
     )
     events.append(encode_event({"type": "message_stop"}, "message_stop"))
     return events
+
+
+class AnthropicWire:
+    """``POST /v1/messages``."""
+
+    provider = ANTHROPIC
+    path = "/v1/messages"
+
+    def validate(self, body: dict[str, Any]) -> None:
+        require_messages(body)
+        require_content("system", body.get("system"))
+        max_tokens = body.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise InvalidRequest(
+                "max_tokens is required and must be a positive integer", code="invalid_field"
+            )
+
+    def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None:
+        return temperature_bypass(body, max_temperature)
+
+    def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    def assembler(self) -> Assembler:
+        return MessageStreamAssembler()
+
+    def to_client(self, event: SSEEvent, body: dict[str, Any]) -> bytes | None:
+        return event.raw
+
+    def fresh(self, cached: dict[str, Any], model: str) -> dict[str, Any]:
+        return fresh_message(cached, model)
+
+    def replay(self, response: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        return replay_message(response)
+
+    def error_body(self, error: SemcacheError) -> dict[str, Any]:
+        """Anthropic's error shape, ``{"type": "error", "error": {"type", "message"}}``."""
+        kind = _ERROR_TYPES.get(error.status_code, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+    def error_event(self, message: str) -> bytes:
+        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return encode_event(payload, "error")
+
+
+ANTHROPIC_WIRE = AnthropicWire()

@@ -1,4 +1,4 @@
-"""OpenAI chat completions: assemble a streamed answer, and replay a cached one as SSE."""
+"""OpenAI's chat completions format: request checks, stream assembly, cached-answer replay."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import secrets
 import time
 from typing import Any
 
-from .sse import encode_event, text_pieces
+from ..errors import InvalidRequest, SemcacheError
+from .base import OPENAI, Assembler, require_messages, temperature_bypass
+from .sse import SSEEvent, encode_event, text_pieces
 
-__all__ = ["ChatStreamAssembler", "fresh_completion", "replay_completion"]
+__all__ = [
+    "OPENAI_WIRE",
+    "ChatStreamAssembler",
+    "OpenAIWire",
+    "fresh_completion",
+    "replay_completion",
+]
 
 
 class ChatStreamAssembler:
@@ -21,6 +29,9 @@ class ChatStreamAssembler:
         self.choices: dict[int, dict[str, Any]] = {}
         self.usage: dict[str, Any] | None = None
         self.done = False
+
+    def feed_event(self, event: SSEEvent) -> None:
+        self.feed(event.data)
 
     def feed(self, data: str) -> None:
         if data.strip() == "[DONE]":
@@ -136,3 +147,67 @@ def replay_completion(
         events.append(encode_event({**base, "choices": [], "usage": completion["usage"]}))
     events.append(b"data: [DONE]\n\n")
     return events
+
+
+class OpenAIWire:
+    """``POST /v1/chat/completions``."""
+
+    provider = OPENAI
+    path = "/chat/completions"
+
+    def validate(self, body: dict[str, Any]) -> None:
+        require_messages(body)
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            raise InvalidRequest(
+                'stream_options must be an object such as {"include_usage": true}',
+                code="invalid_field",
+            )
+        n = body.get("n", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise InvalidRequest("n must be a positive integer", code="invalid_field")
+
+    def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None:
+        if body.get("n", 1) > 1:
+            return "n > 1 asks for several different answers"
+        return temperature_bypass(body, max_temperature)
+
+    def upstream_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not body.get("stream"):
+            return body
+        # The stored answer needs its usage; the client gets the usage chunk only if it asked.
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        return {**body, "stream_options": options}
+
+    def assembler(self) -> Assembler:
+        return ChatStreamAssembler()
+
+    def to_client(self, event: SSEEvent, body: dict[str, Any]) -> bytes | None:
+        if (body.get("stream_options") or {}).get("include_usage"):
+            return event.raw
+        if event.data.strip() == "[DONE]":
+            return event.raw
+        chunk = json.loads(event.data)
+        if not chunk.get("choices") and chunk.get("usage"):
+            return None  # the usage chunk semcache asked for on its own behalf
+        if "usage" in chunk:
+            chunk.pop("usage")
+            return encode_event(chunk)
+        return event.raw
+
+    def fresh(self, cached: dict[str, Any], model: str) -> dict[str, Any]:
+        return fresh_completion(cached, model)
+
+    def replay(self, response: dict[str, Any], body: dict[str, Any]) -> list[bytes]:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return replay_completion(response, include_usage=include_usage)
+
+    def error_body(self, error: SemcacheError) -> dict[str, Any]:
+        """OpenAI's error shape, ``{"error": {"type", "message", "code"}}``."""
+        return error.to_body()
+
+    def error_event(self, message: str) -> bytes:
+        return encode_event({"error": {"type": "upstream_error", "message": message}})
+
+
+OPENAI_WIRE = OpenAIWire()

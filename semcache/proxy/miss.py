@@ -1,0 +1,208 @@
+"""A miss: the trip upstream (with fallbacks), the relay or plain answer, and the store after.
+
+One ``Miss`` carries what the steps share (the call, its status and keys, the vector the
+lookup computed, whether to store, the single-flight it leads) instead of threading the same
+values through every function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cache.keys import RequestKeys
+from ..cache.service import CacheService
+from ..cache.status import CacheStatus
+from ..errors import SemcacheError, StorageError, UpstreamBadResponse, UpstreamTimeout
+from ..levers.routing import classify_failure
+from ..upstream.client import UpstreamClient, UpstreamReply
+from ..wire.sse import SSEParser
+from .background import BackgroundTasks
+from .call import ProxyCall, ProxyResponse
+from .policy import Policy
+from .singleflight import Flight, FlightAbandoned, SingleFlight
+
+__all__ = ["Miss", "MissEnvironment"]
+
+log = logging.getLogger(__name__)
+
+Answer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MissEnvironment:
+    """The parts of the proxy every miss uses."""
+
+    cache: CacheService
+    upstream: UpstreamClient
+    policy: Policy
+    flights: SingleFlight[Answer]
+    background: BackgroundTasks
+
+
+@dataclass
+class Miss:
+    """One request answered by the upstream."""
+
+    env: MissEnvironment
+    call: ProxyCall
+    status: CacheStatus
+    keys: RequestKeys
+    store: bool
+    vector: np.ndarray | None = None
+    # The flight this miss leads, if followers may wait on it: (exact key, flight).
+    flight: tuple[str, Flight[Answer]] | None = None
+
+    async def run(self) -> ProxyResponse:
+        """Call the upstream, falling back along the route's models; relay or return."""
+        call = self.call
+        model, reply, tried = await self._send_with_fallbacks()
+        headers = {"X-Semcache-Status": str(self.status), "X-Semcache-Model": model}
+        if tried:
+            headers["X-Semcache-Fallbacks"] = ",".join(tried)
+        # A fallback's answer is served but not stored: the request asked for another model,
+        # which should get its chance again once it recovers.
+        self.store = self.store and model == call.model
+        if call.stream:
+            relay = self._relay(reply, model)
+            if self.flight is not None:
+                # The relay ends the flight when it runs; if it never runs (the client left
+                # before the first byte, or rendering failed), dropping it ends the flight.
+                loop = asyncio.get_running_loop()
+                weakref.finalize(relay, _abandon_soon, loop, self.env.flights, *self.flight)
+            return ProxyResponse(headers, stream=relay)
+        answer = reply.json()
+        headers.update(call.account(self.env.policy, self.status, model, answer, True))
+        self._finish(answer)
+        return ProxyResponse(headers, body=answer)
+
+    async def _send_with_fallbacks(self) -> tuple[str, UpstreamReply, list[str]]:
+        call = self.call
+        policy = self.env.policy
+        assert call.admission is not None
+        tried: list[str] = []
+        models = call.admission.models
+        for position, model in enumerate(models):
+            await policy.before_upstream(call.caller, call.admission, model)
+            body = call.wire.upstream_body({**call.body, "model": model})
+            body = policy.annotate(call.caller, call.wire.provider, body)
+            try:
+                reply = await self.env.upstream.send(
+                    call.wire.provider,
+                    call.wire.path,
+                    body,
+                    stream=call.stream,
+                    client_key=call.client_key,
+                    client_headers=call.client_headers,
+                )
+            except SemcacheError as exc:
+                kind = classify_failure(
+                    exc.status_code,
+                    code=exc.code,
+                    message=exc.message,
+                    timeout=isinstance(exc, UpstreamTimeout),
+                )
+                if policy.router.report_failure(model, kind) and position < len(models) - 1:
+                    log.warning("%s failed (%s); falling back", model, exc.message)
+                    tried.append(model)
+                    continue
+                raise
+            policy.router.report_success(model)
+            return model, reply, tried
+        raise AssertionError("a route always has at least one model")
+
+    async def _relay(self, reply: UpstreamReply, model: str) -> AsyncIterator[bytes]:
+        """Forward each upstream event as it arrives; store the answer if the stream completed.
+
+        Caching never delays the first byte: events go out as they come, and the answer is
+        assembled beside them. No retry happens here, since bytes have reached the client.
+        """
+        call = self.call
+        parser = SSEParser()
+        assembler = call.wire.assembler()
+        finished = False
+        try:
+            try:
+                async for chunk in reply.chunks():
+                    for event in parser.feed(chunk):
+                        assembler.feed_event(event)
+                        out = call.wire.to_client(event, call.body)
+                        if assembler.complete and not finished:
+                            # Resolve before the closing event goes out: a client that asks
+                            # again right after the stream ends finds the answer.
+                            answer = assembler.result()
+                            call.account(self.env.policy, self.status, model, answer, True)
+                            self._finish(answer)
+                            finished = True
+                        if out:
+                            yield out
+            except UpstreamBadResponse as exc:
+                log.warning("upstream stream broke off: %s", exc.message)
+            except ValueError as exc:  # an event whose data is not the JSON it must be
+                log.warning("upstream stream sent an unreadable event: %s", exc)
+            finally:
+                await reply.aclose()
+            if not finished:
+                # Tell the client the answer is cut short; a truncated answer is never stored.
+                yield call.wire.error_event("the upstream stream ended before the answer completed")
+        finally:
+            if self.flight is not None and not finished:
+                # Stream cut short, or the client went away: followers must not wait forever.
+                key, pending = self.flight
+                pending.fail(UpstreamBadResponse("the upstream stream ended early"))
+                self.env.flights.land(key, pending)
+
+    def _finish(self, answer: Answer) -> None:
+        """Hand the answer to waiting followers, then store it off the response path.
+
+        The flight stays open until the store is done, so an identical request arriving in
+        between is answered from the flight: the miss pays neither the store's embedding nor
+        its fsync, and an immediate repeat still never reaches the upstream.
+        """
+        if self.flight is not None:
+            self.flight[1].resolve(answer)
+        self.env.background.spawn(self._store_then_land(answer))
+
+    async def _store_then_land(self, answer: Answer) -> None:
+        try:
+            if self.store:
+                await self._store(answer)
+        finally:
+            if self.flight is not None:
+                self.env.flights.land(*self.flight)
+
+    async def _store(self, answer: Answer) -> None:
+        cache = self.env.cache
+        try:
+            await cache.store(
+                self.call.partition,
+                self.call.body,
+                answer,
+                ttl_s=self.call.controls.ttl_s,
+                keys=self.keys,
+                vector=self.vector,
+            )
+        except StorageError as exc:
+            # The client still gets its answer; the store is only a missed chance to save.
+            cache.metrics.store_failures.inc()
+            log.warning("could not store the answer: %s", exc.message)
+
+
+def _abandon_soon(
+    loop: asyncio.AbstractEventLoop, flights: SingleFlight[Answer], key: str, flight: Flight[Answer]
+) -> None:
+    # A finalizer may run in any thread; futures belong to the loop's.
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(_abandon_if_open, flights, key, flight)
+
+
+def _abandon_if_open(flights: SingleFlight[Answer], key: str, flight: Flight[Answer]) -> None:
+    if not flight.done:
+        flight.fail(FlightAbandoned("the streamed answer was never relayed"))
+        flights.land(key, flight)
