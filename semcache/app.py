@@ -155,13 +155,18 @@ def upstream_config(settings: Settings) -> UpstreamConfig:
 
 
 async def _every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    """Run ``job`` every ``interval_s`` until cancelled; a failed round never stops the loop."""
     while True:
         await asyncio.sleep(interval_s)
         try:
             await job()
         except StorageError as exc:
-            # Keep the loop alive: the next round retries, and /readyz reports the store.
+            # Expected while the store is busy or down: the next round retries, and /readyz
+            # reports the store.
             log.warning("%s failed: %s", name, exc.message)
+        except Exception:
+            # A bug: say so loudly, with the traceback, and keep sweeping and flushing.
+            log.exception("%s failed unexpectedly; retrying in %gs", name, interval_s)
 
 
 def create_app(services: Services) -> FastAPI:

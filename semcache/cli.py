@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import ENV_PREFIX, Settings, load_settings, settings_table
 from .errors import SemcacheError
+from .netbind import listen_socket
 
 __all__ = ["main"]
 
@@ -83,19 +84,11 @@ def _check_data_dir(path: Path) -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it keep-alive responses wait ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host.strip("[]"), port))
+        return listen_socket(host, port)
     except OSError as exc:
-        sock.close()
         reason = "is already in use" if exc.errno == 98 else f"cannot be bound ({exc.strerror})"
         raise SemcacheError(f"{host}:{port} {reason}; choose another with --port") from exc
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(settings: Settings) -> int:

@@ -71,6 +71,6 @@ def claude(sim: RunningSimulator):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def sim_counter():  # type: ignore[no-untyped-def]
     """The simulator's token counter."""
-    from semcache.simulator.text import TokenCounter
+    from semcache.simulator.text import SimTokenizer
 
-    return TokenCounter()
+    return SimTokenizer()

@@ -7,7 +7,6 @@ a ``RunningSimulator`` once it answers; leaving the ``with`` block stops it. Oth
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import httpx
 import openai
 import uvicorn
 
+from semcache.netbind import listen_socket
 from semcache.simulator import SimulatorConfig, SimulatorState, create_simulator_app
 from semcache.simulator import simulator_state as state_of
 
@@ -73,10 +73,7 @@ class RunningSimulator:
 @contextmanager
 def serve_simulator(config: SimulatorConfig | None = None) -> Iterator[RunningSimulator]:
     app = create_simulator_app(config or SimulatorConfig())
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it keep-alive responses wait ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
+    sock = listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="error", lifespan="off", timeout_graceful_shutdown=2)

@@ -18,13 +18,13 @@ import pytest
 from simulator_helpers import CLAUDE, GPT, RunningSimulator, serve_simulator, user
 
 from semcache.simulator import SimulatorConfig, main
-from semcache.simulator.text import TokenCounter
+from semcache.simulator.text import SimTokenizer
 
 # --- OpenAI ---------------------------------------------------------------------------------
 
 
 def test_openai_completion_shape_and_honest_usage(
-    oai: openai.OpenAI, sim_counter: TokenCounter
+    oai: openai.OpenAI, sim_counter: SimTokenizer
 ) -> None:
     reply = oai.chat.completions.create(model=GPT, messages=user("What is a semantic cache?"))
     assert reply.id.startswith("chatcmpl-")
@@ -110,7 +110,7 @@ def test_openai_answers_are_deterministic_and_bounded(oai: openai.OpenAI) -> Non
     assert len(set(texts)) == 3
     assert several.usage is not None
     assert several.usage.completion_tokens == sum(
-        len(TokenCounter().encode(t or "")) for t in texts
+        len(SimTokenizer().encode(t or "")) for t in texts
     )
 
 
@@ -148,7 +148,7 @@ def test_openai_models_list(oai: openai.OpenAI) -> None:
 
 
 def test_anthropic_message_shape_and_honest_usage(
-    claude: anthropic.Anthropic, sim_counter: TokenCounter
+    claude: anthropic.Anthropic, sim_counter: SimTokenizer
 ) -> None:
     message = claude.messages.create(
         model=CLAUDE,

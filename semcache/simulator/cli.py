@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 
 from ..errors import ConfigError
+from ..netbind import listen_socket
 from .app import create_simulator_app
 from .config import SimulatorConfig
 
@@ -60,21 +60,6 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it keep-alive responses wait ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        # Reuse TIME_WAIT addresses after a restart; a live listener still makes bind fail.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def run_simulator(args: argparse.Namespace) -> int:
     """Serve the simulator until interrupted; 2 for bad settings or a port already in use."""
     import uvicorn
@@ -87,7 +72,7 @@ def run_simulator(args: argparse.Namespace) -> int:
     # Binding here (not inside uvicorn) turns "address in use" into one line instead of a
     # logged traceback and sys.exit(1).
     try:
-        sock = _listen(args.host, args.port)
+        sock = listen_socket(args.host, args.port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(

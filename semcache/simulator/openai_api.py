@@ -17,7 +17,7 @@ from .intake import Intake, raise_for_fault, read_request
 from .options import RequestOptions
 from .state import SimulatorState
 from .streaming import ChunkStream, delay, sse_data
-from .text import TokenCounter, request_seed
+from .text import SimTokenizer, request_seed
 from .validation import optional_bool, optional_int, required_str
 from .wire_errors import WireError, render_openai_error
 
@@ -94,7 +94,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def openai_prompt_ids(body: dict[str, Any], counter: TokenCounter) -> list[int]:
+def openai_prompt_ids(body: dict[str, Any], counter: SimTokenizer) -> list[int]:
     """The prompt as token ids, in the order OpenAI caches it: tools first, then messages.
 
     Each text is encoded on its own, so a shared leading run of messages always yields the

