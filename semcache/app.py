@@ -25,11 +25,11 @@ from .errors import StorageError
 from .levers.config import load_levers
 from .levers.pricing import PricingTable
 from .levers.tokens import TokenCounter
+from .levers.usage import UsageService
 from .metrics import CacheMetrics
 from .proxy.call import ProxyConfig
 from .proxy.flow import ProxyService
 from .proxy.policy import Policy
-from .store.attribution import AttributionStore
 from .store.sql_faiss import SqlFaissStore
 from .store.sqlite import StoreOptions
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
@@ -110,7 +110,7 @@ def build_services(
     upstream = UpstreamClient(upstream_config(settings))
     levers = load_levers(settings.levers_file)
     pricing = PricingTable.load(settings.pricing_file or None)
-    attribution = AttributionStore(store.engine)
+    attribution = store.attribution()
     policy = Policy(levers, pricing, TokenCounter(), attribution, metrics)
     policy.seed_spend()
     proxy = ProxyService(
@@ -122,8 +122,9 @@ def build_services(
         upstream,
         policy,
     )
+    usage = UsageService(attribution, levers, policy.flush)
     return Services(
-        settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy, attribution
+        settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy, usage
     )
 
 

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
-
-from .api.usage import parse_time
 from .config import load_settings
 from .levers.config import load_levers
-from .store.attribution import GROUP_FIELDS, USAGE_FIELDS, AttributionStore, flag_anomalies
+from .levers.usage import parse_time, usage_summary
+from .store.attribution import GROUP_FIELDS, USAGE_FIELDS, AttributionStore
+from .store.sqlite import StoreOptions, make_engine
 
 __all__ = ["register", "run_report"]
 
@@ -38,24 +37,21 @@ def register(commands: Any) -> None:
 def run_report(args: argparse.Namespace) -> int:
     settings = load_settings(config_file=args.config, overrides={"data_dir": args.data_dir})
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
-    engine = create_engine(settings.resolved_database_url)
+    since = parse_time("--since", args.since)
+    until = parse_time("--until", args.until)
+    levers = load_levers(settings.levers_file)
+    engine = make_engine(settings.resolved_database_url, StoreOptions())
     try:
-        result = AttributionStore(engine).aggregate(
+        result = usage_summary(
+            AttributionStore(engine),
+            levers,
             tenant=args.tenant,
             group_by=group_by,
-            since=parse_time("--since", args.since),
-            until=parse_time("--until", args.until),
+            since=since,
+            until=until,
         )
     finally:
         engine.dispose()
-    if "day" in group_by:
-        levers = load_levers(settings.levers_file)
-        flag_anomalies(
-            result["groups"],
-            by=[g for g in group_by if g != "day"],
-            factor=levers.anomaly_factor,
-            window_days=levers.anomaly_window_days,
-        )
     rows = [
         [*(str(g["key"][k]) for k in group_by), *(_cell(g[c]) for c in USAGE_FIELDS)]
         + (["ANOMALY" if g.get("anomaly") else ""] if "day" in group_by else [])
@@ -64,6 +60,8 @@ def run_report(args: argparse.Namespace) -> int:
     header = [*group_by, *USAGE_FIELDS] + (["flag"] if "day" in group_by else [])
     total = ["TOTAL", *([""] * (len(group_by) - 1))] if group_by else []
     total += [_cell(result["total"][c]) for c in USAGE_FIELDS]
+    if "day" in group_by:
+        total.append("")  # the flag column: a total is no day to flag
     _print_table(header, [*rows, total])
     if args.csv_path:
         with Path(args.csv_path).open("w", newline="", encoding="utf-8") as handle:

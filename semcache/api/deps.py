@@ -10,9 +10,9 @@ from ..cache.service import CacheService
 from ..config import Settings
 from ..embed.batcher import MicroBatcher
 from ..embed.encoder import Encoder
+from ..levers.usage import UsageService
 from ..metrics import CacheMetrics
 from ..proxy.flow import ProxyService
-from ..store.attribution import AttributionStore
 from ..store.base import CacheStore
 from ..upstream.client import UpstreamClient
 from .auth import KeyRing, Principal
@@ -33,7 +33,7 @@ class Services:
     cache: CacheService
     upstream: UpstreamClient
     proxy: ProxyService
-    attribution: AttributionStore
+    usage: UsageService
 
 
 def services_of(request: Request) -> Services:

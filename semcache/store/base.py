@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import xxhash
 
+from .attribution import AttributionStore
+
 __all__ = [
     "HIT_FLOOR_MARGIN",
     "CacheStore",
@@ -174,6 +176,10 @@ class CacheStore(Protocol):
 
     def check(self) -> None:
         """Raise ``StorageError`` if the store cannot serve."""
+        ...
+
+    def attribution(self) -> AttributionStore:
+        """The attribution rows kept beside the entries (one per proxied request)."""
         ...
 
     def flush(self) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
+from .attribution import AttributionStore
 from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
 from .schema import entries
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
@@ -354,6 +355,9 @@ class SqlFaissStore:
                 f"({self.options.min_free_disk_mb:g}); free space before stores fail",
                 code="store_full",
             )
+
+    def attribution(self) -> AttributionStore:
+        return AttributionStore(self.engine)
 
     def flush(self) -> None:
         self.vectors.save()
