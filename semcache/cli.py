@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[Callable[[Any], None]]:
     """The ``register(subparsers)`` functions of the packages that add commands."""
     from .bench.cli import register as bench
-    from .report import register as report
+    from .usage_report import register as report
 
     return [bench, report]
 
