@@ -1,6 +1,6 @@
 """Cache keys: the partition, the exact key, the context hash and the semantic text.
 
-DESIGN.md "Keys": the exact key is xxh3_128 of the canonical JSON of the partition plus every
+docs/ARCHITECTURE.md, "Keys": the exact key is xxh3_128 of the canonical JSON of the partition plus every
 request field that changes the answer; the context hash covers everything but the last user
 message; the semantic text is the last user message with its text parts joined.
 """

@@ -180,7 +180,7 @@ class CacheService:
         result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:
             # Hits are counted in memory and written in batches (flush_hits): a write per hit
-            # would put an fsync on every exact hit, tens of milliseconds (issue 2 latency).
+            # would put an fsync on every exact hit, tens of milliseconds (a write per hit would cap exact-hit latency at the disk).
             count, _ = self._pending_hits.get(result.entry.row_id, (0, now))
             self._pending_hits[result.entry.row_id] = (count + 1, now)
         self._lookups[partition.tenant][result.status] += 1
@@ -271,8 +271,8 @@ class CacheService:
         similar to the entry than ``query`` can hit it semantically (exact repeats of the
         entry's own request still do). Returns the entry and the query's similarity to it.
 
-        A per-entry threshold learned from feedback, the idea of vCache (issue 5, "learning
-        from the traffic"): one bad neighbour stops being served without lowering the hit rate
+        A per-entry threshold learned from feedback, the idea of vCache (learning from the
+        traffic): one bad neighbour stops being served without lowering the hit rate
         of every other entry.
         """
         self.check_query(query)

@@ -10,7 +10,7 @@ __all__ = ["CacheStatus", "outcome_headers"]
 
 
 class CacheStatus(StrEnum):
-    """``X-Semcache-Status`` values (DESIGN.md "HTTP surface")."""
+    """``X-Semcache-Status`` values (docs/ARCHITECTURE.md, "Headers")."""
 
     HIT_EXACT = "HIT-EXACT"
     HIT_SEMANTIC = "HIT-SEMANTIC"

@@ -5,13 +5,14 @@ Cosine similarity alone cannot tell "How many US dollars is 100 euros?" from "Ho
 adds a second stage after the nearest-neighbour search:
 
 1. **Cosine floor.** A candidate is considered only when ``similarity >= threshold``, the
-   request's (or the configured) cosine threshold: DESIGN.md's contract that nothing hits below
-   the threshold holds. With the verifier on, the threshold is a recall floor, not the decision;
+   request's (or the configured) cosine threshold: the similarity contract that nothing hits
+   below the threshold holds (docs/ARCHITECTURE.md). With the verifier on, the threshold is a recall floor, not the decision;
    the shipped default is the floor calibrated with the verifier (``cosine_floor`` in the
    artifact's metadata). A request that asks for a higher threshold gets a stricter check.
 2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are scored in
    one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
-   on the DESIGN.md training split plus generated near-copy negatives and surface-change
+   on the QQP training split (the pairs of GPTCache's QQP file that are not in the MeanCache
+   test set) plus generated near-copy negatives and surface-change
    positives (``training/train_verifier.py``). Its logit and the cosine go through a logistic
    regression (a candidate equal to the query up to case, punctuation and spacing, or
    different from it only by misspelt words, ``semcache.cache.typos``, scores 1);

@@ -1,4 +1,4 @@
-"""Micro-batching: concurrent lookups share one encoder call (DESIGN.md "Hot path rules").
+"""Micro-batching: concurrent lookups share one encoder call (docs/ARCHITECTURE.md, "Hot path").
 
 One worker task takes the first waiting text, gathers whatever else arrives within
 ``max_wait_s`` (or until ``max_size``), and encodes the batch in a worker thread. Texts that

@@ -1,4 +1,4 @@
-"""Single-flight: concurrent identical misses share one upstream call (DESIGN.md "Hot path")."""
+"""Single-flight: concurrent identical misses share one upstream call (docs/ARCHITECTURE.md, "Hot path")."""
 
 from __future__ import annotations
 

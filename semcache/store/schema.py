@@ -55,7 +55,7 @@ entries = Table(
     sqlite_autoincrement=True,
 )
 
-# One row per proxied request (issue 4, "Attribution"): who asked, what it cost, what it saved.
+# One row per proxied request (attribution per tenant, user and feature): who asked, what it cost, what it saved.
 requests = Table(
     "requests",
     metadata,
