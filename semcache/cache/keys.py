@@ -1,8 +1,8 @@
 """Cache keys: the partition, the exact key, the context hash and the semantic text.
 
-docs/ARCHITECTURE.md, "Keys": the exact key is xxh3_128 of the canonical JSON of the partition plus every
-request field that changes the answer; the context hash covers everything but the last user
-message; the semantic text is the last user message with its text parts joined.
+docs/ARCHITECTURE.md, "Keys": the exact key is xxh3_128 of the canonical JSON of the partition
+plus every request field that changes the answer; the context hash covers everything but the
+last user message; the semantic text is the last user message with its text parts joined.
 """
 
 from __future__ import annotations

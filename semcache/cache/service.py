@@ -180,7 +180,7 @@ class CacheService:
         result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:
             # Hits are counted in memory and written in batches (flush_hits): a write per hit
-            # would put an fsync on every exact hit, tens of milliseconds (a write per hit would cap exact-hit latency at the disk).
+            # would put an fsync on every exact hit, tens of milliseconds.
             count, _ = self._pending_hits.get(result.entry.row_id, (0, now))
             self._pending_hits[result.entry.row_id] = (count + 1, now)
         self._lookups[partition.tenant][result.status] += 1

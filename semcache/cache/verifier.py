@@ -6,9 +6,10 @@ adds a second stage after the nearest-neighbour search:
 
 1. **Cosine floor.** A candidate is considered only when ``similarity >= threshold``, the
    request's (or the configured) cosine threshold: the similarity contract that nothing hits
-   below the threshold holds (docs/ARCHITECTURE.md). With the verifier on, the threshold is a recall floor, not the decision;
-   the shipped default is the floor calibrated with the verifier (``cosine_floor`` in the
-   artifact's metadata). A request that asks for a higher threshold gets a stricter check.
+   below the threshold holds (docs/ARCHITECTURE.md). With the verifier on, the threshold is a
+   recall floor, not the decision; the shipped default is the floor calibrated with the
+   verifier (``cosine_floor`` in the artifact's metadata). A request that asks for a higher
+   threshold gets a stricter check.
 2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are scored in
    one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
    on the QQP training split (the pairs of GPTCache's QQP file that are not in the MeanCache

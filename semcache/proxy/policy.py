@@ -1,4 +1,6 @@
-"""The cost and traffic levers around one proxied request (docs/ARCHITECTURE.md, "Request flow" steps 4 and 10).
+"""The cost and traffic levers around one proxied request.
+
+docs/ARCHITECTURE.md, "Request flow", steps 4 and 10.
 
 ``admit`` runs before the cache: routing, the tier's max_tokens clamp, history trimming and the
 key's RPM/TPM quota. ``before_upstream`` runs only on a miss: the spend budget (a hit spends $0,

@@ -1,4 +1,7 @@
-"""Single-flight: concurrent identical misses share one upstream call (docs/ARCHITECTURE.md, "Hot path")."""
+"""Single-flight: concurrent identical misses share one upstream call.
+
+docs/ARCHITECTURE.md, "Hot path": a flight always ends, whatever raised.
+"""
 
 from __future__ import annotations
 

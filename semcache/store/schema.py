@@ -55,7 +55,8 @@ entries = Table(
     sqlite_autoincrement=True,
 )
 
-# One row per proxied request (attribution per tenant, user and feature): who asked, what it cost, what it saved.
+# One row per proxied request (attribution per tenant, user and feature): who asked, what it
+# cost, what it saved.
 requests = Table(
     "requests",
     metadata,

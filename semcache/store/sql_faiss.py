@@ -371,7 +371,8 @@ class SqlFaissStore:
 
 def _may_hit(entry: Entry, similarity: float) -> bool:
     # An entry reported as a wrong hit answers only queries closer than the reported one; the
-    # search widens past floored entries as it does past other conversations' (a floored top k must not hide a match).
+    # search widens past floored entries as it does past other conversations', so a floored
+    # top k cannot hide a match.
     return entry.hit_floor is None or similarity > entry.hit_floor + HIT_FLOOR_MARGIN
 
 

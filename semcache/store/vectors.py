@@ -2,7 +2,8 @@
 
 Each partition gets an ``IndexIDMap2`` over an exact inner-product index, keyed by the SQL row id,
 so a search returns row ids that SQL then filters by context hash and expiry. Inner product of
-L2-normalised vectors is cosine similarity, the one scale semcache uses (docs/ARCHITECTURE.md, "Similarity scale").
+L2-normalised vectors is cosine similarity, the one scale semcache uses (docs/ARCHITECTURE.md,
+"Similarity scale").
 
 Files live under ``<data_dir>/faiss/<partition_key>.faiss`` and are written atomically (temp file,
 then rename), so a crash mid-save leaves the previous file; ``reconcile`` then adds what SQL has
