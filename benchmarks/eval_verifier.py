@@ -2,9 +2,10 @@
 
 Run from the repository root (about 10 minutes on 2 CPU cores):
 
-    nice -n 10 .venv/bin/python benchmarks/eval_verifier.py
+    nice -n 10 .venv/bin/python benchmarks/eval_verifier.py --shared-data ../shared/data
 
-Options: ``--data-dir``, ``--out`` (default ``benchmarks/results``), ``--only SET``
+Options: ``--shared-data DIR`` (the shared data folder; default ``$SEMCACHE_SHARED_DATA``, else
+an error), ``--out`` (default ``benchmarks/results``), ``--only SET``
 (repeatable), ``--artifact-dir`` (default: the shipped ``semcache/data/verifier``),
 ``--no-progress``.
 
@@ -13,11 +14,11 @@ Each set goes through the hit-rate harness (``semcache.bench.hitrate.measure``: 
 stored and ``b`` looked up) with the service's hit decision set to ``VerifiedDecision`` at its
 shipped defaults: cosine floor = the calibrated ``cosine_floor`` (passed as the service
 threshold) and the calibrated score threshold. To record every scored candidate's probability,
-this script sets ``services.cache.decision`` to a recording wrapper around one
-``VerifiedDecision`` (loaded once, possibly from ``--artifact-dir``) on the services the harness
-builds; nothing else in the code path changes. Sets: ``qqp-test``, ``stsb``, ``gptcache-mock``,
-``hard-pairs`` and ``contextual`` (as in ``benchmarks/hitrate.py``). None of them was used for
-training or calibration (``benchmarks/train_verifier.py``).
+this script hands the harness a recording wrapper around one ``VerifiedDecision`` (loaded once,
+possibly from ``--artifact-dir``) as its hit decision (``measure(..., decision=...)``, passed on
+to ``build_services``); nothing else in the code path changes. Sets: ``qqp-test``, ``stsb``,
+``gptcache-mock``, ``hard-pairs`` and ``contextual`` (as in ``benchmarks/hitrate.py``). None of
+them was used for training or calibration (``training/train_verifier.py``).
 
 Besides the service's own verdicts (``default``), every scored candidate's hit probability is
 recorded, so ``verifier_sweep`` / ``verifier_operating_points`` give what other score
@@ -44,7 +45,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import semcache.app as app_module  # noqa: E402
 from semcache.bench import datasets as ds  # noqa: E402
 from semcache.bench.hitrate import (  # noqa: E402
     SKIPPED,
@@ -57,6 +57,7 @@ from semcache.bench.report import format_rate as _pct  # noqa: E402
 from semcache.cache.service import HIT_EXACT  # noqa: E402
 from semcache.cache.verifier import VerifiedDecision  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
+from semcache.errors import ConfigError  # noqa: E402
 from semcache.store.base import Candidate  # noqa: E402
 
 OPERATING_POINTS = (0.01, 0.02, 0.05)
@@ -80,17 +81,6 @@ class RecordingDecision:
                 key = (c.entry.query, query)
                 self.best[key] = max(s, self.best.get(key, 0.0))
         return self.inner.accept(scored)
-
-
-def _install(decision: RecordingDecision) -> None:
-    original = app_module.build_services
-
-    def build(*args: Any, **kwargs: Any) -> Any:
-        services = original(*args, **kwargs)
-        services.cache.decision = decision
-        return services
-
-    app_module.build_services = build  # type: ignore[assignment]
 
 
 def _sets(data_dir: Path) -> list[tuple[str, str, Path, Any]]:
@@ -166,7 +156,15 @@ def _verifier_sweep(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument(
+        "--shared-data",
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--only", action="append")
     parser.add_argument("--artifact-dir", type=Path, default=None)
@@ -176,20 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.markdown_only:
-        names = [name for name, *_ in _sets(args.data_dir or ds.default_data_dir())]
+        names = [name for name, *_ in _sets(Path())]
         done = {n: args.out / f"verifier-{n}.json" for n in names}
         reports = {n: json.loads(p.read_text()) for n, p in done.items() if p.is_file()}
         (args.out / "verifier.md").write_text(_markdown(reports), encoding="utf-8")
         return 0
-    data_dir: Path = args.data_dir or ds.default_data_dir()
+    try:
+        data_dir = ds.shared_data_dir(args.data_dir)
+    except ConfigError as exc:
+        parser.error(exc.message)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     verifier = VerifiedDecision(args.artifact_dir)
     recorder = RecordingDecision(verifier)
-    _install(recorder)
-    # The harness's services get the recording decision (``_install``); "cosine" keeps
-    # build_services from loading a second verifier model per set only to have it replaced.
-    settings = bench_settings(threshold=verifier.cosine_floor).replace(hit_decision="cosine")
+    # The harness's services use the recording decision at the calibrated cosine floor in
+    # place of the one the settings name (so no second verifier model is loaded per set).
+    decision = (recorder, verifier.cosine_floor)
+    settings = bench_settings(threshold=verifier.cosine_floor)
     encoder = Encoder(settings.embedding_model or None)
     progress = None if args.no_progress else sys.stderr
     reports: dict[str, dict[str, Any]] = {}
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         pairs, cases = load(path)
         print(f"== {name}: {len(pairs)} pairs, {len(cases)} context cases", file=sys.stderr)
-        m = measure(pairs, cases, settings=settings, encoder=encoder, progress=progress)
+        m = measure(
+            pairs, cases, settings=settings, encoder=encoder, progress=progress, decision=decision
+        )
         report = build_report(
             m,
             dataset={
@@ -243,7 +246,8 @@ def _markdown(reports: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# Hit quality of the verified hit decision (shipped defaults)",
         "",
-        f"Generated by `nice -n 10 .venv/bin/python benchmarks/eval_verifier.py` "
+        "Generated by `nice -n 10 .venv/bin/python benchmarks/eval_verifier.py --shared-data "
+        f"../shared/data` "
         f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPUs). "
         "Every pair goes through the real cache (`CacheService` over SQLite + FAISS, bundled "
         "all-MiniLM-L6-v2, one partition per pair) with `VerifiedDecision`: cosine floor "
@@ -299,11 +303,11 @@ def _markdown(reports: dict[str, dict[str, Any]]) -> str:
         "",
         "## Reproduce",
         "",
-        "The artifact: the training stages listed in `benchmarks/train_verifier.py`'s docstring "
+        "The artifact: the training stages listed in `training/train_verifier.py`'s docstring "
         "(each stage's exact command and step count are also in `verifier.json`). Then:",
         "",
         "```",
-        "nice -n 10 .venv/bin/python benchmarks/eval_verifier.py",
+        "nice -n 10 .venv/bin/python benchmarks/eval_verifier.py --shared-data ../shared/data",
         "nice -n 10 .venv/bin/python benchmarks/verifier_latency.py",
         "```",
         "",

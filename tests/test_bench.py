@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from servers import run_cli
 
+from semcache.bench.report import write_plot
 from semcache.cli import main
 from semcache.config import load_settings
+from semcache.errors import ConfigError
 
 PAIRS: tuple[dict[str, Any], ...] = (
     {"a": "How do I reset my password?", "b": "How do I reset my password?", "label": 1,
@@ -151,6 +154,18 @@ def test_plot_is_a_png(files: dict[str, Path], hitrate: dict[str, Any]) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_without_matplotlib_names_the_extra(
+    tmp_path: Path, hitrate: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # matplotlib is the optional `plot` extra: hide it as if it were not installed.
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ConfigError, match=r"plots need matplotlib: pip install 'semcache\[plot\]'"):
+        write_plot(hitrate, tmp_path / "plot.png")
+    assert not (tmp_path / "plot.png").exists()
+
+
 def test_calibrate_writes_a_threshold_that_meets_the_limit(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -258,3 +273,28 @@ def test_convert_writes_pair_jsonl(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["label"] for r in rows] == [1, 0]
     assert rows[0]["a"] == "How old is Paris?"
+
+
+def test_convert_reads_the_shared_copy_under_shared_data(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    (shared / "meancache-qqp").mkdir(parents=True)
+    (shared / "meancache-qqp" / "test.csv").write_text(
+        "question1,question2,is_duplicate\nIs tea healthy?,Is coffee healthy?,0\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "pairs.jsonl"
+    args = ["bench", "convert", "--source", "qqp-csv", "--shared-data", str(shared)]
+    assert main([*args, "--out", str(out)]) == 0
+    assert [json.loads(line)["label"] for line in out.read_text().splitlines()] == [0]
+
+
+def test_convert_without_input_or_shared_data_says_what_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No folder is guessed from where the package is installed.
+    monkeypatch.delenv("SEMCACHE_SHARED_DATA", raising=False)
+    out = tmp_path / "pairs.jsonl"
+    assert main(["bench", "convert", "--source", "stsb", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("semcache: error: no shared data folder: give --shared-data DIR")
+    assert "$SEMCACHE_SHARED_DATA" in err and not out.exists()

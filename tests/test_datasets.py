@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,12 @@ import pytest
 
 from semcache.bench import datasets as ds
 from semcache.bench.datasets import ContextCase, LabelledPair
+from semcache.errors import ConfigError
+
+# Tests are not installed: the repository's own files are found from this file. The shared data
+# sits beside the checkout (``../shared/data``) unless $SEMCACHE_SHARED_DATA names it.
+REPO = Path(__file__).resolve().parent.parent
+HARD_PAIRS = REPO / "benchmarks" / "data" / "hard_pairs.jsonl"
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -27,9 +34,17 @@ def _write_tar_gz(path: Path, member: str, payload: Any) -> None:
         archive.addfile(info, io.BytesIO(data))
 
 
+def _shared_dir() -> Path:
+    env = os.environ.get(ds.SHARED_DATA_ENV)
+    folder = Path(env) if env else REPO.parent / "shared" / "data"
+    if not folder.is_dir():
+        pytest.skip(f"shared data folder {folder} absent (set ${ds.SHARED_DATA_ENV} to run these)")
+    return folder
+
+
 def _shared(name: str) -> Path:
     try:
-        return ds.shared_set_path(name)
+        return ds.shared_set_path(name, _shared_dir())
     except FileNotFoundError as exc:
         pytest.skip(f"shared data absent (set ${ds.SHARED_DATA_ENV}): {exc}")
 
@@ -316,16 +331,28 @@ def test_convert_to_pairs(tmp_path: Path) -> None:
 
 def test_data_dir_and_missing_file_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ds.SHARED_DATA_ENV, str(tmp_path))
-    assert ds.default_data_dir() == tmp_path
+    assert ds.shared_data_dir() == tmp_path
+    other = tmp_path / "other"
+    other.mkdir()
+    assert ds.shared_data_dir(other) == other  # the option wins over the environment
     with pytest.raises(FileNotFoundError) as info:
-        ds.shared_set_path("qqp-test")
+        ds.shared_set_path("qqp-test", tmp_path)
     assert str(tmp_path / "meancache-qqp" / "test.csv") in str(info.value)
-    assert ds.SHARED_DATA_ENV in str(info.value)
+    assert ds.SHARED_DATA_ENV in str(info.value) and "--shared-data" in str(info.value)
     with pytest.raises(ValueError, match="unknown shared data set"):
-        ds.shared_set_path("nope")
-    monkeypatch.delenv(ds.SHARED_DATA_ENV)
-    repo_root = Path(ds.__file__).resolve().parents[2]
-    assert ds.default_data_dir() == repo_root.parent / "shared" / "data"
+        ds.shared_set_path("nope", tmp_path)
+
+
+def test_shared_data_dir_is_never_guessed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No option and no $SEMCACHE_SHARED_DATA: an error naming both, not a path near the package.
+    monkeypatch.delenv(ds.SHARED_DATA_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"give --data DIR or set \$SEMCACHE_SHARED_DATA"):
+        ds.shared_data_dir(option="--data")
+    with pytest.raises(ConfigError, match="does not exist"):
+        ds.shared_data_dir(tmp_path / "missing")
+    monkeypatch.setenv(ds.SHARED_DATA_ENV, str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=r"gone does not exist \(from \$SEMCACHE_SHARED_DATA\)"):
+        ds.shared_data_dir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +360,7 @@ def test_data_dir_and_missing_file_message(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_hard_pairs_set() -> None:
-    pairs = ds.read_pairs_jsonl(ds.hard_pairs_path())
+    pairs = ds.read_pairs_jsonl(HARD_PAIRS)
     assert len(pairs) >= 360
     labels = Counter(p.label for p in pairs)
     assert labels[0] >= 180 and labels[1] >= 180

@@ -2,7 +2,7 @@
 
     semcache bench hitrate --pairs FILE.jsonl [--contexts FILE.jsonl] [--json OUT] [--plot PNG]
     semcache bench replay --prompts FILE.jsonl [--model M] [--json OUT]
-    semcache bench convert --source qqp-csv [--input PATH] --out FILE.jsonl
+    semcache bench convert --source qqp-csv [--input PATH | --shared-data DIR] --out FILE.jsonl
     semcache calibrate --pairs FILE.jsonl --max-false-hit-rate 0.01 [--out semcache.toml]
 
 Every handler takes the parsed arguments and returns the exit status; a ``SemcacheError`` it
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from ..errors import InvalidRequest
+from ..errors import ConfigError, InvalidRequest
 from . import datasets
 
 __all__ = ["register"]
@@ -55,7 +55,9 @@ def register(commands: Any) -> None:
     hitrate.add_argument("--contexts", type=Path, help="context-case JSONL file")
     hitrate.add_argument("--json", type=Path, dest="json_out", help="write the report as JSON")
     hitrate.add_argument(
-        "--plot", type=Path, help="PNG of recall vs false-hit rate (default: next to --json)"
+        "--plot",
+        type=Path,
+        help="PNG of recall vs false-hit rate (default: next to --json; needs semcache[plot])",
     )
     hitrate.add_argument("--name", help="data set name used in the report (default: file stem)")
     hitrate.add_argument(
@@ -109,13 +111,15 @@ def register(commands: Any) -> None:
     convert.add_argument(
         "--input",
         type=Path,
-        help="file to read (default: the shared copy under --data-dir)",
+        help="file to read (default: the shared copy under --shared-data)",
     )
     convert.add_argument(
+        "--shared-data",
         "--data-dir",
+        dest="shared_data",
         type=Path,
         default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA or ../shared/data)",
+        help="shared data folder, read when --input is not given (default $SEMCACHE_SHARED_DATA)",
     )
     convert.add_argument("--out", type=Path, required=True, help="pair JSONL to write")
     convert.set_defaults(handler=convert_command)
@@ -229,8 +233,14 @@ def hitrate_command(args: argparse.Namespace) -> int:
         print(f"wrote {args.json_out}")
     plot = args.plot or (args.json_out.with_suffix(".png") if args.json_out else None)
     if plot and "sweep" in report:
-        write_plot(report, plot)
-        print(f"wrote {plot}")
+        try:
+            write_plot(report, plot)
+        except ConfigError as exc:
+            if args.plot:  # asked for: an error; only implied by --json: a note
+                raise
+            print(f"no plot: {exc.message}", file=sys.stderr)
+        else:
+            print(f"wrote {plot}")
     return 0
 
 
@@ -291,8 +301,7 @@ def convert_command(args: argparse.Namespace) -> int:
     """``semcache bench convert``."""
     source: str = args.source
     path: Path = args.input or (
-        (args.data_dir or datasets.default_data_dir())
-        / datasets.SHARED_SETS[_DEFAULT_INPUT[source]]
+        datasets.shared_data_dir(args.shared_data) / datasets.SHARED_SETS[_DEFAULT_INPUT[source]]
     )
 
     def convert(p: Path) -> int:

@@ -8,10 +8,11 @@ conversation, a new one, and the same label). The JSONL formats are the ones in 
     pairs:          {"a": str, "b": str, "label": 0|1, "id"?: str, "kind"?: str}
     context cases:  {"cached": [chat messages], "new": [chat messages], "label": 0|1, ...}
 
-The shared files under ``../shared/data`` (or ``$SEMCACHE_SHARED_DATA``) are read in place and
-never copied into the repository. Only ``training_pairs`` (GPTCache's full QQP file minus every
-MeanCache test pair) may be used for training or threshold tuning; everything else, including
-``benchmarks/data/hard_pairs.jsonl``, is evaluation data.
+The shared files live in a folder given explicitly (``--shared-data DIR`` or
+``$SEMCACHE_SHARED_DATA``; ``shared_data_dir``), never found relative to this package; they are
+read in place and never copied into the repository. Only ``training_pairs`` (GPTCache's full QQP
+file minus every MeanCache test pair) may be used for training or threshold tuning; everything
+else, including the repository's ``benchmarks/data/hard_pairs.jsonl``, is evaluation data.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import ConfigError
 from .pairs import (
     ContextCase,
     LabelledPair,
@@ -47,8 +49,6 @@ __all__ = [
     "ContextCase",
     "LabelledPair",
     "convert_to_pairs",
-    "default_data_dir",
-    "hard_pairs_path",
     "load_arena_hard_pairs",
     "load_arena_prompts",
     "load_contextual_queries",
@@ -59,6 +59,7 @@ __all__ = [
     "pair_key",
     "read_context_cases_jsonl",
     "read_pairs_jsonl",
+    "shared_data_dir",
     "shared_set_path",
     "training_pairs",
     "write_context_cases_jsonl",
@@ -341,40 +342,45 @@ def training_pairs(qqp_full_path: PathLike, test_csv_path: PathLike) -> list[Lab
 # Locations
 
 
-def _repo_root() -> Path:
-    """The checkout that holds the ``semcache`` package (the package folder's parent)."""
-    return Path(__file__).resolve().parents[2]
+def shared_data_dir(path: PathLike | None = None, *, option: str = "--shared-data") -> Path:
+    """The shared data folder: ``path`` if given, else ``$SEMCACHE_SHARED_DATA``.
+
+    Never a default relative to this package (it may be installed anywhere). ``ConfigError``
+    when neither is given or the folder does not exist; ``option`` names the command's flag in
+    the message.
+    """
+    chosen = path if path is not None else (os.environ.get(SHARED_DATA_ENV) or None)
+    if chosen is None:
+        raise ConfigError(
+            f"no shared data folder: give {option} DIR or set ${SHARED_DATA_ENV} to the folder "
+            "that holds the shared data (gptcache/, meancache-qqp/, stsb-test/, ...)"
+        )
+    folder = Path(chosen).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"shared data folder {folder} does not exist (from "
+            f"{option if path is not None else '$' + SHARED_DATA_ENV})"
+        )
+    return folder
 
 
-def default_data_dir() -> Path:
-    """``$SEMCACHE_SHARED_DATA`` if set, else ``<repo root>/../shared/data``."""
-    env = os.environ.get(SHARED_DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    return _repo_root().parent / "shared" / "data"
+def shared_set_path(name: str, data_dir: PathLike) -> Path:
+    """Path of a known shared file (see ``SHARED_SETS``) under ``data_dir``.
 
-
-def shared_set_path(name: str) -> Path:
-    """Path of a known shared file (see ``SHARED_SETS``); FileNotFoundError if it is absent."""
+    ``FileNotFoundError`` if it is absent; ``data_dir`` is the folder ``shared_data_dir`` gives.
+    """
     try:
         relative = SHARED_SETS[name]
     except KeyError:
         known = ", ".join(sorted(SHARED_SETS))
         raise ValueError(f"unknown shared data set {name!r}; known: {known}") from None
-    path = default_data_dir() / relative
+    path = Path(data_dir) / relative
     if not path.is_file():
         raise FileNotFoundError(
-            f"shared data set {name!r} not found at {path}; set ${SHARED_DATA_ENV} to the folder "
-            "that holds the shared data (gptcache/, meancache-qqp/, stsb-test/, ...)"
+            f"shared data set {name!r} not found at {path}; point --shared-data (or "
+            f"${SHARED_DATA_ENV}) at the folder that holds the shared data (gptcache/, "
+            "meancache-qqp/, stsb-test/, ...)"
         )
-    return path
-
-
-def hard_pairs_path() -> Path:
-    """Path of the hand-written hard-pair set, ``<repo root>/benchmarks/data/hard_pairs.jsonl``."""
-    path = _repo_root() / "benchmarks" / "data" / "hard_pairs.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"hard-pair set not found at {path} (it ships with the repo)")
     return path
 
 

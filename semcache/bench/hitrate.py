@@ -49,6 +49,7 @@ from .rates import (
 
 if TYPE_CHECKING:
     from ..api.deps import Services
+    from ..cache.decision import HitDecision
 
 __all__ = [
     "DEFAULT_OPERATING_POINTS",
@@ -117,13 +118,23 @@ def throwaway_settings(settings: Settings, data_dir: str) -> Settings:
 
 @asynccontextmanager
 async def throwaway_services(
-    settings: Settings, encoder: Encoder, *, prefix: str
+    settings: Settings,
+    encoder: Encoder,
+    *,
+    prefix: str,
+    decision: tuple[HitDecision, float] | None = None,
 ) -> AsyncIterator[Services]:
-    """``build_services``' wiring over a store in a temporary folder, closed and removed after."""
+    """``build_services``' wiring over a store in a temporary folder, closed and removed after.
+
+    ``decision`` (a hit decision and its cosine threshold) replaces the one ``settings`` name,
+    as in ``build_services``.
+    """
     from ..app import build_services
 
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
-        services = build_services(throwaway_settings(settings, tmp), encoder=encoder)
+        services = build_services(
+            throwaway_settings(settings, tmp), encoder=encoder, decision=decision
+        )
         try:
             yield services
         finally:
@@ -180,10 +191,13 @@ async def _measure(
     *,
     concurrency: int,
     progress: TextIO | None,
+    decision: tuple[HitDecision, float] | None,
 ) -> Measurement:
     started = time.perf_counter()
     bar = progress_bar(progress, desc="hitrate", unit="pair", total=len(pairs) + len(cases))
-    async with throwaway_services(settings, encoder, prefix="semcache-bench-") as services:
+    async with throwaway_services(
+        settings, encoder, prefix="semcache-bench-", decision=decision
+    ) as services:
         cache = services.cache
         window = asyncio.Semaphore(max(1, concurrency))
 
@@ -235,15 +249,25 @@ def measure(
     encoder: Encoder | None = None,
     concurrency: int = 64,
     progress: TextIO | None = None,
+    decision: tuple[HitDecision, float] | None = None,
 ) -> Measurement:
     """Store ``a`` and look up ``b`` for every pair (and every context case); blocking.
 
-    ``progress`` is the stream for a tqdm bar, None for no bar.
+    ``progress`` is the stream for a tqdm bar, None for no bar. ``decision`` (a hit decision and
+    its cosine threshold) replaces the one ``settings`` name, e.g. one that records its scores.
     """
     settings = settings or bench_settings()
     encoder = encoder or Encoder(settings.embedding_model or None)
     return asyncio.run(
-        _measure(pairs, cases, settings, encoder, concurrency=concurrency, progress=progress)
+        _measure(
+            pairs,
+            cases,
+            settings,
+            encoder,
+            concurrency=concurrency,
+            progress=progress,
+            decision=decision,
+        )
     )
 
 

@@ -1,7 +1,7 @@
-"""The synthetic pair generator the verifier trains on (semcache.bench.synthetic).
+"""The synthetic pair generator the verifier trains on (training/synthetic.py).
 
 Every version must keep producing what its training stages saw, so its output on a fixed input
-is pinned; version 3 draws from the larger lexicon of semcache/data/lexicon.
+is pinned; version 3 draws from the larger lexicon of training/lexicon.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ import hashlib
 import random
 
 import pytest
-
-from semcache.bench import synthetic_words as vocab
-from semcache.bench.synthetic import NEGATIVE_KINDS, POSITIVE_KINDS, generate, perturb
-from semcache.bench.synthetic_lexicon import lexicon, read_groups
+import synthetic_words as vocab
+from synthetic import NEGATIVE_KINDS, POSITIVE_KINDS, generate, perturb
+from synthetic_lexicon import lexicon, read_groups
 
 SOURCES = [
     "How do I fix a leaky faucet in the kitchen?",

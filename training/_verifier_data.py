@@ -13,9 +13,9 @@ from typing import Any
 
 from _neighbours import neighbour_negatives
 from _qqp_closure import closure_pairs
+from synthetic import generate
 
 from semcache.bench import datasets as ds
-from semcache.bench.synthetic import generate
 
 __all__ = ["EXTRA", "build_data"]
 
@@ -30,6 +30,7 @@ def _hash(pairs: list[ds.LabelledPair]) -> str:
 
 
 def build_data(
+    data_dir: Path,
     seed: int,
     synth_qqp: int,
     qqp_cap: int,
@@ -44,7 +45,7 @@ def build_data(
     closure: int = 0,
     synth_start: int | None = None,
 ) -> tuple[list[ds.LabelledPair], dict[str, Any]]:
-    """The training pairs and the held-out groups.
+    """The training pairs and the held-out groups, QQP read from the shared folder ``data_dir``.
 
     ``seed`` fixes the held-out split (always the same 10% for seed 0); ``data_seed`` (default
     ``seed``) the synthetic pairs and the order. A later stage takes the QQP training pairs from
@@ -52,8 +53,8 @@ def build_data(
     other source questions.
     """
     ds_seed = seed if data_seed is None else data_seed
-    full = ds.shared_set_path("qqp-full")
-    test = ds.shared_set_path("qqp-test")
+    full = ds.shared_set_path("qqp-full", data_dir)
+    test = ds.shared_set_path("qqp-test", data_dir)
     qqp = ds.training_pairs(full, test)
     order = list(range(len(qqp)))
     random.Random(seed).shuffle(order)

@@ -1,21 +1,23 @@
-"""The larger lexicon of synthetic generator version 3 (``semcache.bench.synthetic``).
+"""The larger lexicon of synthetic generator version 3 (``training/synthetic.py``).
 
-Three hand-written word lists under ``semcache/data/lexicon/``: synonyms (a positive swaps a
-word for one of its group), antonyms and contrasts (a negative swaps a word for its opposite,
-or for a related but different thing: refund -> exchange). Each is merged with the smaller
-lists of ``synthetic_words`` that versions 1 and 2 use, so version 3 only adds. Read once, on
-first use, not at import.
+Three hand-written word lists under ``training/lexicon/`` (beside this module): synonyms (a
+positive swaps a word for one of its group), antonyms and contrasts (a negative swaps a word for
+its opposite, or for a related but different thing: refund -> exchange). Each is merged with
+the smaller lists of ``synthetic_words`` that versions 1 and 2 use, so version 3 only adds. Read
+once, on first use, not at import.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
-from . import synthetic_words as vocab
+import synthetic_words as vocab
 
-__all__ = ["Lexicon", "lexicon", "read_groups"]
+__all__ = ["LEXICON_DIR", "Lexicon", "lexicon", "read_groups"]
+
+LEXICON_DIR = Path(__file__).resolve().parent / "lexicon"
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,9 @@ class Lexicon:
 
 
 def read_groups(name: str) -> list[tuple[str, ...]]:
-    """The groups of ``semcache/data/lexicon/<name>.txt``: one per line, ``" | "`` between
+    """The groups of ``training/lexicon/<name>.txt``: one per line, ``" | "`` between
     members, ``#`` comments."""
-    text = resources.files("semcache").joinpath("data", "lexicon", f"{name}.txt").read_text()
+    text = (LEXICON_DIR / f"{name}.txt").read_text(encoding="utf-8")
     groups = []
     for line in text.splitlines():
         line = line.strip()

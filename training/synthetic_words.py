@@ -1,4 +1,4 @@
-"""Vocabulary of the synthetic pair generator (``semcache.bench.synthetic``).
+"""Vocabulary of the synthetic pair generator (``training/synthetic.py``).
 
 Word lists only: entities of one kind, antonym and synonym pairs, the constraints and scopes
 a negative adds, the wrappers a verbose positive adds, stop words and contractions. Kept apart

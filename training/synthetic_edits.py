@@ -1,11 +1,11 @@
-"""The edits the synthetic pair generator applies (``semcache.bench.synthetic``).
+"""The edits the synthetic pair generator applies (``training/synthetic.py``).
 
 Each edit takes a source query and a seeded ``random.Random`` and returns the edited query, or
 None when it does not apply: hard negatives (number, negation, antonym, direction, entity,
 constraint, scope) and surface-change positives (typo, synonym, verbose, terse, reorder,
 style), in the three versions ``generate`` knows. None may change: the shipped training stages
-were made with versions 1 and 2, the recorded stage 9 with version 3 (``tests/test_synthetic.py``
-pins their output).
+were made with versions 1 and 2, the recorded stage 9 with version 3
+(``training/tests/test_synthetic.py`` pins their output).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import random
 import re
 from collections.abc import Callable, Iterable
 
-from . import synthetic_words as vocab
-from .synthetic_lexicon import lexicon
+import synthetic_words as vocab
+from synthetic_lexicon import lexicon
 
 __all__ = ["PREFERRED_V3", "Edit", "edits"]
 

@@ -2,7 +2,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/decontaminate.py DRAFT.jsonl [DRAFT.jsonl ...] --out OUT.jsonl
+    .venv/bin/python training/decontaminate.py --shared-data ../shared/data \
+        DRAFT.jsonl [DRAFT.jsonl ...] --out OUT.jsonl
 
 A pair is dropped when either side equals an evaluation sentence after ``normalize_query``
 (case, punctuation, spacing) or has a MiniLM cosine of at least ``--max-cosine`` (0.9) to one.
@@ -10,7 +11,8 @@ The evaluation sentences: ``benchmarks/data/hard_pairs.jsonl``, QQP ``test.csv``
 (every row), the MeanCache contextual queries, the GPTCache mock data and the arena prompts.
 A pair that repeats an earlier pair (either order, after normalisation), here or in
 ``--against`` files (default: the hand-written training files already in the repo), is dropped
-too. Prints the counts; the kept pairs are written in input order.
+too. ``--shared-data DIR`` is the shared data folder (default ``$SEMCACHE_SHARED_DATA``, else an
+error). Prints the counts; the kept pairs are written in input order.
 """
 
 from __future__ import annotations
@@ -28,25 +30,31 @@ sys.path.insert(0, str(REPO))
 from semcache.bench import datasets as ds  # noqa: E402
 from semcache.cache.verifier import normalize_query  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
+from semcache.errors import ConfigError  # noqa: E402
 
+HARD_PAIRS = REPO / "benchmarks" / "data" / "hard_pairs.jsonl"
 TRAINING_FILES = (
-    REPO / "benchmarks" / "data" / "train_extra.jsonl",
-    REPO / "benchmarks" / "data" / "train_extra_2.jsonl",
+    REPO / "training" / "data" / "train_extra.jsonl",
+    REPO / "training" / "data" / "train_extra_2.jsonl",
 )
 
 
-def evaluation_sentences() -> list[str]:
-    """Every sentence of every evaluation set (FileNotFoundError if the shared data is absent)."""
+def evaluation_sentences(data_dir: Path) -> list[str]:
+    """Every sentence of every evaluation set (FileNotFoundError if a shared file is absent)."""
+
+    def shared(name: str) -> Path:
+        return ds.shared_set_path(name, data_dir)
+
     pairs = [
-        *ds.read_pairs_jsonl(ds.hard_pairs_path()),
-        *ds.load_qqp_csv(ds.shared_set_path("qqp-test")),
-        *ds.load_stsb(ds.shared_set_path("stsb-test"), hit_at=0.0, miss_at=-1.0),
-        *ds.load_gptcache_mock(ds.shared_set_path("gptcache-mock")),
+        *ds.read_pairs_jsonl(HARD_PAIRS),
+        *ds.load_qqp_csv(shared("qqp-test")),
+        *ds.load_stsb(shared("stsb-test"), hit_at=0.0, miss_at=-1.0),
+        *ds.load_gptcache_mock(shared("gptcache-mock")),
     ]
     out = {s for p in pairs for s in (p.a, p.b)}
-    for case in ds.load_contextual_queries(ds.shared_set_path("contextual-queries")):
+    for case in ds.load_contextual_queries(shared("contextual-queries")):
         out |= {str(m["content"]) for m in case.cached + case.new}
-    out |= set(ds.load_arena_prompts(ds.shared_set_path("arena-prompts")))
+    out |= set(ds.load_arena_prompts(shared("arena-prompts")))
     return sorted(out)
 
 
@@ -56,9 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-cosine", type=float, default=0.9)
     parser.add_argument("--against", type=Path, action="append", default=None)
+    parser.add_argument(
+        "--shared-data",
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
+    )
     args = parser.parse_args(argv)
+    try:
+        data_dir = ds.shared_data_dir(args.data_dir)
+    except ConfigError as exc:
+        parser.error(exc.message)
 
-    evaluation = evaluation_sentences()
+    evaluation = evaluation_sentences(data_dir)
     normalized = {normalize_query(s) for s in evaluation}
     encoder = Encoder()
     eval_vectors = encoder.encode(evaluation)

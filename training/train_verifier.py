@@ -5,8 +5,8 @@ each one bounded CPU job of 15 to 30 minutes, each starting from the previous st
 (``--steps N`` replays the step count a stage ran under its ``--minutes`` budget; the commands
 and step counts are also recorded, nested, in ``verifier.json``):
 
-    T="nice -n 10 .venv/bin/python benchmarks/train_verifier.py"
-    X="--extra benchmarks/data/train_extra.jsonl --extra benchmarks/data/train_extra_2.jsonl"
+    T="nice -n 10 .venv/bin/python training/train_verifier.py --shared-data ../shared/data"
+    X="--extra training/data/train_extra.jsonl --extra training/data/train_extra_2.jsonl"
     $T --steps 1794 --out build/verifier-stage1
     $T --init-from build/verifier-stage1/verifier.safetensors --qqp-start 40000 --qqp 0 \
         --replay 12000 --data-seed 1 --synth-version 2 --lr 2e-5 --steps 1689 \
@@ -29,7 +29,7 @@ and step counts are also recorded, nested, in ``verifier.json``):
     $T --init-from build/verifier-stage7/verifier.safetensors --qqp-start 64630 --qqp 0 \
         --replay 12000 --data-seed 8 --synth-version 2 --lr 1.5e-5 --steps 1772 \
         --neighbours 4000 --heldout-neighbours 3000 --closure 12000 $X \
-        --extra benchmarks/data/train_extra_3.jsonl --out semcache/data/verifier
+        --extra training/data/train_extra_3.jsonl --out semcache/data/verifier
 
 Stage 1 trains on 40,000 QQP training pairs, 14,000 synthetic pairs made from other QQP training
 questions, and the hand-written pairs of ``train_extra.jsonl`` with their synthetic variants;
@@ -48,7 +48,7 @@ the previous one on the held-out pairs (pooled recall at 1% false hits and per-g
 scored on the same held-out set); no evaluation set was looked at to choose. A stage 9 from
 stage 8 with generator version 3 (``--synth-version 3 --synthetic 16000 --synthetic-start 0
 --data-seed 9 --minutes 25``, 1,654 steps, the rest as stage 8: synonyms, antonyms and
-related-but-different words from the larger lexicon of ``semcache/data/lexicon``) was not kept:
+related-but-different words from the larger lexicon of ``training/lexicon``) was not kept:
 pooled held-out recall 60.1% against stage 8's 60.7% on the same pool, and the average of the
 two weights 60.3%. Each stage writes
 ``verifier.safetensors`` (the pair model without its word embeddings, float16) and
@@ -62,12 +62,12 @@ Data (DESIGN.md "Measuring hit quality", last bullet, plus what the code generat
 
 * the training split: GPTCache ``similiar_qqp_full`` minus every MeanCache ``test.csv`` pair
   (``semcache.bench.datasets.training_pairs``, 71,811 pairs); a fixed seed-0 10% is held out;
-* ``benchmarks/data/train_extra.jsonl``: hand-written LLM-app pairs (varied rewordings,
+* ``training/data/train_extra.jsonl``: hand-written LLM-app pairs (varied rewordings,
   terse/verbose, synonyms, typos, reorders; near-copy negatives of every kind); ids whose number
   is divisible by 5 are held out;
-* ``benchmarks/data/train_extra_2.jsonl`` (stages 4 to 8, ``--extra``) and
+* ``training/data/train_extra_2.jsonl`` (stages 4 to 8, ``--extra``) and
   ``train_extra_3.jsonl`` (stage 8): 847 and 668 more hand-written pairs, decontaminated
-  against the evaluation sets (``decontaminate.py``, ``benchmarks/data/README.md``); the same
+  against the evaluation sets (``decontaminate.py``, ``training/data/README.md``); the same
   id rule holds out a fifth;
 * nearest-neighbour negatives (stages 6 and 7; ``--neighbours`` / ``--heldout-neighbours``,
   ``_neighbours.py``): each question with its nearest other question at cosine 0.5-0.85, the
@@ -78,12 +78,13 @@ Data (DESIGN.md "Measuring hit quality", last bullet, plus what the code generat
   questions each labelled a duplicate of a third are duplicates, a duplicate of a question
   labelled different from a third is different from it; derived from the training side only,
   never equal to a held-out or MeanCache test pair;
-* synthetic pairs (``semcache.bench.synthetic.generate``) made from training-side questions of
-  both sources: near-copy negatives (number, negation, antonym, direction, entity, constraint,
-  scope) and surface-change positives (typo, synonym, verbose, terse, reorder, style). The
-  held-out synthetic pairs are made only from held-out questions.
+* synthetic pairs (``synthetic.generate``, ``training/synthetic.py``) made from training-side
+  questions of both sources: near-copy negatives (number, negation, antonym, direction, entity,
+  constraint, scope) and surface-change positives (typo, synonym, verbose, terse, reorder,
+  style). The held-out synthetic pairs are made only from held-out questions.
 
-Nothing here reads QQP test.csv's rows (it is only subtracted), STS-B, GPTCache mock data,
+The shared data folder is ``--shared-data DIR`` (default ``$SEMCACHE_SHARED_DATA``, else an
+error). Nothing here reads QQP test.csv's rows (it is only subtracted), STS-B, GPTCache mock data,
 ``hard_pairs.jsonl``, the contextual queries or arena data.
 
 Model: the bundled all-MiniLM-L6-v2 read as a cross-encoder (``semcache.cache.verifier_model``),
@@ -120,6 +121,7 @@ from _verifier_calibration import TARGET_FHR, auc, calibrate, fit_stack  # noqa:
 from _verifier_data import EXTRA, build_data  # noqa: E402
 
 from semcache.bench import datasets as ds  # noqa: E402
+from semcache.errors import ConfigError  # noqa: E402
 
 ARTIFACT_DIR = REPO / "semcache" / "data" / "verifier"
 
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         action="append",
         default=None,
-        help="hand-written pair file (repeatable; default benchmarks/data/train_extra.jsonl)",
+        help="hand-written pair file (repeatable; default training/data/train_extra.jsonl)",
     )
     parser.add_argument(
         "--calibrate-only",
@@ -294,7 +296,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, default=0, help="cap (smoke tests)")
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--shared-data",
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
+    )
     args = parser.parse_args(argv)
+    try:
+        data_dir = ds.shared_data_dir(args.data_dir)
+    except ConfigError as exc:
+        parser.error(exc.message)
 
     import torch
     from safetensors.torch import save_file
@@ -305,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.time()
     train, dev = build_data(
+        data_dir,
         args.seed,
         args.synthetic,
         args.qqp,
@@ -341,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         save_file(shippable_state(model), str(artifact))
         training = {
-            "command": " ".join(["benchmarks/train_verifier.py", *(argv or sys.argv[1:])]),
+            "command": " ".join(["training/train_verifier.py", *(argv or sys.argv[1:])]),
             "seed": args.seed,
             "epochs": args.epochs,
             "lr": args.lr,

@@ -1,11 +1,6 @@
-"""Pairs the verifier's training derives from QQP (benchmarks/_qqp_closure.py) never leak."""
+"""Pairs the verifier's training derives from QQP (training/_qqp_closure.py) never leak."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from _qqp_closure import closure_pairs
 

@@ -15,7 +15,7 @@ Every generated pair is a perturbation of one source query ``a``:
 
 Negatives are often combined with a positive change (a typo, a wrapper) so a model cannot
 learn that "looks edited" means "miss": the same kinds of edits appear on both sides. Sources
-are the training split of DESIGN.md and the hand-written ``benchmarks/data/train_extra.jsonl``;
+are the training split of DESIGN.md and the hand-written ``training/data/train_extra.jsonl``;
 nothing here reads an evaluation set. ``generate`` is deterministic for a given seed.
 """
 
@@ -24,9 +24,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from . import synthetic_words as vocab
-from .datasets import LabelledPair
-from .synthetic_edits import PREFERRED_V3, edits
+import synthetic_words as vocab
+from synthetic_edits import PREFERRED_V3, edits
+
+from semcache.bench.datasets import LabelledPair
 
 __all__ = ["NEGATIVE_KINDS", "POSITIVE_KINDS", "generate", "perturb"]
 
