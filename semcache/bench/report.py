@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import load_settings
 from ..errors import ConfigError
+from ..tomlfile import parse_toml, read_text
 
 __all__ = ["format_rate", "format_table", "write_plot", "write_threshold"]
 
@@ -100,17 +100,9 @@ def format_table(report: Mapping[str, Any], *, full_sweep: bool = True) -> str:
 
 
 def write_plot(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Recall against false-hit rate over the sweep (left) and both against threshold (right).
-
-    Needs the optional ``plot`` extra (matplotlib); ``ConfigError`` without it.
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ConfigError(
-            f"plots need matplotlib: pip install 'semcache[plot]' (cannot write {path})"
-        ) from exc
+    """Recall against false-hit rate over the sweep (left) and both against threshold (right)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,13 +178,8 @@ def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
     out = Path(path)
     text = ""
     if out.exists():
-        try:
-            text = out.read_text(encoding="utf-8")
-            tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {out}: {exc.strerror}") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {out} is not valid TOML: {exc}") from exc
+        text = read_text(out, "config file")
+        parse_toml(text, out, "config file")
     line = f"threshold = {threshold!r}\n"
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tomlfile import parse_toml, read_text
 
 __all__ = ["Cost", "ModelPrice", "PricingTable", "Usage", "format_usd"]
 
@@ -162,16 +162,17 @@ def _merge(model: str, raw: Any, previous: ModelPrice | None, source: str) -> Mo
 
 
 def _read(path: Path) -> Mapping[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read pricing file {path}: {exc.strerror}") from exc
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"pricing file {path} is not valid: {exc}") from exc
+    what = "pricing file"
+    text = read_text(path, what)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what} {path} is not valid JSON: {exc}") from exc
+    else:
+        data = parse_toml(text, path, what)
     if not isinstance(data, Mapping) or not isinstance(data.get("models", {}), Mapping):
-        raise ConfigError(f"pricing file {path} must hold a 'models' table")
+        raise ConfigError(f"{what} {path} must hold a 'models' table")
     return data
 
 
@@ -194,7 +195,8 @@ class PricingTable:
         sources: list[tuple[Mapping[str, Any], str]] = []
         if include_default:
             text = resources.files("semcache").joinpath("data/pricing.toml").read_text("utf-8")
-            sources.append((tomllib.loads(text), "semcache/data/pricing.toml"))
+            source = "semcache/data/pricing.toml"
+            sources.append((parse_toml(text, source, "pricing table"), source))
         sources += [(_read(Path(p)), str(p)) for p in paths if p]
         for data, source in sources:
             for model, raw in data.get("models", {}).items():
