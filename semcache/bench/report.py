@@ -100,9 +100,17 @@ def format_table(report: Mapping[str, Any], *, full_sweep: bool = True) -> str:
 
 
 def write_plot(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Recall against false-hit rate over the sweep (left) and both against threshold (right)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Recall against false-hit rate over the sweep (left) and both against threshold (right).
+
+    Needs the optional ``plot`` extra (matplotlib); ``ConfigError`` without it.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigError(
+            f"plots need matplotlib: pip install 'semcache[plot]' (cannot write {path})"
+        ) from exc
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
