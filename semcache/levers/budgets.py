@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError
+from ..tomlfile import schema_errors
 from .tokens import TokenCounter
 
 __all__ = [
@@ -22,9 +26,12 @@ __all__ = [
     "HEADER_MAX_TOKENS_CLAMPED",
     "HEADER_URGENCY",
     "TierPolicy",
+    "TierSchema",
+    "TiersSchema",
     "budget_headers",
     "clamp_max_tokens",
     "is_urgent",
+    "policies_from",
     "tier_policies",
     "trim_history",
 ]
@@ -63,35 +70,58 @@ DEFAULT_TIERS: Mapping[str, TierPolicy] = {
 }
 
 
+_PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class TierSchema(BaseModel):
+    """One ``[tiers.<name>]`` table; a field left out keeps the shipped tier's value."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    max_tokens: _PositiveInt | None = None
+    input_tokens: _PositiveInt | None = None
+    urgency_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
+
+
+class TiersSchema(RootModel[dict[str, TierSchema]]):
+    """The ``[tiers]`` table: shipped tiers changed field by field, or new tiers in full."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _new_tiers_are_complete(self) -> TiersSchema:
+        incomplete = [
+            name
+            for name, tier in self.root.items()
+            if name not in DEFAULT_TIERS and (tier.max_tokens is None or tier.input_tokens is None)
+        ]
+        if incomplete:
+            names = ", ".join(repr(n) for n in incomplete)
+            raise PydanticCustomError(
+                "new_tier", f"new tier {names} needs max_tokens and input_tokens"
+            )
+        return self
+
+
+def policies_from(schema: TiersSchema) -> dict[str, TierPolicy]:
+    """The default tiers with a checked ``[tiers]`` table laid over."""
+    tiers = dict(DEFAULT_TIERS)
+    for name, tier in schema.root.items():
+        fields = tier.model_dump(exclude_none=True)
+        base = tiers.get(name)
+        tiers[name] = replace(base, **fields) if base else TierPolicy(name=name, **fields)
+    return tiers
+
+
 def tier_policies(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, TierPolicy]:
     """The default tiers with ``{tier: {max_tokens, input_tokens, urgency_factor}}`` laid over."""
-    tiers = dict(DEFAULT_TIERS)
-    for name, raw in (overrides or {}).items():
-        unknown = set(raw) - {"max_tokens", "input_tokens", "urgency_factor"}
-        if unknown:
-            raise ConfigError(f"tier {name}: unknown field(s) {sorted(unknown)}")
-        base = tiers.get(name)
-        if base is None and not {"max_tokens", "input_tokens"} <= set(raw):
-            raise ConfigError(f"tier {name}: a new tier needs max_tokens and input_tokens")
-        policy = replace(base, **raw) if base else TierPolicy(name=name, **raw)
-        valid = (
-            isinstance(policy.max_tokens, int)
-            and isinstance(policy.input_tokens, int)
-            and isinstance(policy.urgency_factor, int | float)
-        )
-        if (
-            not valid
-            or min(policy.max_tokens, policy.input_tokens) < 1
-            or policy.urgency_factor < 1
-        ):
-            raise ConfigError(
-                f"tier {name}: max_tokens and input_tokens must be positive, "
-                "urgency_factor at least 1"
-            )
-        tiers[name] = policy
-    return tiers
+    try:
+        schema = TiersSchema.model_validate(dict(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError("; ".join(schema_errors(exc, "tiers"))) from None
+    return policies_from(schema)
 
 
 def is_urgent(value: str | None) -> bool:

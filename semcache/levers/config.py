@@ -4,35 +4,30 @@ These settings are nested (per tier, per model, per scope), so they live in one 
 by the ``levers_file`` setting instead of the flat settings table. Every section is optional;
 an absent file means the defaults below: no rate limits, no budgets, no routing rules, the
 shipped tiers, and prompt-cache annotation on.
+
+``LeversFile`` is the file's schema (pydantic, strict): unknown sections and keys, and values of
+the wrong type (``"false"`` for a boolean, ``"lots"`` for a token count), are refused with one
+``ConfigError`` that names each bad key by its dotted path. It only reads and checks; the
+levers run on the frozen ``LeversConfig`` it produces.
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
-from .budgets import TierPolicy, tier_policies
+from ..tomlfile import read_toml, schema_errors
+from .budgets import TierPolicy, TiersSchema, policies_from, tier_policies
 from .ratelimit import RateLimits
-from .routing import RoutingRules
-from .spend import SpendLimits
+from .routing import RoutingRules, RoutingSchema
+from .spend import SpendLimits, SpendSchema
 
-__all__ = ["LeversConfig", "load_levers"]
-
-_SECTIONS = {
-    "tiers",
-    "rate_limits",
-    "model_tpm",
-    "queue",
-    "spend",
-    "routing",
-    "prompt_cache",
-    "anomaly",
-    "alerts",
-}
+__all__ = ["LeversConfig", "LeversFile", "levers_from_mapping", "load_levers"]
 
 
 @dataclass(frozen=True)
@@ -59,69 +54,92 @@ class LeversConfig:
         return self.rate_limits.get(tier) or self.rate_limits.get("default") or RateLimits()
 
 
-def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = data.get(name) or {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"levers file: [{name}] must be a table")
-    return value
+_NonNegativeInt = Annotated[int, Field(ge=0)]
+_Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+_DEFAULTS = LeversConfig()
 
 
-def _positive_int_or_none(value: Any, where: str) -> int | None:
-    if value in (None, 0):
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"levers file: {where} must be a non-negative integer")
-    return value
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _RateLimitsTable(_Table):
+    rpm: _NonNegativeInt | None = None  # 0 or absent: unlimited
+    tpm: _NonNegativeInt | None = None
+
+    def limits(self) -> RateLimits:
+        return RateLimits(rpm=self.rpm or None, tpm=self.tpm or None)
+
+
+class _QueueTable(_Table):
+    max_wait_s: _Seconds = _DEFAULTS.queue_max_wait_s
+
+
+class _RoutingTable(RoutingSchema):
+    failure_threshold: Annotated[int, Field(ge=1)] = _DEFAULTS.failure_threshold
+    cooldown_s: _Seconds = _DEFAULTS.cooldown_s
+
+
+class _PromptCacheTable(_Table):
+    anthropic: bool = _DEFAULTS.annotate_anthropic
+    openai: bool = _DEFAULTS.annotate_openai
+    anthropic_min_tokens: _NonNegativeInt | None = _DEFAULTS.anthropic_min_tokens
+
+
+class _AnomalyTable(_Table):
+    factor: Annotated[float, Field(gt=0, allow_inf_nan=False)] = _DEFAULTS.anomaly_factor
+    window_days: Annotated[int, Field(ge=1)] = _DEFAULTS.anomaly_window_days
+
+
+class _AlertsTable(_Table):
+    webhook: str = _DEFAULTS.alert_webhook
+
+
+class LeversFile(_Table):
+    """The schema of the whole levers file: every section and key, each with its type."""
+
+    tiers: TiersSchema = Field(default_factory=lambda: TiersSchema({}))
+    rate_limits: dict[str, _RateLimitsTable] = Field(default_factory=dict)
+    model_tpm: dict[str, _NonNegativeInt] = Field(default_factory=dict)  # 0: no budget
+    queue: _QueueTable = Field(default_factory=_QueueTable)
+    spend: SpendSchema = Field(default_factory=SpendSchema)
+    routing: _RoutingTable = Field(default_factory=_RoutingTable)
+    prompt_cache: _PromptCacheTable = Field(default_factory=_PromptCacheTable)
+    anomaly: _AnomalyTable = Field(default_factory=_AnomalyTable)
+    alerts: _AlertsTable = Field(default_factory=_AlertsTable)
+
+    def config(self) -> LeversConfig:
+        """The value object the levers run on."""
+        routing = self.routing
+        return LeversConfig(
+            tiers=policies_from(self.tiers),
+            rate_limits={tier: table.limits() for tier, table in self.rate_limits.items()},
+            model_tpm={model: tpm for model, tpm in self.model_tpm.items() if tpm},
+            queue_max_wait_s=self.queue.max_wait_s,
+            spend=SpendLimits.from_schema(self.spend),
+            routing=RoutingRules.from_schema(routing),
+            failure_threshold=routing.failure_threshold,
+            cooldown_s=routing.cooldown_s,
+            annotate_anthropic=self.prompt_cache.anthropic,
+            annotate_openai=self.prompt_cache.openai,
+            anthropic_min_tokens=self.prompt_cache.anthropic_min_tokens,
+            anomaly_factor=self.anomaly.factor,
+            anomaly_window_days=self.anomaly.window_days,
+            alert_webhook=self.alerts.webhook,
+        )
+
+
+def levers_from_mapping(data: Mapping[str, Any], source: str = "levers") -> LeversConfig:
+    """Check a parsed levers file against the schema; every bad key is named in one error."""
+    try:
+        schema = LeversFile.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(schema_errors(exc))) from None
+    return schema.config()
 
 
 def load_levers(path: str | Path | None) -> LeversConfig:
     """Read the levers file; no path means every default."""
     if not path:
         return LeversConfig()
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read levers file {path}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"levers file {path} is not valid TOML: {exc}") from exc
-    unknown = set(data) - _SECTIONS
-    if unknown:
-        raise ConfigError(f"levers file {path}: unknown section(s) {sorted(unknown)}")
-    rate_limits = {
-        tier: RateLimits(
-            rpm=_positive_int_or_none(raw.get("rpm"), f"rate_limits.{tier}.rpm"),
-            tpm=_positive_int_or_none(raw.get("tpm"), f"rate_limits.{tier}.tpm"),
-        )
-        for tier, raw in _table(data, "rate_limits").items()
-    }
-    model_tpm = {}
-    for model, tpm in _table(data, "model_tpm").items():
-        value = _positive_int_or_none(tpm, f"model_tpm.{model}")
-        if value:
-            model_tpm[model] = value
-    queue = _table(data, "queue")
-    routing = dict(_table(data, "routing"))
-    failure_threshold = routing.pop("failure_threshold", 3)
-    cooldown_s = routing.pop("cooldown_s", 30.0)
-    prompt_cache = _table(data, "prompt_cache")
-    anomaly = _table(data, "anomaly")
-    alerts = _table(data, "alerts")
-    try:
-        return LeversConfig(
-            tiers=tier_policies(_table(data, "tiers")),
-            rate_limits=rate_limits,
-            model_tpm=model_tpm,
-            queue_max_wait_s=float(queue.get("max_wait_s", 10.0)),
-            spend=SpendLimits.from_mapping(_table(data, "spend")),
-            routing=RoutingRules.from_mapping(routing),
-            failure_threshold=int(failure_threshold),
-            cooldown_s=float(cooldown_s),
-            annotate_anthropic=bool(prompt_cache.get("anthropic", True)),
-            annotate_openai=bool(prompt_cache.get("openai", True)),
-            anthropic_min_tokens=prompt_cache.get("anthropic_min_tokens"),
-            anomaly_factor=float(anomaly.get("factor", 3.0)),
-            anomaly_window_days=int(anomaly.get("window_days", 14)),
-            alert_webhook=str(alerts.get("webhook", "")),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"levers file {path}: {exc}") from exc
+    return levers_from_mapping(read_toml(path, "levers file"), f"levers file {path}")

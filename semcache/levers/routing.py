@@ -20,9 +20,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["HEADER_TASK", "FailureKind", "Router", "RoutingRules", "classify_failure"]
+from ..errors import ConfigError
+from ..tomlfile import schema_errors
+
+__all__ = [
+    "HEADER_TASK",
+    "FailureKind",
+    "Router",
+    "RoutingRules",
+    "RoutingSchema",
+    "classify_failure",
+]
 
 HEADER_TASK = "X-Semcache-Task"
 
@@ -77,12 +87,14 @@ def classify_failure(
     return FailureKind.CLIENT_ERROR
 
 
-def _str_map(raw: Any, where: str) -> dict[str, str]:
-    if not isinstance(raw, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-    ):
-        raise ConfigError(f"routing.{where} must map names to model names")
-    return dict(raw)
+class RoutingSchema(BaseModel):
+    """Task -> model, alias -> model, and model -> fallback chain, as the levers file gives them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tasks: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    fallbacks: dict[str, Sequence[str]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,22 +106,22 @@ class RoutingRules:
     fallbacks: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @classmethod
+    def from_schema(cls, schema: RoutingSchema) -> RoutingRules:
+        """From checked routing rules."""
+        return cls(
+            tasks=dict(schema.tasks),
+            aliases=dict(schema.aliases),
+            fallbacks={model: tuple(chain) for model, chain in schema.fallbacks.items()},
+        )
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RoutingRules:
         """From ``{tasks: {...}, aliases: {...}, fallbacks: {model: [model, ...]}}``."""
-        unknown = set(data) - {"tasks", "aliases", "fallbacks"}
-        if unknown:
-            raise ConfigError(f"routing: unknown field(s) {sorted(unknown)}")
-        fallbacks = data.get("fallbacks") or {}
-        if not isinstance(fallbacks, Mapping) or not all(
-            isinstance(chain, list | tuple) and all(isinstance(m, str) for m in chain)
-            for chain in fallbacks.values()
-        ):
-            raise ConfigError("routing.fallbacks must map a model to a list of model names")
-        return cls(
-            tasks=_str_map(data.get("tasks") or {}, "tasks"),
-            aliases=_str_map(data.get("aliases") or {}, "aliases"),
-            fallbacks={k: tuple(v) for k, v in fallbacks.items()},
-        )
+        try:
+            schema = RoutingSchema.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError("; ".join(schema_errors(exc, "routing"))) from None
+        return cls.from_schema(schema)
 
     def resolve(self, requested_model: str, task: str | None = None) -> str:
         """The primary model for a request."""

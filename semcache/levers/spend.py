@@ -19,9 +19,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 from ..errors import ConfigError, RateLimited
+from ..tomlfile import schema_errors
 
 __all__ = [
     "BudgetBreach",
@@ -31,7 +42,9 @@ __all__ = [
     "SpendDecision",
     "SpendLedger",
     "SpendLimit",
+    "SpendLimitSchema",
     "SpendLimits",
+    "SpendSchema",
     "SpendTotals",
     "period_bounds",
     "scopes_for",
@@ -79,22 +92,59 @@ class SpendLimit:
         return value
 
 
-def _limit(raw: Any, where: str) -> SpendLimit:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a table")
-    names = {f"{p}_{s}" for p in PERIODS for s in ("soft", "hard")}
-    unknown = set(raw) - names
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
-    values: dict[str, Decimal] = {}
-    for name, value in raw.items():
-        try:
-            values[name] = Decimal(str(value))
-        except InvalidOperation:
-            raise ConfigError(f"{where}.{name} must be a USD amount, got {value!r}") from None
-        if isinstance(value, bool) or not values[name].is_finite() or values[name] < 0:
-            raise ConfigError(f"{where}.{name} must be a USD amount, got {value!r}")
-    return SpendLimit(**values)
+def _usd(value: Any) -> Decimal:
+    # Through str() so that a TOML float 0.1 becomes Decimal("0.1"), not its binary twin.
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, int | float | str | Decimal)
+        amount = Decimal(str(value)) if ok else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount < 0:
+        raise PydanticCustomError(
+            "usd_amount",
+            "expected a non-negative USD amount, got {value}",
+            {"value": repr(value)},
+        )
+    return amount
+
+
+_Usd = Annotated[Decimal, PlainValidator(_usd)]
+
+
+class SpendLimitSchema(BaseModel):
+    """One budget table (``[spend.tenant]``, ``[spend.overrides."tenant:acme"]``): USD or absent."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    daily_soft: _Usd | None = None
+    daily_hard: _Usd | None = None
+    monthly_soft: _Usd | None = None
+    monthly_hard: _Usd | None = None
+
+    def limit(self) -> SpendLimit:
+        return SpendLimit(**self.model_dump())
+
+
+def _scope_key(key: str) -> str:
+    kind, _, name = key.partition(":")
+    if kind not in SCOPE_KINDS or not name:
+        raise PydanticCustomError(
+            "scope_key", "must look like 'tenant:acme' (kind tenant, user or feature)"
+        )
+    return key
+
+
+class SpendSchema(BaseModel):
+    """The ``[spend]`` table: limits per scope kind, and per named scope under ``overrides``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tenant: SpendLimitSchema = Field(default_factory=SpendLimitSchema)
+    user: SpendLimitSchema = Field(default_factory=SpendLimitSchema)
+    feature: SpendLimitSchema = Field(default_factory=SpendLimitSchema)
+    overrides: dict[Annotated[str, AfterValidator(_scope_key)], SpendLimitSchema] = Field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -115,19 +165,27 @@ class SpendLimits:
         return limit
 
     @classmethod
+    def from_schema(cls, schema: SpendSchema) -> SpendLimits:
+        """From a checked ``[spend]`` table."""
+        overrides: dict[tuple[str, str], SpendLimit] = {}
+        for key, limit in schema.overrides.items():
+            kind, _, name = key.partition(":")
+            overrides[(kind, name)] = limit.limit()
+        return cls(
+            tenant=schema.tenant.limit(),
+            user=schema.user.limit(),
+            feature=schema.feature.limit(),
+            overrides=overrides,
+        )
+
+    @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SpendLimits:
         """From ``{tenant|user|feature: {daily_hard: 5, ...}, overrides: {"tenant:a": {...}}}``."""
-        unknown = set(data) - {*SCOPE_KINDS, "overrides"}
-        if unknown:
-            raise ConfigError(f"spend limits: unknown field(s) {sorted(unknown)}")
-        kinds = {k: _limit(data[k], f"spend.{k}") for k in SCOPE_KINDS if k in data}
-        overrides: dict[tuple[str, str], SpendLimit] = {}
-        for key, raw in (data.get("overrides") or {}).items():
-            kind, _, name = str(key).partition(":")
-            if kind not in SCOPE_KINDS or not name:
-                raise ConfigError(f"spend.overrides: {key!r} must look like 'tenant:acme'")
-            overrides[(kind, name)] = _limit(raw, f"spend.overrides.{key}")
-        return cls(**kinds, overrides=overrides)
+        try:
+            schema = SpendSchema.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError("; ".join(schema_errors(exc, "spend"))) from None
+        return cls.from_schema(schema)
 
 
 def _utc(now: datetime) -> datetime:
