@@ -3,19 +3,39 @@
 Precedence, lowest first: the defaults below, the ``--config`` TOML file, ``SEMCACHE_<NAME>``
 environment variables, command-line flags. ``Settings`` is a frozen value object that callers pass
 in; nothing reads the environment after start-up.
+
+The schema that checks every source is a pydantic model built from the dataclass's fields:
+unknown keys are refused, each value must have its setting's type (strings, the environment's
+only type, are parsed: booleans from true/false, yes/no, on/off, 1/0), numbers must be finite
+and within their setting's bounds, and an optional setting takes "auto" or empty for None.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_type_hints
+
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
+from .tomlfile import read_toml
 
 __all__ = ["ENV_PREFIX", "Settings", "load_settings", "settings_table"]
 
@@ -173,75 +193,163 @@ def settings_table() -> list[tuple[str, Any, str]]:
     return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]
 
 
-def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
-    if isinstance(raw, str):
-        text = raw.strip()
-        try:
-            if kind is bool:
-                lowered = text.lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off", ""):
-                    return False
-                raise ValueError(text)
-            if kind is int:
-                return int(text)
-            if kind is float:
-                return float(text)
-        except ValueError:
-            raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {raw!r}") from None
-        return raw
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    if not isinstance(raw, kind) or (kind is int and isinstance(raw, bool)):
-        raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {raw!r}")
-    return raw
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})  # "": an empty variable is unset, false
 
 
-def _validate(s: Settings) -> None:
-    checks = [
-        (1 <= s.port <= 65535 or s.port == 0, "port must be between 1 and 65535"),
+def _from_text(kind: type) -> Any:
+    """Before the strict check: a string (the environment's only type) parsed as ``kind``."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str) or kind is str:
+            return value
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError("not a boolean")
+        return kind(text)  # int() or float(); ValueError when it is not one
+
+    return BeforeValidator(parse)
+
+
+def _auto(value: Any) -> Any:
+    # An optional setting left to "auto" (or empty) takes its value from elsewhere; see the help.
+    return (
+        None
+        if value is None or (isinstance(value, str) and value.strip() in ("", "auto"))
+        else value
+    )
+
+
+def _one_of(name: str, choices: tuple[str, ...]) -> Any:
+    def check(value: str) -> str:
+        if value not in choices:
+            listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+            raise PydanticCustomError("setting_rule", f"{name} must be {listed}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Bounds per setting, and what the error says when a value is outside them.
+_Rule = tuple[dict[str, Any], str]  # Field() bounds, and the error when outside them
+_POSITIVE: _Rule = ({"gt": 0}, "must be positive")
+_NOT_NEGATIVE: _Rule = ({"ge": 0}, "must not be negative")
+_BOUNDS: dict[str, _Rule] = {
+    "port": ({"ge": 0, "le": 65535}, "must be between 1 and 65535 (or 0 for any free port)"),
+    "threshold": ({"ge": -1, "le": 1}, "must be a cosine similarity in [-1, 1]"),
+    "verifier_max_candidates": ({"ge": 1}, "must be at least 1"),
+    "verifier_score_threshold": ({"ge": 0, "le": 1}, "must be in [0, 1]"),
+    "min_request_threshold": ({"ge": -1, "le": 1}, "must be in [-1, 1]"),
+    **dict.fromkeys(
         (
-            s.threshold is None or -1.0 <= s.threshold <= 1.0,
-            "threshold must be a cosine similarity in [-1, 1]",
+            "default_ttl_s",
+            "max_entries_per_tenant",
+            "sweep_interval_s",
+            "index_save_interval_s",
+            "search_k",
+            "store_write_timeout_s",
+            "max_body_bytes",
+            "max_query_chars",
+            "batch_max_size",
+            "upstream_connect_timeout_s",
+            "upstream_read_timeout_s",
         ),
-        (s.hit_decision in ("verified", "cosine"), "hit_decision must be verified or cosine"),
-        (s.verifier_max_candidates >= 1, "verifier_max_candidates must be at least 1"),
+        _POSITIVE,
+    ),
+    **dict.fromkeys(
         (
-            s.verifier_score_threshold is None or 0.0 <= s.verifier_score_threshold <= 1.0,
-            "verifier_score_threshold must be in [0, 1]",
+            "min_free_disk_mb",
+            "embedding_threads",
+            "batch_max_wait_ms",
+            "upstream_max_retries",
+            "upstream_backoff_base_s",
+            "upstream_backoff_max_s",
+            "retry_after_max_s",
+            "stale_if_error_s",
+            "openai_read_timeout_s",
+            "anthropic_read_timeout_s",
         ),
-        (-1.0 <= s.min_request_threshold <= 1.0, "min_request_threshold must be in [-1, 1]"),
-        (s.default_ttl_s > 0, "default_ttl_s must be positive"),
-        (s.max_ttl_s >= s.default_ttl_s, "max_ttl_s must be at least default_ttl_s"),
-        (s.max_entries_per_tenant > 0, "max_entries_per_tenant must be positive"),
-        (s.sweep_interval_s > 0, "sweep_interval_s must be positive"),
-        (s.index_save_interval_s > 0, "index_save_interval_s must be positive"),
-        (s.search_k > 0, "search_k must be positive"),
-        (s.store_write_timeout_s > 0, "store_write_timeout_s must be positive"),
-        (s.min_free_disk_mb >= 0, "min_free_disk_mb must not be negative"),
-        (s.max_body_bytes > 0, "max_body_bytes must be positive"),
-        (s.max_query_chars > 0, "max_query_chars must be positive"),
-        (s.batch_max_size > 0, "batch_max_size must be positive"),
-        (s.embedding_threads >= 0, "embedding_threads must not be negative"),
-        (s.batch_max_wait_ms >= 0, "batch_max_wait_ms must not be negative"),
-        (s.upstream_connect_timeout_s > 0, "upstream_connect_timeout_s must be positive"),
-        (s.upstream_read_timeout_s > 0, "upstream_read_timeout_s must be positive"),
-        (s.upstream_max_retries >= 0, "upstream_max_retries must not be negative"),
-        (s.upstream_backoff_base_s >= 0, "upstream_backoff_base_s must not be negative"),
-        (s.upstream_backoff_max_s >= 0, "upstream_backoff_max_s must not be negative"),
-        (s.retry_after_max_s >= 0, "retry_after_max_s must not be negative"),
-        (s.stale_if_error_s >= 0, "stale_if_error_s must not be negative"),
-        (s.openai_read_timeout_s >= 0, "openai_read_timeout_s must not be negative"),
-        (s.anthropic_read_timeout_s >= 0, "anthropic_read_timeout_s must not be negative"),
-        (
-            s.log_level in ("debug", "info", "warning", "error"),
-            "log_level must be debug, info, warning or error",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+        _NOT_NEGATIVE,
+    ),
+}
+_CHOICES = {
+    "hit_decision": ("verified", "cosine"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _annotation(name: str, hint: Any) -> Any:
+    """The schema type of one setting: its dataclass type, strict, with its bounds."""
+    optional = hint == (float | None)
+    kind: type = float if optional else hint
+    parts: list[Any] = [_from_text(kind), Strict()]
+    if kind is float:
+        parts.append(AllowInfNan(False))
+    if name in _BOUNDS:
+        parts.append(Field(**_BOUNDS[name][0]))
+    if name in _CHOICES:
+        parts.append(_one_of(name, _CHOICES[name]))
+    annotation: Any = Annotated[kind, *parts]
+    return Annotated[annotation | None, BeforeValidator(_auto)] if optional else annotation
+
+
+class _SettingsBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _ttl_order(self, info: ValidationInfo) -> _SettingsBase:
+        # Checked once, on the result of every source: one source may raise default_ttl_s and
+        # a later one max_ttl_s.
+        final = bool(info.context and info.context.get("final"))
+        ttl = self.model_dump(include={"default_ttl_s", "max_ttl_s"})
+        if final and ttl["max_ttl_s"] < ttl["default_ttl_s"]:
+            raise PydanticCustomError("setting_rule", "max_ttl_s must be at least default_ttl_s")
+        return self
+
+
+_KINDS = get_type_hints(Settings)
+_FIELDS: dict[str, Any] = {
+    f.name: (_annotation(f.name, _KINDS[f.name]), f.default) for f in dataclasses.fields(Settings)
+}
+# The schema of the settings: built from the dataclass, so the two cannot drift apart.
+_SCHEMA: type[BaseModel] = create_model("SettingsSchema", __base__=_SettingsBase, **_FIELDS)
+
+
+def _problem(error: Any, given: Mapping[str, Any]) -> str:
+    if not error["loc"]:
+        return str(error["msg"])
+    name = str(error["loc"][0])
+    raw = given.get(name, error["input"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}; see `semcache --help`"
+    if error["type"] == "setting_rule":
+        return str(error["msg"])
+    if error["type"] in _BOUND_ERRORS:
+        return f"{name} {_BOUNDS[name][1]}"
+    if error["type"] == "finite_number":
+        return f"{name} must be a finite number, got {raw!r}"
+    hint = _KINDS[name]
+    kind = "float (or auto)" if hint == (float | None) else hint.__name__
+    if hint is bool:
+        kind += " (true/false, yes/no, on/off, 1/0)"
+    return f"{name} must be a {kind}, got {raw!r}"
+
+
+def _check(
+    values: Mapping[str, Any], given: Mapping[str, Any], source: str | None
+) -> dict[str, Any]:
+    """``values`` through the schema; errors name ``source`` and each setting of ``given``."""
+    try:
+        checked = _SCHEMA.model_validate(dict(values), context={"final": source is None})
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e, given) for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}" if source else problems) from None
+    return checked.model_dump()
 
 
 def load_settings(
@@ -251,41 +359,27 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     base: Settings | None = None,
 ) -> Settings:
-    """Build validated ``Settings`` from a TOML file, environment variables and overrides."""
-    kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
-    types = {"str": str, "int": int, "float": float, "bool": bool, "float | None": float}
-    values: dict[str, Any] = dataclasses.asdict(base) if base else {}
+    """Build validated ``Settings`` from a TOML file, environment variables and overrides.
 
-    def apply(items: Mapping[str, Any], source: str) -> None:
-        for name, raw in items.items():
-            if name not in kinds:
-                raise ConfigError(f"{source}: unknown setting {name!r}; see `semcache --help`")
-            optional = str(kinds[name]).endswith("| None")
-            if optional and (raw is None or (isinstance(raw, str) and raw.strip() in ("", "auto"))):
-                values[name] = None  # "auto": the value comes from elsewhere (see the help)
-                continue
-            values[name] = _convert(name, types[str(kinds[name])], raw, source)
-
+    Each source is checked as it is laid over the ones before it, so an error names the
+    source and the setting; rules between settings are checked on the result.
+    """
+    sources: list[tuple[Mapping[str, Any], str]] = []
     if config_file:
-        path = Path(config_file)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        apply(data, str(path))
+        sources.append((read_toml(config_file, "config file"), str(config_file)))
     env = os.environ if environ is None else environ
-    apply(
-        {
-            key[len(ENV_PREFIX) :].lower(): value
-            for key, value in env.items()
-            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in kinds
-        },
-        "environment",
-    )
+    names = {f.name for f in dataclasses.fields(Settings)}
+    # Only SEMCACHE_<setting> variables: others with the prefix belong to other tools.
+    from_env = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in names
+    }
+    sources.append((from_env, "environment"))
     if overrides:
-        apply({k: v for k, v in overrides.items() if v is not None}, "option")
-    settings = Settings(**values)
-    _validate(settings)
-    return settings
+        sources.append(({k: v for k, v in overrides.items() if v is not None}, "option"))
+    values: dict[str, Any] = dataclasses.asdict(base) if base else {}
+    for given, source in sources:
+        if given:
+            values = _check({**values, **given}, given, source)
+    return Settings(**_check(values, {}, None))

@@ -65,3 +65,95 @@ def test_bad_levers_file_is_a_config_error(tmp_path: Path) -> None:
     levers.write_text("[rate_limits.free]\nrpm = -1\n")
     with pytest.raises(ConfigError, match="rpm"):
         load_levers(levers)
+
+
+def test_unknown_key_in_the_file_or_a_misspelt_flag_names_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("port = 9000\nserach_k = 4\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: unknown setting 'serach_k'"):
+        load_settings(config_file=config, environ={})
+    with pytest.raises(ConfigError, match="option: unknown setting 'treshold'"):
+        load_settings(environ={}, overrides={"treshold": 0.8})
+    with pytest.raises(ConfigError, match="unknown setting 'treshold'"):
+        load_settings(environ={}).replace(treshold=0.8)
+    # Other SEMCACHE_ variables belong to other tools (the benchmarks' shared data folder).
+    assert load_settings(environ={"SEMCACHE_SHARED_DATA": "/data"}).port == 8080
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        *[("true", True), ("On", True), ("1", True), (" yes ", True)],
+        *[("false", False), ("OFF", False), ("0", False), ("no", False), ("", False)],
+    ],
+)
+def test_booleans_from_the_environment(raw: str, value: bool) -> None:
+    assert load_settings(environ={"SEMCACHE_FORWARD_CLIENT_KEY": raw}).forward_client_key is value
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "enabled", "truee"])
+def test_other_strings_are_not_booleans(raw: str) -> None:
+    with pytest.raises(ConfigError, match=f"forward_client_key must be a bool.*got '{raw}'"):
+        load_settings(environ={"SEMCACHE_FORWARD_CLIENT_KEY": raw})
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("insecure = 1", "insecure must be a bool"),  # TOML has booleans: 1 is not one
+        ("port = 8080.0", "port must be a int, got 8080.0"),
+        ("port = true", "port must be a int, got True"),
+        ("host = 5", "host must be a str, got 5"),
+        ("threshold = nan", "threshold must be a finite number"),
+        ("sweep_interval_s = inf", "sweep_interval_s must be a finite number"),
+        ('upstream_max_retries = "-1"', "upstream_max_retries must not be negative"),
+        ("port = 70000", "port must be between 1 and 65535"),
+        ('hit_decision = "exact"', "hit_decision must be verified or cosine"),
+        ('log_level = "INFO"', "log_level must be debug, info, warning or error"),
+        ("verifier_max_candidates = 0", "verifier_max_candidates must be at least 1"),
+    ],
+)
+def test_file_values_are_typed_and_bounded(tmp_path: Path, line: str, words: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{config}: {words}")):
+        load_settings(config_file=config, environ={})
+
+
+def test_strings_are_parsed_and_auto_means_none(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('port = "9000"\nthreshold = "auto"\nsweep_interval_s = 5\n')
+    s = load_settings(config_file=config, environ={"SEMCACHE_VERIFIER_SCORE_THRESHOLD": ""})
+    assert (s.port, s.threshold, s.verifier_score_threshold) == (9000, None, None)
+    assert s.sweep_interval_s == 5.0 and isinstance(s.sweep_interval_s, float)
+    s = load_settings(environ={"SEMCACHE_THRESHOLD": "0.8"}, overrides={"threshold": "auto"})
+    assert s.threshold is None
+
+
+def test_every_bad_value_of_a_source_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"SEMCACHE_PORT": "eighty", "SEMCACHE_SEARCH_K": "0"})
+    assert caught.value.message == (
+        "environment: port must be a int, got 'eighty'; search_k must be positive"
+    )
+
+
+def test_rules_between_settings_are_checked_on_the_result(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("default_ttl_s = 3000000\n")  # above the default max_ttl_s, 30 days
+    with pytest.raises(ConfigError, match="max_ttl_s must be at least default_ttl_s"):
+        load_settings(config_file=config, environ={})
+    s = load_settings(config_file=config, environ={"SEMCACHE_MAX_TTL_S": "4000000"})
+    assert (s.default_ttl_s, s.max_ttl_s) == (3_000_000, 4_000_000)
+
+
+def test_config_file_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*missing\.toml"):
+        load_settings(config_file=tmp_path / "missing.toml", environ={})
+    config = tmp_path / "c.toml"
+    config.write_text("port = [\n")
+    with pytest.raises(ConfigError, match=r"config file .*c\.toml is not valid TOML"):
+        load_settings(config_file=config, environ={})
+    config.write_bytes(b"host = '\xff'\n")
+    with pytest.raises(ConfigError, match="is not valid TOML: not UTF-8"):
+        load_settings(config_file=config, environ={})
