@@ -13,11 +13,30 @@ from semcache.errors import ConfigError
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_every_setting_is_in_the_readme_table() -> None:
-    documented = set(re.findall(r"^\| `([a-z_0-9]+)` \|", README.read_text(), re.MULTILINE))
-    names = {name for name, _, _ in settings_table()}
-    assert names - documented == set(), "settings missing from the README configuration table"
-    assert documented - names == set(), "README documents settings that do not exist"
+def _readme_default(value: object) -> str:
+    """A default as the README table writes it: auto, empty, or the TOML value in backticks."""
+    if value is None:
+        return "auto"
+    if value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    return f"`{value}`"
+
+
+def test_readme_table_matches_the_settings_row_for_row() -> None:
+    text = README.read_text().split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    row = re.compile(r"^\| `([a-z_0-9]+)` \| (.+?) \| `(SEMCACHE_[A-Z_0-9]+)` \| (.+) \|$")
+    documented = [m.groups() for m in map(row.match, text.splitlines()) if m]
+    # The help cell may mark code with backticks; without them it is the help text exactly.
+    readme = [
+        (name, default, env, help.replace("`", "")) for name, default, env, help in documented
+    ]
+    expected = [
+        (name, _readme_default(default), f"SEMCACHE_{name.upper()}", help_text)
+        for name, default, help_text in settings_table()
+    ]
+    assert readme == expected
 
 
 def test_every_setting_has_help() -> None:
