@@ -10,7 +10,7 @@ from semcache.simulator.anthropic_api import anthropic_prompt_blocks
 from semcache.simulator.config import SimulatorConfig
 from semcache.simulator.openai_api import openai_prompt_ids
 from semcache.simulator.state import SimulatorState
-from semcache.simulator.text import TokenCounter as SimCounter
+from semcache.simulator.text import SimTokenizer as SimCounter
 
 OPENAI_BODY: dict[str, Any] = {
     "model": "gpt-4o-mini",
