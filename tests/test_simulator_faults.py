@@ -16,7 +16,7 @@ from simulator_helpers import CLAUDE, GPT, LONG_TEXT, RunningSimulator, serve_si
 
 from semcache.errors import ConfigError
 from semcache.simulator import SimulatorConfig
-from semcache.simulator.text import TokenCounter
+from semcache.simulator.text import SimTokenizer
 
 # --- Faults ---------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ def test_openai_caches_long_prefixes_automatically(sim: RunningSimulator) -> Non
 
 
 def test_anthropic_caches_up_to_breakpoints(
-    sim: RunningSimulator, sim_counter: TokenCounter
+    sim: RunningSimulator, sim_counter: SimTokenizer
 ) -> None:
     sim.reset()
     client = anthropic.Anthropic(base_url=sim.base_url, api_key="sk-ant-cache", max_retries=0)
