@@ -8,6 +8,7 @@ upstream call through ``SingleFlight``.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -57,6 +58,10 @@ class ProxyService:
         call = replace(call, body=admission.body, admission=admission)
         response = await self._serve(call)
         response.headers.update(admission.headers)
+        # A hit (or a follower) carries semcache's own request id, in the header the
+        # provider's SDK reads it from; a miss keeps the upstream's.
+        name = call.wire.request_id_header
+        response.headers.setdefault(name, f"req_semcache_{secrets.token_hex(12)}")
         return response
 
     async def drain(self) -> None:

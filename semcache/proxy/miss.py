@@ -63,7 +63,8 @@ class Miss:
         """Call the upstream, falling back along the route's models; relay or return."""
         call = self.call
         model, reply, tried = await self._send_with_fallbacks()
-        headers = {"X-Semcache-Status": str(self.status), "X-Semcache-Model": model}
+        headers = upstream_headers(reply.headers)
+        headers.update({"X-Semcache-Status": str(self.status), "X-Semcache-Model": model})
         if tried:
             headers["X-Semcache-Fallbacks"] = ",".join(tried)
         # A fallback's answer is served but not stored: the request asked for another model,
@@ -192,6 +193,22 @@ class Miss:
             # The client still gets its answer; the store is only a missed chance to save.
             cache.metrics.store_failures.inc()
             log.warning("could not store the answer: %s", exc.message)
+
+
+# Upstream response headers a client relies on: the provider's request id (support tickets,
+# the SDKs' ``request_id``), its processing time, and its quota (client-side backoff). Where
+# semcache enforces its own rate limits its x-ratelimit-* replace these (proxy/flow.py).
+_PASSED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+_PASSED_NAMES = frozenset({"x-request-id", "request-id", "openai-processing-ms", "openai-version"})
+
+
+def upstream_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The upstream headers that reach the client on a miss."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name in _PASSED_NAMES or name.startswith(_PASSED_PREFIXES)
+    }
 
 
 def _abandon_soon(

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from .intake import Intake, raise_for_fault, read_request
 from .options import RequestOptions
 from .prompt_cache import CacheBlock, chain_digests
-from .state import SimulatorState
+from .state import SimulatorState, rate_limit_headers
 from .streaming import ChunkStream, delay, sse_event
 from .text import request_seed
 from .validation import optional_bool, optional_int, required_str
@@ -178,7 +178,11 @@ async def _answer(request: Request, state: SimulatorState, intake: Intake) -> Re
         options=options,
         fault=fault,
     )
-    headers = {"request-id": "req_" + secrets.token_hex(12)}
+    headers = {
+        "request-id": "req_" + secrets.token_hex(12),
+        **rate_limit_headers(state, prompt_tokens, "anthropic-ratelimit-{1}-{0}"),
+    }
+    state.last_request_id = headers["request-id"]
     if fault is not None:
         headers["x-sim-fault-injected"] = fault
     if optional_bool(body, "stream"):

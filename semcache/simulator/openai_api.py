@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from .intake import Intake, raise_for_fault, read_request
 from .options import RequestOptions
-from .state import SimulatorState
+from .state import SimulatorState, rate_limit_headers
 from .streaming import ChunkStream, delay, sse_data
 from .text import SimTokenizer, request_seed
 from .validation import optional_bool, optional_int, required_str
@@ -139,6 +139,7 @@ def _usage(prompt: int, cached: int, completion: int) -> dict[str, Any]:
 
 
 async def _answer(request: Request, state: SimulatorState, intake: Intake) -> Response:
+    started = time.perf_counter()
     chat = _parse(intake.body)
     options = intake.options
     prompt_ids = openai_prompt_ids(intake.body, state.tokens)
@@ -161,7 +162,13 @@ async def _answer(request: Request, state: SimulatorState, intake: Intake) -> Re
     usage = _usage(prompt_tokens, cached, sum(len(a) for a in answers))
     completion_id = "chatcmpl-" + secrets.token_urlsafe(21).replace("-", "x").replace("_", "y")
     created = int(time.time())
-    headers = {"x-request-id": "req_" + secrets.token_hex(16)}
+    headers = {
+        "x-request-id": "req_" + secrets.token_hex(16),
+        # As OpenAI sends them: the time to the answer's first byte, and the key's quota.
+        "openai-processing-ms": str(max(1, int((time.perf_counter() - started) * 1000))),
+        **rate_limit_headers(state, prompt_tokens, "x-ratelimit-{}-{}"),
+    }
+    state.last_request_id = headers["x-request-id"]
     if fault is not None:
         headers["x-sim-fault-injected"] = fault
 

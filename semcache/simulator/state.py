@@ -16,7 +16,11 @@ from .faults import FaultQueue
 from .prompt_cache import PromptCache
 from .text import AnswerWriter, SimTokenizer
 
-__all__ = ["SimulatorState", "mask_secret"]
+__all__ = ["SimulatorState", "mask_secret", "rate_limit_headers"]
+
+# The quota the simulator reports, per minute, as the providers' rate-limit headers do.
+_REQUESTS_PER_MINUTE = 10_000
+_TOKENS_PER_MINUTE = 10_000_000
 
 # Headers whose values are credentials. Recorded masked; a long key keeps its last four
 # characters so a test can still tell which of several keys a proxy forwarded.
@@ -45,6 +49,8 @@ class SimulatorState:
         self._by_model: Counter[str] = Counter()
         self._by_fault: Counter[str] = Counter()
         self._recent: deque[dict[str, Any]] = deque(maxlen=config.recent_requests)
+        # The request id of the last answer sent, so a test can compare what a proxy passed on.
+        self.last_request_id = ""
 
     def record(self, path: str, headers: Mapping[str, str], body: Any) -> None:
         """Count and remember one completion request, as soon as it arrives."""
@@ -75,6 +81,7 @@ class SimulatorState:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
+                "last_request_id": self.last_request_id,
                 "requests": self._requests,
                 "by_endpoint": dict(self._by_endpoint),
                 "by_model": dict(self._by_model),
@@ -97,3 +104,19 @@ class SimulatorState:
             self._recent.clear()
         self.faults.replace(())
         self.prompt_cache.clear()
+
+
+def rate_limit_headers(state: SimulatorState, tokens: int, pattern: str) -> dict[str, str]:
+    """The provider's rate-limit headers (``pattern`` formats (field, resource) into a name:
+    ``x-ratelimit-{}-{}`` for OpenAI, ``anthropic-ratelimit-{1}-{0}`` for Anthropic)."""
+    used = int(state.stats()["requests"])
+    values = {
+        "requests": (_REQUESTS_PER_MINUTE, max(0, _REQUESTS_PER_MINUTE - used)),
+        "tokens": (_TOKENS_PER_MINUTE, max(0, _TOKENS_PER_MINUTE - tokens)),
+    }
+    headers = {}
+    for resource, (limit, remaining) in values.items():
+        headers[pattern.format("limit", resource)] = str(limit)
+        headers[pattern.format("remaining", resource)] = str(remaining)
+        headers[pattern.format("reset", resource)] = "1s"
+    return headers

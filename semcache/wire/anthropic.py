@@ -164,6 +164,7 @@ class AnthropicWire:
 
     provider = ANTHROPIC
     path = "/v1/messages"
+    request_id_header = "request-id"
 
     def validate(self, body: dict[str, Any]) -> None:
         require_messages(body)

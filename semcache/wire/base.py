@@ -42,6 +42,8 @@ class Wire(Protocol):
 
     provider: str
     path: str
+    # The response header the provider's SDK reads its request id from.
+    request_id_header: str
 
     def validate(self, body: dict[str, Any]) -> None: ...
 

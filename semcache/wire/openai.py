@@ -154,6 +154,7 @@ class OpenAIWire:
 
     provider = OPENAI
     path = "/chat/completions"
+    request_id_header = "x-request-id"
 
     def validate(self, body: dict[str, Any]) -> None:
         require_messages(body)
