@@ -298,3 +298,39 @@ def test_convert_without_input_or_shared_data_says_what_to_give(
     err = capsys.readouterr().err.strip()
     assert err.startswith("semcache: error: no shared data folder: give --shared-data DIR")
     assert "$SEMCACHE_SHARED_DATA" in err and not out.exists()
+
+
+def test_hitrate_reads_the_shipped_formats_by_name(tmp_path: Path) -> None:
+    """`bench hitrate --pairs` takes QQP's test.csv, STS-B's tab-separated file and GPTCache's
+    mock JSON as they ship (it used to fail on anything but pair JSONL: "not valid JSON")."""
+    from semcache.bench import datasets
+
+    qqp = tmp_path / "test.csv"
+    qqp.write_text("question1,question2,is_duplicate\nHow old is Rome?,What is Rome's age?,1\n")
+    stsb = tmp_path / "sts-test.csv"
+    stsb.write_text(
+        "main-captions\tMSRvid\t2012test\t0001\t5.000\tA man runs.\tA man is running.\n"
+    )
+    mock = tmp_path / "mock_data.json"
+    mock.write_text(json.dumps([{"origin": "What is AI?", "similar": "Explain AI."}]))
+    jsonl = _jsonl(tmp_path / "pairs.jsonl", PAIRS[:2])
+    detected = {p.name: datasets.detect_pair_format(p) for p in (qqp, stsb, mock, jsonl)}
+    assert detected == {
+        "test.csv": "qqp-csv",
+        "sts-test.csv": "stsb",
+        "mock_data.json": "gptcache-mock",
+        "pairs.jsonl": "jsonl",
+    }
+    assert [p.label for p in datasets.read_pairs(qqp)] == [1]
+    assert [p.label for p in datasets.read_pairs(stsb)] == [1]
+    assert datasets.read_pairs(mock)[0].b == "Explain AI."
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="--format"):
+        datasets.detect_pair_format(other)
+    # End to end, as the README's command gives it.
+    result = run_cli(
+        "bench", "hitrate", "--pairs", str(qqp), "--no-progress", "--short", timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not valid JSON" not in result.stderr

@@ -104,7 +104,7 @@ def register(commands: Any) -> None:
     convert = bench_commands.add_parser(
         "convert",
         help="convert a public data set to the labelled-pair JSONL format",
-        description="Write a public data set as DESIGN.md pair JSONL "
+        description="Write a public data set as labelled-pair JSONL (docs/ARCHITECTURE.md) "
         '({"id", "a", "b", "label", "kind"?}).',
     )
     convert.add_argument("--source", required=True, choices=datasets.CONVERT_SOURCES)
@@ -149,7 +149,17 @@ def register(commands: Any) -> None:
 
 def _measure_arguments(parser: argparse.ArgumentParser, *, pairs_required: bool) -> None:
     parser.add_argument(
-        "--pairs", type=Path, required=pairs_required, help="labelled-pair JSONL file"
+        "--pairs",
+        type=Path,
+        required=pairs_required,
+        help="labelled pairs: pair JSONL, QQP test.csv, STS-B sts-test.csv, GPTCache's "
+        "mock_data.json or similiar_qqp*.json.gz (detected from the name; see --format)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="pairs_format",
+        choices=datasets.PAIR_FORMATS,
+        help="the --pairs file's format, when its name does not tell",
     )
     parser.add_argument(
         "--config", type=Path, help="TOML settings to measure (default: the shipped defaults)"
@@ -188,7 +198,12 @@ def _measure(args: argparse.Namespace, contexts: Path | None) -> tuple[Any, dict
     """Load the files, run the measurement; returns (Measurement, dataset description)."""
     from .hitrate import bench_settings, measure, subsample
 
-    pairs = _read("pairs", args.pairs, datasets.read_pairs_jsonl) if args.pairs else []
+    fmt = args.pairs_format
+    pairs = (
+        _read("pairs", args.pairs, lambda path: datasets.read_pairs(path, fmt))
+        if args.pairs
+        else []
+    )
     cases = _read("contexts", contexts, datasets.read_context_cases_jsonl) if contexts else []
     if not pairs and not cases:
         what = "pairs" if args.pairs else "contexts"

@@ -2,7 +2,7 @@
 
 Every labelled set becomes a list of ``LabelledPair`` (cached query ``a``, new query ``b``,
 ``label`` 1 when the answer cached for ``a`` also answers ``b``) or ``ContextCase`` (a cached
-conversation, a new one, and the same label). The JSONL formats are the ones in DESIGN.md
+conversation, a new one, and the same label). The JSONL formats are the ones in docs/ARCHITECTURE.md
 ("Measuring hit quality"):
 
     pairs:          {"a": str, "b": str, "label": 0|1, "id"?: str, "kind"?: str}
@@ -44,11 +44,13 @@ from .pairs import (
 
 __all__ = [
     "CONVERT_SOURCES",
+    "PAIR_FORMATS",
     "SHARED_DATA_ENV",
     "SHARED_SETS",
     "ContextCase",
     "LabelledPair",
     "convert_to_pairs",
+    "detect_pair_format",
     "load_arena_hard_pairs",
     "load_arena_prompts",
     "load_contextual_queries",
@@ -58,6 +60,7 @@ __all__ = [
     "load_stsb",
     "pair_key",
     "read_context_cases_jsonl",
+    "read_pairs",
     "read_pairs_jsonl",
     "shared_data_dir",
     "shared_set_path",
@@ -223,10 +226,10 @@ def load_contextual_queries(path: PathLike, *, other_context: bool = False) -> l
       ``cached`` is the *same* follow-up text asked after a different item's main query and
       response (the item half the list away whose main query differs). The semantic text is
       identical and only the context differs, so this is the strongest check that a hit needs
-      equal context hashes (DESIGN.md "Keys": "how old is he?" in two conversations never
-      match). Its label is the design rule's "must miss", not a judgement of the answer: for
-      self-contained follow-ups ("Can you name one primary color?") the stored answer would
-      in fact fit.
+      equal context hashes (docs/ARCHITECTURE.md, "Keys": "how old is he?" in two
+      conversations never match). Its label is the design rule's "must miss", not a
+      judgement of the answer: for self-contained follow-ups ("Can you name one primary
+      color?") the stored answer would in fact fit.
 
     Standalone follow-ups (``cached = [user: Follow-Up Query]``) are not produced: they test
     the same rule as ``followup_other_context`` with a weaker semantic match.
@@ -399,8 +402,45 @@ def _converters() -> dict[str, Callable[[PathLike], list[LabelledPair]]]:
     }
 
 
+PAIR_FORMATS = ("jsonl", *CONVERT_SOURCES)
+
+
+def detect_pair_format(path: Path) -> str:
+    """The format of a labelled-pair file from its name and first line: pair JSONL, QQP csv
+    (a question1,question2,is_duplicate header), STS-B (tab-separated), GPTCache's mock JSON
+    or its QQP tarball."""
+    name = path.name.lower()
+    if name.endswith((".tar.gz", ".tgz", ".json.gz")):
+        return "gptcache-tar"
+    if name.endswith(".json"):
+        return "gptcache-mock"
+    if name.endswith((".csv", ".tsv")):
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+        if "\t" in first:
+            return "stsb"
+        if "question1" in first and "is_duplicate" in first:
+            return "qqp-csv"
+        raise ValueError(
+            f"{path}: a .csv that is neither QQP (question1,question2,is_duplicate) nor STS-B "
+            "(tab-separated); name the format with --format"
+        )
+    return "jsonl"
+
+
+def read_pairs(path: Path, fmt: str | None = None) -> list[LabelledPair]:
+    """Labelled pairs from any supported file, the format named or detected."""
+    fmt = fmt or detect_pair_format(path)
+    if fmt == "jsonl":
+        return read_pairs_jsonl(path)
+    converters = _converters()
+    if fmt not in converters:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    return converters[fmt](path)
+
+
 def convert_to_pairs(source: str, path: Path, out: Path) -> int:
-    """Convert a public data set to DESIGN.md pair JSONL at ``out``; return the pair count."""
+    """Convert a public data set to labelled-pair JSONL at ``out``; return the pair count."""
     converters = _converters()
     if source not in converters:
         raise ValueError(f"unknown source {source!r}; choose one of {', '.join(CONVERT_SOURCES)}")

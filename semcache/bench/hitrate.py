@@ -1,4 +1,4 @@
-"""Hit quality through the real cache code path (DESIGN.md "Measuring hit quality", issue 5).
+"""Hit quality through the real cache code path (docs/ARCHITECTURE.md, "Measuring hit quality").
 
 Every labelled pair gets its own partition (namespace = the pair's index), so pairs never see
 each other's entries. For each pair the cached query ``a`` is stored as a one-message chat

@@ -1,4 +1,4 @@
-"""Labelled pairs and context cases: the records, and their JSONL files (DESIGN.md).
+"""Labelled pairs and context cases: the records, and their JSONL files (docs/ARCHITECTURE.md).
 
 pairs:          {"a": str, "b": str, "label": 0|1, "id"?: str, "kind"?: str}
 context cases:  {"cached": [chat messages], "new": [chat messages], "label": 0|1, ...}
@@ -95,7 +95,8 @@ def jsonl_objects(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_pairs_jsonl(path: PathLike) -> list[LabelledPair]:
-    """Read DESIGN.md labelled-pair JSONL; extra fields other than ``id``/``kind`` are ignored."""
+    """Read labelled-pair JSONL (docs/ARCHITECTURE.md); fields other than ``id``/``kind`` are
+    ignored."""
     pairs: list[LabelledPair] = []
     for lineno, obj in jsonl_objects(path):
         where = location(path, lineno)
@@ -118,7 +119,7 @@ def read_pairs_jsonl(path: PathLike) -> list[LabelledPair]:
 
 
 def write_pairs_jsonl(pairs: Iterable[LabelledPair], path: PathLike) -> int:
-    """Write pairs as DESIGN.md JSONL (``id``/``kind`` only when set); return the count."""
+    """Write pairs as labelled-pair JSONL (``id``/``kind`` only when set); return the count."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -148,7 +149,7 @@ def _check_messages(value: Any, key: str, where: str) -> list[dict[str, Any]]:
 
 
 def read_context_cases_jsonl(path: PathLike) -> list[ContextCase]:
-    """Read DESIGN.md context-case JSONL; extra fields other than ``id``/``kind`` are ignored."""
+    """Read context-case JSONL; extra fields other than ``id``/``kind`` are ignored."""
     cases: list[ContextCase] = []
     for lineno, obj in jsonl_objects(path):
         where = location(path, lineno)
@@ -168,7 +169,7 @@ def read_context_cases_jsonl(path: PathLike) -> list[ContextCase]:
 
 
 def write_context_cases_jsonl(cases: Iterable[ContextCase], path: PathLike) -> int:
-    """Write context cases as DESIGN.md JSONL (``id``/``kind`` only when set); return the count."""
+    """Write context-case JSONL (``id``/``kind`` only when set); return the count."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0

@@ -1,4 +1,6 @@
-"""Replay a prompt stream through a cold cache (issue 5 item 2): hit rate, money saved, latency.
+"""Replay a prompt stream through a cold cache: hit rate, money saved, latency.
+
+What a team sizing a cache from its logs runs.
 
 Prompts are looked up in arrival order, one at a time, in one partition of a fresh cache over
 ``SqlFaissStore`` in a temporary folder (the wiring ``semcache serve`` builds, with the shipped
