@@ -30,8 +30,7 @@ from .metrics import CacheMetrics
 from .proxy.call import ProxyConfig
 from .proxy.flow import ProxyService
 from .proxy.policy import Policy
-from .store.sql_faiss import SqlFaissStore
-from .store.sqlite import StoreOptions
+from .store.factory import open_store
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
 from .upstream.retry import RetryPolicy
 
@@ -82,19 +81,14 @@ def build_services(
     encoder = encoder or Encoder(
         settings.embedding_model or None, threads=settings.embedding_threads or None
     )
-    data_dir = Path(settings.data_dir)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot create data dir {data_dir}: {exc.strerror}") from exc
-    store = SqlFaissStore(
+    store = open_store(
         settings.resolved_database_url,
-        data_dir / "faiss",
-        encoder.dim,
-        StoreOptions(
-            write_timeout_s=settings.store_write_timeout_s,
-            min_free_disk_mb=settings.min_free_disk_mb,
-        ),
+        data_dir=Path(settings.data_dir),
+        dim=encoder.dim,
+        write_timeout_s=settings.store_write_timeout_s,
+        min_free_disk_mb=settings.min_free_disk_mb,
+        pool_size=settings.database_pool_size,
+        ef_search=settings.hnsw_ef_search,
     )
     metrics = CacheMetrics()
     metrics.track_entries(store.count_entries)

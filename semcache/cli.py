@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_modules() -> list[Callable[[Any], None]]:
     """The ``register(subparsers)`` functions of the packages that add commands."""
     from .bench.cli import register as bench
+    from .db_command import register as db
     from .usage_report import register as report
 
-    return [bench, report]
+    return [bench, report, db]
 
 
 def _check_data_dir(path: Path) -> None:
@@ -108,7 +109,9 @@ def serve(settings: Settings) -> int:
             f"refusing to serve {settings.host} with no API keys configured; set "
             "SEMCACHE_API_KEYS, bind 127.0.0.1, or pass --insecure"
         )
-    _check_data_dir(Path(settings.data_dir))
+    if not settings.resolved_database_url.startswith("postgresql"):
+        # PostgreSQL holds everything: a replica needs no local disk.
+        _check_data_dir(Path(settings.data_dir))
     sock = _bind(settings.host, settings.port)
     if keyring.open:
         log.warning("no API keys configured: serving one open tenant on %s", settings.host)

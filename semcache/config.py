@@ -54,7 +54,19 @@ class Settings:
     port: int = _setting(8080, "Port the server listens on.")
     data_dir: str = _setting("index_data", "Folder for the SQLite database and FAISS indexes.")
     database_url: str = _setting(
-        "", "SQLAlchemy URL of the store; empty means SQLite at <data_dir>/semcache.db."
+        "",
+        "SQLAlchemy URL of the store; empty means SQLite at <data_dir>/semcache.db; "
+        "postgresql+psycopg://... is the store replicas share (PostgreSQL with pgvector).",
+    )
+    database_pool_size: int = _setting(
+        10,
+        "Connections each process keeps open to a PostgreSQL database_url; the server's "
+        "max_connections must exceed replicas x this.",
+    )
+    hnsw_ef_search: int = _setting(
+        100,
+        "pgvector's hnsw.ef_search on PostgreSQL: candidates a semantic search keeps; higher "
+        "finds the nearest entry more often and costs more.",
     )
     api_keys: str = _setting(
         "",
@@ -244,8 +256,10 @@ _BOUNDS: dict[str, _Rule] = {
     "verifier_max_candidates": ({"ge": 1}, "must be at least 1"),
     "verifier_score_threshold": ({"ge": 0, "le": 1}, "must be in [0, 1]"),
     "min_request_threshold": ({"ge": -1, "le": 1}, "must be in [-1, 1]"),
+    "hnsw_ef_search": ({"ge": 1, "le": 1000}, "must be between 1 and 1000"),
     **dict.fromkeys(
         (
+            "database_pool_size",
             "default_ttl_s",
             "max_entries_per_tenant",
             "sweep_interval_s",

@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from postgres_helpers import pg_database, pg_server  # noqa: F401  (fixtures)
 from servers import ServerProcess
 from simulator_helpers import RunningSimulator, serve_simulator
 

@@ -1,14 +1,22 @@
-"""The SQLite + FAISS store on real files, with random unit vectors (no model needed)."""
+"""The stores on real databases, with random unit vectors (no model needed).
+
+The behaviour tests run on both backends (the ``store`` fixture): SQLite + FAISS in a temp
+folder, and PostgreSQL + pgvector on the embedded test server (a fresh database per module,
+emptied before each test). FAISS index files and SQLite file upgrades are SQLite-only.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from postgres_helpers import PgDatabase
 
-from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store import CacheStore, NewEntry, Partition, SqlFaissStore
+from semcache.store.postgres import PostgresStore
 
 DIM = 8
 P = Partition("acme", "support", "gpt-4o", "v1")
@@ -44,14 +52,46 @@ def open_store(tmp_path: Path) -> SqlFaissStore:
     return SqlFaissStore(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss", DIM)
 
 
+Opener = Callable[[], CacheStore]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens the test's store, the same one each call (a restart), on either backend."""
+    opened: list[CacheStore] = []
+    if request.param == "sqlite":
+
+        def make() -> CacheStore:
+            return open_store(tmp_path)
+    else:
+        database: PgDatabase = request.getfixturevalue("pg_database")
+        database.reset()
+
+        def make() -> CacheStore:
+            return PostgresStore(database.url, DIM)
+
+    def opener() -> CacheStore:
+        store = make()
+        opened.append(store)
+        return store
+
+    yield opener
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(reopen: Opener) -> CacheStore:
+    return reopen()
+
+
 def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
     open_store(tmp_path).close()
     with sqlite3.connect(tmp_path / "db.sqlite") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_search_filters_context_expiry_and_tenant(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_search_filters_context_expiry_and_tenant(store: CacheStore) -> None:
     store.put(new(1), max_entries=100)
     store.put(new(2, context="other"), max_entries=100)
     store.put(new(3, ttl=1), max_entries=100)
@@ -67,8 +107,7 @@ def test_search_filters_context_expiry_and_tenant(tmp_path: Path) -> None:
     assert store.get_exact("other", "k1", now=1010.0) is None
 
 
-def test_search_widens_past_crowding_neighbours(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_search_widens_past_crowding_neighbours(store: CacheStore) -> None:
     # Forty near-identical entries of another conversation crowd the top k.
     for n in range(40):
         store.put(new(100 + n, context="crowd"), max_entries=1000)
@@ -77,8 +116,7 @@ def test_search_widens_past_crowding_neighbours(tmp_path: Path) -> None:
     assert [c.entry.entry_id for c in found] == ["e7-acme"]
 
 
-def test_same_exact_key_replaces_the_entry(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_same_exact_key_replaces_the_entry(store: CacheStore) -> None:
     store.put(new(1), max_entries=100)
     replacement = NewEntry(**{**new(1).__dict__, "entry_id": "fresh", "response": "new"})
     store.put(replacement, max_entries=100)
@@ -88,8 +126,7 @@ def test_same_exact_key_replaces_the_entry(tmp_path: Path) -> None:
     assert len(store.search(P, unit(1), context_hash="ctx", now=1001.0, k=16)) == 1
 
 
-def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_lru_eviction_keeps_recently_used(store: CacheStore) -> None:
     for n in range(3):
         store.put(new(n, created=1000.0 + n), max_entries=3)
     first = store.get_exact("acme", "k0", now=1010.0)
@@ -103,16 +140,21 @@ def test_lru_eviction_keeps_recently_used(tmp_path: Path) -> None:
     assert "query 1" not in {c.entry.query for c in left}
 
 
-def test_sweep_and_invalidate_remove_rows_and_vectors(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_sweep_and_invalidate_remove_rows_and_vectors(store: CacheStore) -> None:
     store.put(new(1, ttl=5), max_entries=100)
     store.put(new(2, ttl=500), max_entries=100)
     v2 = Partition("acme", "support", "gpt-4o", "v2")
     store.put(new(3, partition=v2), max_entries=100)
     assert store.sweep_expired(now=1010.0) == 1
-    assert store.vectors.size(P.key) == 1
+    assert [c.entry.query for c in store.search(P, unit(1), context_hash="ctx", now=0, k=9)] == [
+        "query 2"
+    ]
+    if isinstance(store, SqlFaissStore):
+        assert store.vectors.size(P.key) == 1
     assert store.invalidate("acme", doc_version="v2") == 1
-    assert store.vectors.size(v2.key) == 0
+    assert store.search(v2, unit(3), context_hash="ctx", now=0, k=9) == []
+    if isinstance(store, SqlFaissStore):
+        assert store.vectors.size(v2.key) == 0
     assert store.invalidate("nobody", namespace="support") == 0
     assert store.count_entries() == 1
 
@@ -151,8 +193,8 @@ def test_restart_rebuilds_lost_or_stale_indexes_without_embedding(tmp_path: Path
     store.close()
 
 
-def test_wrong_hit_raises_the_entry_floor_and_survives_a_restart(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_wrong_hit_raises_the_entry_floor_and_survives_a_restart(reopen: Opener) -> None:
+    store = reopen()
     entry, _ = store.put(new(1), max_entries=10)
     assert entry.hit_floor is None
     near, far = unit(1) * 0.8 + unit(2) * 0.2, unit(1) * 0.3 + unit(3) * 0.7
@@ -166,7 +208,7 @@ def test_wrong_hit_raises_the_entry_floor_and_survives_a_restart(tmp_path: Path)
     assert store.record_wrong_hit("acme", entry.entry_id, far)[1] < similarity  # type: ignore[index]
     assert store.record_wrong_hit("other", entry.entry_id, near) is None
     store.close()
-    again = open_store(tmp_path)
+    again = reopen()
     assert again.get("acme", entry.entry_id).hit_floor == pytest.approx(similarity)  # type: ignore[union-attr]
     # Storing the same request again is a new answer: it starts without a floor.
     replaced, _ = again.put(new(1), max_entries=10)
@@ -180,6 +222,7 @@ def test_a_store_from_before_hit_floor_gains_the_column(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         db.execute("ALTER TABLE entries DROP COLUMN hit_floor")
+        db.execute("DROP TABLE semcache_schema_version")  # files of then had no schema version
         assert "hit_floor" not in {r[1] for r in db.execute("PRAGMA table_info(entries)")}
     reopened = open_store(tmp_path)
     old = reopened.get("acme", entry.entry_id)
@@ -187,8 +230,7 @@ def test_a_store_from_before_hit_floor_gains_the_column(tmp_path: Path) -> None:
     assert reopened.record_wrong_hit("acme", entry.entry_id, unit(2)) is not None
 
 
-def test_search_skips_floored_entries_and_widens_past_them(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_search_skips_floored_entries_and_widens_past_them(store: CacheStore) -> None:
     store.put(new(1), max_entries=100)
     store.put(new(2), max_entries=100)
     query = unit(1) * 0.9 + unit(2) * 0.1
@@ -207,8 +249,10 @@ def test_search_skips_floored_entries_and_widens_past_them(tmp_path: Path) -> No
 
 def without_autoincrement(path: Path) -> None:
     """Turn a store file into one made before ids were protected (the entries table without
-    AUTOINCREMENT, as every file of earlier releases has it), keeping its rows."""
+    AUTOINCREMENT, as every file of earlier releases has it, and no schema version, as no file
+    from before schema versions has), keeping its rows."""
     with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE semcache_schema_version")
         (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'entries'").fetchone()
         assert "AUTOINCREMENT" in sql
         db.execute("ALTER TABLE entries RENAME TO old")
@@ -218,8 +262,7 @@ def without_autoincrement(path: Path) -> None:
         db.execute("DELETE FROM sqlite_sequence WHERE name = 'entries'")
 
 
-def test_deleted_top_ids_are_never_reused(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_deleted_top_ids_are_never_reused(store: CacheStore) -> None:
     top, _ = store.put(new(1), max_entries=10)
     assert store.delete("acme", top.entry_id)
     after, _ = store.put(new(2), max_entries=10)

@@ -1,8 +1,14 @@
-"""SQL tables (SQLAlchemy Core). SQL is the source of truth; vector indexes derive from it."""
+"""SQL tables (SQLAlchemy Core). SQL is the source of truth; vector indexes derive from it.
+
+The shapes the stores query. The migrations (``migrations/``) make them; tests/test_migrations.py
+checks that the two agree on both backends.
+"""
 
 from __future__ import annotations
 
+from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -19,12 +25,15 @@ __all__ = ["entries", "metadata", "requests"]
 
 metadata = MetaData()
 
+# 64-bit ids on PostgreSQL (an identity column); SQLite's INTEGER PRIMARY KEY is its rowid.
+_ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+
 entries = Table(
     "entries",
     metadata,
     # The integer row id doubles as the FAISS id; the public id is a random hex string so ids
     # reveal nothing about other tenants' traffic.
-    Column("row_id", Integer, primary_key=True, autoincrement=True),
+    Column("row_id", _ROW_ID, primary_key=True, autoincrement=True),
     Column("entry_id", String(32), nullable=False, unique=True),
     Column("tenant", String(200), nullable=False),
     Column("namespace", String(200), nullable=False),
@@ -36,14 +45,16 @@ entries = Table(
     Column("query", Text, nullable=False),
     Column("response", Text, nullable=False),
     Column("metadata", Text, nullable=False),
-    Column("embedding", LargeBinary, nullable=False),
+    # float32 bytes in SQLite (FAISS holds the index); a pgvector vector(dim) on PostgreSQL,
+    # under an HNSW index (inner product).
+    Column("embedding", LargeBinary().with_variant(Vector(), "postgresql"), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("last_used_at", Float, nullable=False),
     Column("hit_count", Integer, nullable=False, default=0),
     # The similarity a query must exceed to hit this entry semantically: the highest similarity
     # of a query reported as a wrong hit for it (POST /v1/cache/entries/{id}/wrong-hits). NULL
-    # until a report. Added after the first release: older files get it on open.
+    # until a report. Added after the first release: revision 0002 adds it to older files.
     Column("hit_floor", Float, nullable=True),
     Index("ix_entries_exact", "tenant", "exact_key", unique=True),
     Index("ix_entries_tenant_used", "tenant", "last_used_at"),
@@ -51,7 +62,7 @@ entries = Table(
     Index("ix_entries_expires", "expires_at"),
     # AUTOINCREMENT: a deleted top row id is never handed out again, so a vector index saved
     # before a delete can never hold an old entry's vector under a new entry's id. Files made
-    # before this get their table rebuilt on open (store/sqlite.py).
+    # before this get their table rebuilt on open (revision 0003).
     sqlite_autoincrement=True,
 )
 
@@ -60,7 +71,7 @@ entries = Table(
 requests = Table(
     "requests",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", _ROW_ID, primary_key=True, autoincrement=True),
     Column("ts", Float, nullable=False),
     Column("day", String(10), nullable=False),
     Column("tenant", String(200), nullable=False),

@@ -53,8 +53,8 @@ class SqlFaissStore:
         # Set when SQLite reports the file damaged while serving: from then on the store
         # refuses writes (they could spread the damage) and /readyz reports it.
         self.damaged: str | None = None
-        verify_all = open_schema(self.engine, index_dir)
-        self.reconcile_report = self._reconcile(verify_all)
+        self.schema = open_schema(self.engine, index_dir)
+        self.reconcile_report = self._reconcile(self.schema.rebuilt_ids)
 
     # -- plumbing ---------------------------------------------------------------------------
 

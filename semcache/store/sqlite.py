@@ -1,4 +1,4 @@
-"""SQLite plumbing of the embedded store: the engine, checks on open, migrations, error reasons.
+"""SQLite plumbing of the embedded store: the engine, checks on open, error reasons.
 
 Kept apart from ``sql_faiss`` (what the store does) because none of it is cache logic: it is
 what makes one SQLite file safe to serve from. Foreign errors are translated here, so the
@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
 from ..errors import StorageError
-from .schema import entries, metadata
+from .migrate import Upgrade, upgrade
+from .schema import entries
 
 __all__ = [
     "StoreOptions",
@@ -97,6 +97,11 @@ def is_damage(exc: BaseException) -> bool:
 
 def storage_error(action: str, exc: SQLAlchemyError) -> StorageError:
     """A ``StorageError`` naming the cause in a few words (the full error goes to the log)."""
+    if type(getattr(exc, "orig", None)).__module__.startswith("psycopg"):
+        # Shared code (attribution rows) over a PostgreSQL engine.
+        from .postgres import pg_storage_error
+
+        return pg_storage_error(action, exc)
     log.warning("%s: %s", action, exc)
     code = sqlite_code(exc)
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
@@ -118,9 +123,10 @@ def storage_error(action: str, exc: SQLAlchemyError) -> StorageError:
     return StorageError(f"{action}: {reason}")
 
 
-def open_schema(engine: Engine, index_dir: Path) -> bool:
-    """Check the database, create or upgrade its tables. True when an upgrade may have left
-    vector indexes holding reused ids, so every stored vector must be checked against them.
+def open_schema(engine: Engine, index_dir: Path) -> Upgrade:
+    """Check the database, create or upgrade its tables (``migrate.upgrade``). The result's
+    ``rebuilt_ids`` says an upgrade may have left vector indexes holding reused ids, so every
+    stored vector must be checked against them.
 
     Refuses (``StorageError``) a damaged file, and a database without tables while vector
     index files exist: that is a lost or truncated database, and starting empty would throw
@@ -140,9 +146,10 @@ def open_schema(engine: Engine, index_dir: Path) -> bool:
                     "folder aside to start an empty cache; nothing was deleted",
                     code="store_damaged",
                 )
-        metadata.create_all(engine)
-        _add_new_columns(engine)
-        return _never_reuse_ids(engine) if existed else False
+        # The schema versions (store/migrations): creates the tables of a new file, brings an
+        # older one up to date (hit_floor, an entries table without AUTOINCREMENT rebuilt),
+        # and refuses a file a newer release upgraded.
+        return upgrade(engine)
     except (SQLAlchemyError, sqlite3.Error) as exc:
         if is_damage(exc):
             raise _damaged(engine, str(getattr(exc, "orig", exc))) from exc
@@ -168,78 +175,3 @@ def _damaged(engine: Engine, detail: str) -> StorageError:
         "`sqlite3 <file> .recover`; the vector index files were left untouched",
         code="store_damaged",
     )
-
-
-def _add_new_columns(engine: Engine) -> None:
-    """Add the nullable columns a newer schema has to tables an older release created
-    (``entries.hit_floor``); create_all makes missing tables but never alters one."""
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=engine.dialect)
-                try:
-                    with engine.begin() as conn:
-                        conn.execute(
-                            text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                        )
-                except SQLAlchemyError:
-                    # Another process opening the same store may have added it first.
-                    columns = inspect(engine).get_columns(table.name)
-                    if column.name not in {c["name"] for c in columns}:
-                        raise
-                log.info("added column %s.%s to an older store", table.name, column.name)
-
-
-def _never_reuse_ids(engine: Engine) -> bool:
-    """Rebuild an ``entries`` table made without AUTOINCREMENT; True when it did.
-
-    Without AUTOINCREMENT SQLite hands a deleted top row id to the next insert, and a vector
-    index saved before the delete then holds the old entry's vector under the new entry's id.
-    The rebuild runs in one IMMEDIATE transaction, so a second process opening the store at
-    the same time waits, then finds the table rebuilt.
-    """
-    if engine.dialect.name != "sqlite" or _has_autoincrement(engine):
-        return False
-    database = engine.url.database
-    assert database is not None
-    conn = sqlite3.connect(database, isolation_level=None, timeout=30)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        if _has_autoincrement(engine, conn):
-            conn.execute("ROLLBACK")
-            return False
-        columns = ", ".join(f'"{c.name}"' for c in entries.columns)
-        conn.execute('ALTER TABLE entries RENAME TO "entries_before_autoincrement"')
-        for index in entries.indexes:
-            conn.execute(f'DROP INDEX IF EXISTS "{index.name}"')
-        dialect = engine.dialect
-        conn.execute(str(CreateTable(entries).compile(dialect=dialect)))
-        for index in entries.indexes:
-            conn.execute(str(CreateIndex(index).compile(dialect=dialect)))
-        conn.execute(
-            f"INSERT INTO entries ({columns}) SELECT {columns} FROM entries_before_autoincrement"
-        )
-        conn.execute("DROP TABLE entries_before_autoincrement")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.close()
-    log.info("rebuilt the entries table with AUTOINCREMENT: entry ids are never reused now")
-    return True
-
-
-def _has_autoincrement(engine: Engine, conn: sqlite3.Connection | None = None) -> bool:
-    query = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
-    if conn is not None:
-        row = conn.execute(query).fetchone()
-    else:
-        with engine.connect() as sa_conn:
-            row = sa_conn.execute(text(query)).fetchone()
-    return row is not None and "AUTOINCREMENT" in str(row[0]).upper()

@@ -1,0 +1,526 @@
+"""The shared store: entries and their vectors in PostgreSQL with pgvector; implements
+``CacheStore``.
+
+Chosen when ``database_url`` starts with ``postgresql``. Every replica on one database sees
+every write at once: a vector is a column of its entry's row under an HNSW index (inner
+product of L2-normalised vectors, so similarity is cosine in [-1, 1], docs/ARCHITECTURE.md
+"Similarity scale"), so there is no index to sync, save or reconcile and nothing on local disk.
+
+Search filters (partition, context hash, expiry, hit floor) sit in the same query as the
+index scan, and ``hnsw.iterative_scan = relaxed_order`` (pgvector 0.8) lets the scan go on
+past rows the filters drop until ``k`` rows pass, which is the widening ``SqlFaissStore`` does
+by hand; the rows are re-sorted by similarity here. A partition small enough for its btree to
+be cheaper is searched exactly by the planner's choice. benchmarks/pgvector_search.py measures
+recall@1 against exact search.
+
+Connections: SQLAlchemy's pool over psycopg 3, ``pool_size`` per process and no overflow.
+Reads run in autocommit (one round trip, no BEGIN/ROLLBACK); writes in one transaction each.
+psycopg prepares a statement server-side on its ``_PREPARE_THRESHOLD``-th execution on a
+connection, so the hot path's few statements (exact probe, search, hit flush, put) run
+prepared and one-off statements (stats, sweeps, migrations) do not fill the cache.
+psycopg and SQLAlchemy errors become ``StorageError`` here, named in a few words (the
+primary message of the server's error, never the statement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xxhash
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from ..errors import StorageError
+from .attribution import AttributionStore
+from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
+from .migrate import upgrade
+from .schema import entries
+
+__all__ = ["PostgresOptions", "PostgresStore", "is_postgres_url", "pg_storage_error"]
+
+log = logging.getLogger(__name__)
+
+# A statement is prepared on the server at its second execution on a connection: the hot path
+# repeats a handful of statements thousands of times, one-off ones run unprepared.
+_PREPARE_THRESHOLD = 2
+# Expired rows deleted per sweep transaction, so a sweep never holds many row locks for long.
+_SWEEP_BATCH = 5000
+# pg_try_advisory_xact_lock key of the expiry sweep: one replica sweeps at a time, the others
+# skip their round ("sweeping" in ASCII).
+_SWEEP_LOCK_KEY = 0x7377656570696E67
+# Columns read back for an entry: everything but the vector, which callers never need and
+# which is the widest column by far (384 floats).
+_ENTRY_COLUMNS = [c for c in entries.c if c.name != "embedding"]
+_VECTOR = Vector()
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """How the PostgreSQL store connects, waits and searches."""
+
+    # A write waits this long for a row lock (lock_timeout) and any call this long for a free
+    # pooled connection, then answers 503 store_busy.
+    write_timeout_s: float = 5.0
+    # Connections this process keeps to PostgreSQL (no overflow): max_connections of the
+    # server must exceed replicas x pool_size, plus what administration needs.
+    pool_size: int = 10
+    # hnsw.ef_search: candidates the HNSW scan keeps; higher finds the true nearest neighbour
+    # more often and costs more (benchmarks/pgvector_search.py).
+    ef_search: int = 100
+    # libpq connect_timeout, seconds.
+    connect_timeout_s: int = 5
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+def make_pg_engine(url: str, options: PostgresOptions) -> Engine:
+    """A pooled psycopg 3 engine whose connections search with iterative HNSW scans."""
+    try:
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; semcache ships psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.drivername != "postgresql+psycopg":
+            raise ArgumentError(f"driver {parsed.drivername!r}: use postgresql+psycopg://")
+        engine = create_engine(
+            parsed,
+            pool_size=options.pool_size,
+            max_overflow=0,
+            pool_timeout=options.write_timeout_s,
+            # No ping per checkout (a round trip on every call): a connection found dead
+            # fails its call with 503 and SQLAlchemy then replaces every pooled connection
+            # opened before it, so the pool is good again after a server restart.
+            pool_pre_ping=False,
+            pool_use_lifo=True,
+            connect_args={
+                "prepare_threshold": _PREPARE_THRESHOLD,
+                "connect_timeout": options.connect_timeout_s,
+                "application_name": "semcache",
+            },
+        )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StorageError(f"cannot use database URL {_safe(url)}: {exc}") from exc
+    lock_ms = int(options.write_timeout_s * 1000)
+
+    def session_settings(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            # pgvector 0.8: an HNSW scan whose rows the filters drop keeps scanning (up to
+            # hnsw.max_scan_tuples) until LIMIT rows pass; relaxed order, re-sorted in search.
+            cursor.execute("SET hnsw.iterative_scan = relaxed_order")
+            cursor.execute(f"SET hnsw.ef_search = {int(options.ef_search)}")
+            cursor.execute(f"SET lock_timeout = {lock_ms}")
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", session_settings)
+    return engine
+
+
+def _safe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable)"
+
+
+# SQLSTATEs that mean "retry shortly": serialization failure, deadlock, lock timeout, query
+# cancelled (statement_timeout), too many connections, server starting or shutting down.
+_BUSY = {"40001", "40P01", "55P03", "57014", "53300"}
+_DOWN_CLASSES = ("08", "57P")
+_FULL = {"53100"}
+
+
+def pg_storage_error(action: str, exc: BaseException) -> StorageError:
+    """A ``StorageError`` naming the cause in a few words (the full error goes to the log)."""
+    log.warning("%s: %s", action, exc)
+    if isinstance(exc, PoolTimeout):
+        return StorageError(
+            f"{action}: every database connection of this process is in use; retry shortly",
+            code="store_busy",
+            headers={"Retry-After": "1"},
+        )
+    orig = getattr(exc, "orig", exc)
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if sqlstate in _BUSY:
+        return StorageError(
+            f"{action}: the database is busy ({primary or 'lock timeout'}); retry shortly",
+            code="store_busy",
+            headers={"Retry-After": "1"},
+        )
+    if sqlstate in _FULL:
+        return StorageError(f"{action}: the database server's disk is full", code="store_full")
+    disconnected = bool(getattr(exc, "connection_invalidated", False))
+    if (
+        disconnected
+        or sqlstate.startswith(_DOWN_CLASSES)
+        or (not sqlstate and type(orig).__name__ == "OperationalError")
+    ):
+        # A connection error carries no statement: its first line says what libpq met.
+        detail = primary or str(orig).split("\n", 1)[0][:300]
+        return StorageError(
+            f"{action}: the database is unreachable ({detail}); retry shortly",
+            code="store_unavailable",
+            headers={"Retry-After": "1"},
+        )
+    # The server's primary message only: str(orig) would carry the statement (LINE 1: ...).
+    reason = primary or type(orig).__name__
+    return StorageError(f"{action}: {reason}")
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for these strings."""
+    digest = xxhash.xxh3_64_digest("\0".join(parts).encode())
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PostgresStore:
+    """Entries and vectors in one PostgreSQL database, shared by every replica."""
+
+    def __init__(self, database_url: str, dim: int, options: PostgresOptions | None = None) -> None:
+        self.dim = dim
+        self.options = options or PostgresOptions()
+        self.engine = make_pg_engine(database_url, self.options)
+        # Reads share the pool but run in autocommit: no BEGIN and ROLLBACK around a SELECT.
+        self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        where = self.engine.url.render_as_string(hide_password=True)
+        try:
+            # Creates or upgrades the tables under an advisory lock (two replicas starting
+            # together migrate once); refuses a schema newer than this code.
+            self.schema = upgrade(self.engine, dim=dim)
+            held = self._stored_dim()
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise pg_storage_error(f"cannot open the store at {where}", exc) from exc
+        except BaseException:
+            self.engine.dispose()
+            raise
+        if held != dim:
+            self.engine.dispose()
+            raise StorageError(
+                f"the database at {where} holds {held}-dimensional vectors but the encoder "
+                f"makes {dim}-dimensional ones: use another database for this model"
+            )
+
+    def _stored_dim(self) -> int:
+        with self.engine.connect() as conn:
+            # A vector column's type modifier is its dimension.
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT atttypmod FROM pg_attribute "
+                        "WHERE attrelid = 'entries'::regclass AND attname = 'embedding'"
+                    )
+                ).scalar_one()
+            )
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._reader.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise pg_storage_error("store read failed", exc) from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One committed transaction."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise pg_storage_error("store write failed; nothing was written", exc) from exc
+
+    def _vector(self, vector: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
+
+    def _distance(self, vector: np.ndarray) -> ColumnElement[float]:
+        """``embedding <#> :q``: minus the inner product, which is cosine similarity here; the
+        HNSW index (vector_ip_ops) orders by it. One bound parameter, however often used."""
+        query = bindparam("q", self._vector(vector), type_=_VECTOR)
+        return entries.c.embedding.op("<#>", return_type=Float)(query)
+
+    # -- CacheStore ---------------------------------------------------------------------------
+
+    def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
+        p = entry.partition
+        row = {
+            "entry_id": entry.entry_id,
+            "tenant": p.tenant,
+            "namespace": p.namespace,
+            "model": p.model,
+            "doc_version": p.doc_version,
+            "partition_key": p.key,
+            "exact_key": entry.exact_key,
+            "context_hash": entry.context_hash,
+            "query": entry.query,
+            "response": json.dumps(entry.response, ensure_ascii=False),
+            "metadata": json.dumps(entry.metadata, ensure_ascii=False),
+            "embedding": self._vector(entry.embedding),
+            "created_at": entry.created_at,
+            "expires_at": entry.expires_at,
+            "last_used_at": entry.created_at,
+            "hit_count": 0,
+        }
+        with self._transaction() as conn:
+            # Two replicas storing the same request at once take turns here, so the second
+            # replaces the first's answer instead of failing on the unique exact key.
+            conn.execute(
+                select(func.pg_advisory_xact_lock(bindparam("key"))),
+                {"key": _lock_key("put", p.tenant, entry.exact_key)},
+            )
+            # Storing an exact key again replaces the answer: same request, newest response.
+            conn.execute(
+                delete(entries).where(
+                    entries.c.tenant == p.tenant, entries.c.exact_key == entry.exact_key
+                )
+            )
+            row_id = conn.execute(
+                entries.insert().values(**row).returning(entries.c.row_id)
+            ).scalar_one()
+            evicted = self._evict_lru(conn, p.tenant, max_entries)
+        stored = Entry(
+            entry_id=entry.entry_id,
+            row_id=int(row_id),
+            partition=p,
+            exact_key=entry.exact_key,
+            context_hash=entry.context_hash,
+            query=entry.query,
+            response=entry.response,
+            metadata=dict(entry.metadata),
+            created_at=entry.created_at,
+            expires_at=entry.expires_at,
+            last_used_at=entry.created_at,
+            hit_count=0,
+        )
+        return stored, evicted
+
+    def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> int:
+        count = conn.execute(
+            select(func.count()).select_from(entries).where(entries.c.tenant == tenant)
+        ).scalar_one()
+        excess = count - max_entries
+        if excess <= 0:
+            return 0
+        # SKIP LOCKED: two replicas evicting for one tenant at once pick different victims
+        # instead of waiting on each other. Each counts what its snapshot holds, so under
+        # concurrent stores a tenant can hold a few entries over the limit for a moment.
+        victims = (
+            select(entries.c.row_id)
+            .where(entries.c.tenant == tenant)
+            .order_by(entries.c.last_used_at, entries.c.row_id)
+            .limit(excess)
+            .with_for_update(skip_locked=True)
+        )
+        result = conn.execute(
+            delete(entries).where(entries.c.row_id.in_(victims.scalar_subquery()))
+        )
+        return int(result.rowcount)
+
+    def get(self, tenant: str, entry_id: str) -> Entry | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_ENTRY_COLUMNS).where(
+                    entries.c.tenant == tenant, entries.c.entry_id == entry_id
+                )
+            ).first()
+        return None if row is None else _entry(row._mapping)
+
+    def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(*_ENTRY_COLUMNS).where(
+                    entries.c.tenant == tenant,
+                    entries.c.exact_key == exact_key,
+                    entries.c.expires_at > now,
+                )
+            ).first()
+        return None if row is None else _entry(row._mapping)
+
+    def search(
+        self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
+    ) -> list[Candidate]:
+        distance = self._distance(vector)
+        similarity = (distance * -1).label("similarity")
+        statement = (
+            select(*_ENTRY_COLUMNS, similarity)
+            .where(
+                entries.c.partition_key == partition.key,
+                entries.c.tenant == partition.tenant,
+                entries.c.context_hash == context_hash,
+                entries.c.expires_at > now,
+                # An entry reported as a wrong hit answers only queries closer than the
+                # reported one. In the WHERE clause, so the index scan goes on past floored
+                # entries as it does past other conversations': a floored top k cannot hide
+                # a match.
+                or_(
+                    entries.c.hit_floor.is_(None),
+                    entries.c.hit_floor + HIT_FLOOR_MARGIN < distance * -1,
+                ),
+            )
+            .order_by(distance)
+            .limit(k)
+        )
+        with self._read() as conn:
+            rows = conn.execute(statement).all()
+        found = [Candidate(_entry(row._mapping), float(row.similarity)) for row in rows]
+        # relaxed_order: the iterative scan may return rows slightly out of order.
+        found.sort(key=lambda c: c.similarity, reverse=True)
+        return found
+
+    def record_wrong_hit(
+        self, tenant: str, entry_id: str, vector: np.ndarray
+    ) -> tuple[Entry, float] | None:
+        similarity = self._distance(vector) * -1
+        with self._transaction() as conn:
+            # One statement: the floor only rises (GREATEST ignores a NULL floor), and two
+            # reports from two replicas at once both count.
+            row = conn.execute(
+                update(entries)
+                .where(entries.c.tenant == tenant, entries.c.entry_id == entry_id)
+                .values(hit_floor=func.greatest(entries.c.hit_floor, similarity))
+                .returning(*_ENTRY_COLUMNS, similarity.label("similarity"))
+            ).first()
+        if row is None:
+            return None
+        return _entry(row._mapping), float(row.similarity)
+
+    def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
+        if not hits:
+            return
+        rows = [{"rid": r, "n": n, "at": at} for r, (n, at) in sorted(hits.items())]
+        with self._transaction() as conn:
+            # Sorted by row id, so two replicas flushing overlapping hits lock rows in the
+            # same order and never deadlock.
+            conn.execute(
+                update(entries)
+                .where(entries.c.row_id == bindparam("rid"))
+                .values(
+                    hit_count=entries.c.hit_count + bindparam("n"),
+                    last_used_at=func.greatest(entries.c.last_used_at, bindparam("at")),
+                ),
+                rows,
+            )
+
+    def delete(self, tenant: str, entry_id: str) -> bool:
+        return self._delete_where([entries.c.tenant == tenant, entries.c.entry_id == entry_id]) > 0
+
+    def invalidate(
+        self,
+        tenant: str,
+        *,
+        namespace: str | None = None,
+        model: str | None = None,
+        doc_version: str | None = None,
+    ) -> int:
+        conditions = [entries.c.tenant == tenant]
+        for column, value in (
+            (entries.c.namespace, namespace),
+            (entries.c.model, model),
+            (entries.c.doc_version, doc_version),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        return self._delete_where(conditions)
+
+    def sweep_expired(self, now: float) -> int:
+        removed = 0
+        while True:
+            with self._transaction() as conn:
+                # Every replica's sweeper runs on the same rows: one sweeps, the others skip
+                # this round instead of queueing behind its row locks.
+                if not conn.execute(
+                    select(func.pg_try_advisory_xact_lock(_SWEEP_LOCK_KEY))
+                ).scalar_one():
+                    return removed
+                batch = (
+                    select(entries.c.row_id)
+                    .where(entries.c.expires_at <= now)
+                    .limit(_SWEEP_BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+                gone = int(
+                    conn.execute(
+                        delete(entries).where(entries.c.row_id.in_(batch.scalar_subquery()))
+                    ).rowcount
+                )
+            removed += gone
+            if gone < _SWEEP_BATCH:
+                return removed
+
+    def _delete_where(self, conditions: list[Any]) -> int:
+        with self._transaction() as conn:
+            return int(conn.execute(delete(entries).where(*conditions)).rowcount)
+
+    def tenant_stats(self, tenant: str) -> TenantStats:
+        with self._read() as conn:
+            count, partitions, hits = conn.execute(
+                select(
+                    func.count(),
+                    func.count(entries.c.partition_key.distinct()),
+                    func.coalesce(func.sum(entries.c.hit_count), 0),
+                ).where(entries.c.tenant == tenant)
+            ).one()
+        return TenantStats(entries=int(count), partitions=int(partitions), hits=int(hits))
+
+    def count_entries(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    def check(self) -> None:
+        with self._read() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    def attribution(self) -> AttributionStore:
+        return AttributionStore(self.engine)
+
+    def flush(self) -> None:
+        """Nothing to persist: the vectors are rows, committed with their entries."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _entry(row: Any) -> Entry:
+    return Entry(
+        entry_id=row["entry_id"],
+        row_id=int(row["row_id"]),
+        partition=Partition(row["tenant"], row["namespace"], row["model"], row["doc_version"]),
+        exact_key=row["exact_key"],
+        context_hash=row["context_hash"],
+        query=row["query"],
+        response=json.loads(row["response"]),
+        metadata=json.loads(row["metadata"]),
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+        last_used_at=float(row["last_used_at"]),
+        hit_count=int(row["hit_count"]),
+        hit_floor=None if row["hit_floor"] is None else float(row["hit_floor"]),
+    )
