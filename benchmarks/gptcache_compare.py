@@ -72,7 +72,6 @@ from semcache.bench.hitrate import (  # noqa: E402
 )
 from semcache.bench.report import format_rate  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
-from semcache.errors import ConfigError  # noqa: E402
 
 GPTCACHE_VERSION = "0.1.44"
 GPTCACHE_DEFAULT = 0.8
@@ -402,15 +401,7 @@ def _markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    ds.add_shared_data_option(parser)
     parser.add_argument("--qqp-sample", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
@@ -418,10 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        data_dir = ds.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = ds.shared_data_option(parser, args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {

@@ -64,7 +64,6 @@ from semcache.bench.report import format_rate as _pct  # noqa: E402
 from semcache.bench.report import format_table, write_plot  # noqa: E402
 from semcache.config import Settings  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
-from semcache.errors import ConfigError  # noqa: E402
 
 CALIBRATION_FHR = 0.01
 SEED = 0
@@ -155,24 +154,13 @@ def cosine_settings() -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    ds.add_shared_data_option(parser)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--train-sample", type=int, default=10_000)
     parser.add_argument("--only", action="append", choices=[s.name for s in SETS])
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        data_dir = ds.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = ds.shared_data_option(parser, args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     progress = None if args.no_progress else sys.stderr

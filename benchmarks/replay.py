@@ -42,7 +42,6 @@ from semcache.bench.replay import (
 )
 from semcache.cache.service import HIT_SEMANTIC, MISS
 from semcache.embed.encoder import Encoder
-from semcache.errors import ConfigError
 from semcache.levers.pricing import PricingTable
 
 # name -> (config TOML or None for the shipped defaults, whether judged wrong hits are reported)
@@ -55,15 +54,7 @@ RUNS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    datasets.add_shared_data_option(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--limit", type=int, default=None)
@@ -71,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "--audit", type=Path, default=REPO / "benchmarks" / "data" / "replay_audit.jsonl"
     )
     args = parser.parse_args(argv)
-    try:
-        data_dir = datasets.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = datasets.shared_data_option(parser, args)
     audit = read_audit(args.audit)
 
     path = data_dir / "arena-prompts-5k" / "prompts.jsonl"

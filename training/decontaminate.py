@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 from semcache.bench import datasets as ds  # noqa: E402
 from semcache.cache.verifier import normalize_query  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
-from semcache.errors import ConfigError  # noqa: E402
 
 HARD_PAIRS = REPO / "benchmarks" / "data" / "hard_pairs.jsonl"
 TRAINING_FILES = (
@@ -64,20 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--max-cosine", type=float, default=0.9)
     parser.add_argument("--against", type=Path, action="append", default=None)
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    ds.add_shared_data_option(parser)
     args = parser.parse_args(argv)
-    try:
-        data_dir = ds.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = ds.shared_data_option(parser, args)
 
     evaluation = evaluation_sentences(data_dir)
     normalized = {normalize_query(s) for s in evaluation}

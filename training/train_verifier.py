@@ -121,7 +121,6 @@ from _verifier_calibration import TARGET_FHR, auc, calibrate, fit_stack  # noqa:
 from _verifier_data import EXTRA, build_data  # noqa: E402
 
 from semcache.bench import datasets as ds  # noqa: E402
-from semcache.errors import ConfigError  # noqa: E402
 
 ARTIFACT_DIR = REPO / "semcache" / "data" / "verifier"
 
@@ -296,20 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train", type=int, default=0, help="cap (smoke tests)")
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    ds.add_shared_data_option(parser)
     args = parser.parse_args(argv)
-    try:
-        data_dir = ds.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = ds.shared_data_option(parser, args)
 
     import torch
     from safetensors.torch import save_file

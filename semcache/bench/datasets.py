@@ -17,6 +17,7 @@ else, including the repository's ``benchmarks/data/hard_pairs.jsonl``, is evalua
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import itertools
@@ -49,6 +50,7 @@ __all__ = [
     "SHARED_SETS",
     "ContextCase",
     "LabelledPair",
+    "add_shared_data_option",
     "convert_to_pairs",
     "detect_pair_format",
     "load_arena_hard_pairs",
@@ -63,6 +65,7 @@ __all__ = [
     "read_pairs",
     "read_pairs_jsonl",
     "shared_data_dir",
+    "shared_data_option",
     "shared_set_path",
     "training_pairs",
     "write_context_cases_jsonl",
@@ -365,6 +368,27 @@ def shared_data_dir(path: PathLike | None = None, *, option: str = "--shared-dat
             f"{option if path is not None else '$' + SHARED_DATA_ENV})"
         )
     return folder
+
+
+def add_shared_data_option(parser: argparse.ArgumentParser) -> None:
+    """``--shared-data DIR`` (alias ``--data-dir``) for a script that reads the shared sets."""
+    parser.add_argument(
+        "--shared-data",
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help=f"shared data folder (default ${SHARED_DATA_ENV})",
+    )
+
+
+def shared_data_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """The folder ``add_shared_data_option`` asked for, or a usage error naming what to give."""
+    try:
+        return shared_data_dir(args.data_dir)
+    except ConfigError as exc:
+        parser.error(exc.message)
 
 
 def shared_set_path(name: str, data_dir: PathLike) -> Path:
