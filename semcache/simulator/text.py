@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
+from ..levers.tokens import bounded_encode
+
 __all__ = ["AnswerWriter", "SimTokenizer", "request_seed"]
 
 # Body keys that change how much of an answer is delivered and how, not what it says: a cut
@@ -57,7 +59,7 @@ class SimTokenizer:
         if not text:
             return []
         if self._encoding is not None:
-            return list(self._encoding.encode_ordinary(text))
+            return bounded_encode(self._encoding, text)
         # The approximation needs stable ids too, for prefix caching; a CRC of the piece will do.
         return [zlib.crc32(m.group().encode()) for m in _APPROX_TOKEN.finditer(text)]
 

@@ -19,6 +19,7 @@ __all__ = [
     "Wire",
     "require_content",
     "require_messages",
+    "require_model",
     "temperature_bypass",
 ]
 
@@ -66,8 +67,7 @@ class Wire(Protocol):
 
 def require_messages(body: dict[str, Any]) -> None:
     """The fields every chat request needs, in the shapes the rest of the flow relies on."""
-    if not isinstance(body.get("model"), str) or not body["model"].strip():
-        raise InvalidRequest("model is required and must be a string", code="invalid_field")
+    require_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty array", code="invalid_field")
@@ -84,6 +84,23 @@ def require_messages(body: dict[str, Any]) -> None:
             raise InvalidRequest(f"{name} must be an array", code="invalid_field")
     _require_number(body, "temperature")
     _require_number(body, "top_p")
+    # Anthropic's top-level system prompt; an OpenAI body may carry one too (the levers count
+    # it as a system message), so both formats check its shape.
+    require_content("system", body.get("system"))
+
+
+def require_model(body: dict[str, Any]) -> None:
+    """A model name: it keys the cache and goes back in response headers, so it must be a
+    header-safe token (printable ASCII, no spaces), as every provider's model ids are."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("model is required and must be a string", code="invalid_field")
+    if len(model) > 200 or not all("!" <= ch <= "~" for ch in model):
+        raise InvalidRequest(
+            "model must be a model id of at most 200 printable ASCII characters without "
+            f"spaces, got {model[:60]!r}",
+            code="invalid_field",
+        )
 
 
 def require_content(where: str, content: Any) -> None:
