@@ -34,7 +34,7 @@ from .store.factory import open_store
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
 from .upstream.retry import RetryPolicy
 
-__all__ = ["build_services", "create_app"]
+__all__ = ["build_services", "create_app", "load_encoder"]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,22 @@ def hit_decision(settings: Settings) -> tuple[HitDecision, float]:
     verifier = VerifiedDecision(
         max_candidates=settings.verifier_max_candidates,
         score_threshold=settings.verifier_score_threshold,
+        runtime=settings.inference_runtime,
+        models_dir=settings.resolved_models_dir,
+        threads=settings.embedding_threads or None,
     )
     threshold = settings.threshold if settings.threshold is not None else verifier.cosine_floor
     return verifier, threshold
+
+
+def load_encoder(settings: Settings) -> Encoder:
+    """The configured encoder (model, runtime, threads, ONNX cache folder)."""
+    return Encoder(
+        settings.embedding_model or None,
+        threads=settings.embedding_threads or None,
+        runtime=settings.inference_runtime,
+        models_dir=settings.resolved_models_dir,
+    )
 
 
 def cache_config(settings: Settings, threshold: float) -> CacheConfig:
@@ -78,9 +91,7 @@ def build_services(
     name; benchmarks pass one that records its scores.
     """
     keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
-    encoder = encoder or Encoder(
-        settings.embedding_model or None, threads=settings.embedding_threads or None
-    )
+    encoder = encoder or load_encoder(settings)
     store = open_store(
         settings.resolved_database_url,
         data_dir=Path(settings.data_dir),

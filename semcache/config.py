@@ -83,8 +83,19 @@ class Settings:
     )
     embedding_threads: int = _setting(
         1,
-        "torch threads for the encoder (per process); 1 keeps lookup latency steady when other "
-        "work shares the cores, more helps batch throughput on an idle machine; 0 keeps torch's.",
+        "Intra-op threads of the encoder and of the verifier (ONNX Runtime's per model, torch's "
+        "per process); 1 keeps lookup latency steady when other work shares the cores, more "
+        "helps batch throughput on an idle machine; 0 keeps the runtime's default.",
+    )
+    inference_runtime: str = _setting(
+        "onnx",
+        "Runtime of the encoder and the verifier: onnx (ONNX Runtime; the models are exported "
+        "from the shipped weights at first start and cached in models_dir) or torch.",
+    )
+    models_dir: str = _setting(
+        "",
+        "Folder for the ONNX files exported from the model weights (named by a hash of the "
+        "weights); empty means <data_dir>/models.",
     )
     hit_decision: str = _setting(
         "verified",
@@ -195,6 +206,11 @@ class Settings:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'semcache.db'}"
 
+    @property
+    def resolved_models_dir(self) -> Path:
+        """The folder the ONNX runtime caches its exports in."""
+        return Path(self.models_dir) if self.models_dir else Path(self.data_dir) / "models"
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed (validated)."""
         return load_settings(overrides=changes, base=self, environ={})
@@ -292,6 +308,7 @@ _BOUNDS: dict[str, _Rule] = {
 }
 _CHOICES = {
     "hit_decision": ("verified", "cosine"),
+    "inference_runtime": ("onnx", "torch"),
     "log_level": ("debug", "info", "warning", "error"),
 }
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})

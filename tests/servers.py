@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from semcache.embed.runtime import default_models_dir
+
 __all__ = ["ServerProcess", "free_port"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +24,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_models_ready: set[str] = set()
+
+
+def _prepare_models(folder: str) -> None:
+    """Export the ONNX models into ``folder`` once per test run, in this process, so that no
+    server spends its start-up timeout exporting them (only a load when they are cached)."""
+    if folder not in _models_ready:
+        from semcache.cache.verifier import VerifiedDecision
+        from semcache.embed import Encoder
+
+        Encoder(models_dir=folder)
+        VerifiedDecision(models_dir=folder)
+        _models_ready.add(folder)
 
 
 class ServerProcess:
@@ -38,7 +55,10 @@ class ServerProcess:
     ) -> None:
         self.port = port or free_port()
         self.args = list(args)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Every server reuses one ONNX export of the models (the one in-process tests use)
+        # instead of exporting them again into each fresh data dir.
+        shared_models = {"SEMCACHE_MODELS_DIR": str(default_models_dir())}
+        self.env = {**shared_models, **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.health_path = health_path
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,6 +68,8 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
+        if self.env.get("SEMCACHE_MODELS_DIR"):
+            _prepare_models(self.env["SEMCACHE_MODELS_DIR"])
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semcache", *self.args, "--port", str(self.port)],

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from postgres_helpers import PgDatabase
 
+from semcache.errors import StorageError
 from semcache.store import CacheStore, NewEntry, Partition, SqlFaissStore
 from semcache.store.postgres import PostgresStore
 
@@ -302,3 +303,30 @@ def test_an_older_file_is_upgraded_and_a_reused_id_repaired(tmp_path: Path) -> N
     assert reopened.delete("acme", "y")
     fresh, _ = reopened.put(new(4), max_entries=10)
     assert fresh.row_id > 3
+
+
+def test_postgres_store_answers_503_while_the_server_is_down_and_recovers(
+    pg_database: PgDatabase,
+) -> None:
+    pg_database.reset()
+    store = PostgresStore(pg_database.url, DIM)
+    entry, _ = store.put(new(1), max_entries=10)
+    pg_database.server.stop()
+    try:
+        with pytest.raises(StorageError) as down:
+            store.get_exact("acme", "k1", now=1001.0)
+        assert down.value.code == "store_unavailable"
+        assert down.value.headers == {"Retry-After": "1"}
+        assert "SELECT" not in down.value.message
+        with pytest.raises(StorageError):
+            store.check()
+    finally:
+        pg_database.server.start_again()
+    # Back without a restart of the store: the pool replaced its dead connections.
+    assert store.get_exact("acme", "k1", now=1001.0) == entry
+    store.check()
+    store.put(new(2), max_entries=10)
+    assert [c.entry.query for c in store.search(P, unit(2), context_hash="ctx", now=0, k=1)] == [
+        "query 2"
+    ]
+    store.close()

@@ -107,6 +107,8 @@ def throwaway_settings(settings: Settings, data_dir: str) -> Settings:
     """``settings`` for a throwaway store: no keys, no eviction, any threshold per request."""
     return settings.replace(
         data_dir=data_dir,
+        # The ONNX exports stay where the settings keep them: not exported again per run.
+        models_dir=str(settings.resolved_models_dir.resolve()),
         database_url="",
         api_keys="",
         api_keys_file="",
@@ -257,7 +259,10 @@ def measure(
     its cosine threshold) replaces the one ``settings`` name, e.g. one that records its scores.
     """
     settings = settings or bench_settings()
-    encoder = encoder or Encoder(settings.embedding_model or None)
+    if encoder is None:
+        from ..app import load_encoder
+
+        encoder = load_encoder(settings)
     return asyncio.run(
         _measure(
             pairs,

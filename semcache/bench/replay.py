@@ -247,7 +247,10 @@ def replay(
         raise InvalidRequest("the prompts file holds no prompts")
     if output_tokens < 0:
         raise InvalidRequest(f"--output-tokens must be >= 0, got {output_tokens}")
-    encoder = encoder or Encoder(settings.embedding_model or None)
+    if encoder is None:
+        from ..app import load_encoder
+
+        encoder = load_encoder(settings)
     return asyncio.run(
         _replay(
             prompts,

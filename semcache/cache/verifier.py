@@ -27,10 +27,15 @@ adds a second stage after the nearest-neighbour search:
    shown to the model without the words both share at the start and at the end
    (``focus_on_difference``), so the model reads what differs, with a little context.
 
-The model loads in the constructor (about a second; torch and transformers are imported then,
-never at import time) and runs on the CPU. ``choose`` is thread-safe: one forward pass at a time.
-The artifact (``semcache/data/verifier/``) holds the pair model without its word embeddings,
-which come from the bundled all-MiniLM-L6-v2 package.
+The model loads in the constructor and runs on the CPU, on ONNX Runtime (``runtime="onnx"``,
+the default: the pair model exported once from the shipped weights and cached in
+``models_dir``, ``semcache.embed.runtime``; torch is imported only to export) or on torch
+(``runtime="torch"``, the fallback). Both read the pairs tokenised the same way (the bundled
+model's ``tokenizer.json``) and give the same probabilities (within 1e-5 on the test pairs).
+``choose`` and ``choose_many`` are thread-safe; ``choose_many`` scores the pairs of several
+lookups in one batched pass (the cache service's verifier micro-batcher calls it). The
+artifact (``semcache/data/verifier/``) holds the pair model without its word embeddings, which
+come from the bundled all-MiniLM-L6-v2 package.
 """
 
 from __future__ import annotations
@@ -44,12 +49,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..embed.encoder import bundled_model_path
+from ..embed.runtime import (
+    RUNTIMES,
+    OnnxModel,
+    export_module,
+    length_groups,
+    load_onnx,
+    model_files,
+    padded_feeds,
+    source_digest,
+)
 from ..errors import ConfigError
 from ..store.base import Candidate
 from .keys import normalize_query
 from .typos import differ_only_by_typos
 
 __all__ = [
+    "VerificationRequest",
     "VerifiedDecision",
     "VerifierMeta",
     "default_artifact_dir",
@@ -93,15 +110,27 @@ def focus_on_difference(a: str, b: str, context: int = 12) -> tuple[str, str]:
     return cut(wa), cut(wb)
 
 
+def _token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        # Truncated at the window at most, which still tells a pair that does not fit.
+        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return [len(i) for i in ids]
+
+
 def fit_to_window(tokenizer: Any, a: str, b: str, max_length: int) -> tuple[str, str]:
     """The pair as the verifier should read it: unchanged when ``[CLS] a [SEP] b [SEP]`` fits
-    ``max_length`` tokens, else ``focus_on_difference(a, b)`` (module doc, point 3)."""
+    ``max_length`` tokens, else ``focus_on_difference(a, b)`` (module doc, point 3).
+
+    ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
     # A token is at least one character long (but for rare exceptions): pairs this short fit
     # without tokenising them twice.
     if len(a) + len(b) + 3 <= max_length:
         return a, b
-    ids = tokenizer([a, b], add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    if len(ids[0]) + len(ids[1]) + 3 <= max_length:
+    counts = _token_counts(tokenizer, [a, b])
+    if counts[0] + counts[1] + 3 <= max_length:
         return a, b
     return focus_on_difference(a, b)
 
@@ -109,6 +138,23 @@ def fit_to_window(tokenizer: Any, a: str, b: str, max_length: int) -> tuple[str,
 def default_artifact_dir() -> Path:
     """``semcache/data/verifier``, where the shipped artifact lives."""
     return Path(__file__).resolve().parent.parent / "data" / "verifier"
+
+
+# One lookup's question to the verifier: (query, candidates, cosine threshold).
+VerificationRequest = tuple[str, Sequence[Candidate], float]
+# Bump when the exported graph changes for the same weights (a new export replaces old files).
+_RECIPE = "semcache-verifier-onnx-1"
+
+
+def _export_verifier(artifact: Path, model_path: Path | None) -> Any:
+    def export(target: Path) -> None:
+        from .verifier_model import load_pair_model
+
+        model, _ = load_pair_model(artifact, model_path)
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        export_module(model, target, names, "logit", (0,))
+
+    return export
 
 
 @dataclass(frozen=True)
@@ -145,7 +191,8 @@ class VerifiedDecision:
     """Cosine floor (``threshold``) plus the shipped cross-encoder verifier; see the module doc.
 
     ``score_threshold`` overrides the calibrated probability threshold (0..1, higher is
-    stricter); ``max_candidates`` bounds how many candidates one lookup verifies.
+    stricter); ``max_candidates`` bounds how many candidates one lookup verifies. ``runtime``
+    (``onnx`` or ``torch``), ``models_dir`` and ``threads`` as for ``semcache.embed.Encoder``.
     """
 
     def __init__(
@@ -155,6 +202,9 @@ class VerifiedDecision:
         max_candidates: int = 4,
         score_threshold: float | None = None,
         model_path: str | os.PathLike[str] | None = None,
+        runtime: str = "onnx",
+        models_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = 1,
     ) -> None:
         folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
         self.meta = VerifierMeta.read(folder / "verifier.json")
@@ -164,22 +214,57 @@ class VerifiedDecision:
         self.score_threshold = (
             self.meta.score_threshold if score_threshold is None else float(score_threshold)
         )
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"inference runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self.runtime = runtime
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from .verifier_model import load_pair_model
-
         artifact = folder / self.meta.artifact
         if not artifact.is_file():
             raise ConfigError(f"verifier artifact {artifact} is missing")
-        try:
-            self._model, self._tokenizer = load_pair_model(
-                artifact, Path(model_path) if model_path else None
+        base = Path(model_path) if model_path else bundled_model_path()
+        self._tokenizer = self._pair_tokenizer(base)
+        self._pad_id = 0
+        self._lock = threading.Lock()
+        self._onnx: OnnxModel | None = None
+        self._model: Any = None
+        if runtime == "onnx":
+            digest = source_digest(_RECIPE, [("verifier", artifact), *model_files(base)])
+            from ..embed.runtime import default_models_dir
+
+            self._onnx = load_onnx(
+                Path(models_dir) if models_dir else default_models_dir(),
+                "verifier",
+                digest,
+                _export_verifier(artifact, Path(model_path) if model_path else None),
+                threads,
             )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cannot load the verifier from {artifact}: {exc}") from exc
+        else:
+            from .verifier_model import load_pair_model
+
+            try:
+                self._model, _ = load_pair_model(artifact, Path(model_path) if model_path else None)
+            except (OSError, ValueError, RuntimeError) as exc:
+                raise ConfigError(f"cannot load the verifier from {artifact}: {exc}") from exc
         # Whole words of the WordPiece vocabulary, for telling a misspelling from a real word.
         self._vocabulary = frozenset(self._tokenizer.get_vocab())
-        self._lock = threading.Lock()
+
+    def _pair_tokenizer(self, base: Path) -> Any:
+        """The base model's fast tokenizer, set up as ``verifier_model.encode_pairs`` calls
+        transformers' (``[CLS] a [SEP] b [SEP]``, longest-first truncation at the window);
+        padding is per length group (``logits``)."""
+        from tokenizers import Tokenizer
+
+        path = base / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises its own Exception for a bad file
+            raise ConfigError(f"cannot read the verifier's tokenizer {path}: {exc}") from exc
+        padding = tokenizer.padding
+        self._pad_id = int(padding["pad_id"]) if padding else 0
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.meta.max_length, strategy="longest_first")
+        return tokenizer
 
     @property
     def cosine_floor(self) -> float:
@@ -187,23 +272,28 @@ class VerifiedDecision:
         return self.meta.cosine_floor
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Raw cross-encoder logits for (cached query, new query) pairs, one forward pass."""
+        """Raw cross-encoder logits for (cached query, new query) pairs, batched: one forward
+        pass per group of similar lengths (``semcache.embed.runtime.length_groups``)."""
         if not pairs:
             return []
+        fitted = [fit_to_window(self._tokenizer, a, b, self.meta.max_length) for a, b in pairs]
+        encodings = self._tokenizer.encode_batch(fitted)
+        out = [0.0] * len(pairs)
+        for group in length_groups([len(e.ids) for e in encodings]):
+            feeds = padded_feeds([encodings[i] for i in group], self._pad_id)
+            for i, value in zip(group, self._forward(feeds), strict=True):
+                out[i] = float(value)
+        return out
+
+    def _forward(self, feeds: dict[str, Any]) -> list[float]:
+        if self._onnx is not None:
+            return [float(v) for v in self._onnx.run(feeds).reshape(-1)]
         import torch
 
-        from .verifier_model import encode_pairs
-
-        fitted = [fit_to_window(self._tokenizer, a, b, self.meta.max_length) for a, b in pairs]
-        batch = encode_pairs(
-            self._tokenizer,
-            [a for a, _ in fitted],
-            [b for _, b in fitted],
-            self.meta.max_length,
-        )
+        batch = {k: torch.from_numpy(v) for k, v in feeds.items()}
         with self._lock, torch.inference_mode():
             out = self._model(**batch)
-        return [float(v) for v in out.float().tolist()]
+        return [float(v) for v in out.float().reshape(-1).tolist()]
 
     def probability(self, logit: float, cosine: float) -> float:
         """The calibrated hit probability from a cross-encoder logit and a cosine."""
@@ -217,27 +307,51 @@ class VerifiedDecision:
         ``normalize_query``, or different only by misspelt words) scores 1.0 without the model;
         the others go through one batched forward pass.
         """
-        same = [same_question(c.entry.query, query, self._vocabulary) for c in candidates]
-        rest = [c for c, s in zip(candidates, same, strict=True) if not s]
-        logits = iter(self.logits([(c.entry.query, query) for c in rest]))
-        return [
-            1.0 if s else self.probability(next(logits), c.similarity)
-            for c, s in zip(candidates, same, strict=True)
+        return self._scores_many([(query, candidates)])[0]
+
+    def _scores_many(self, asked: Sequence[tuple[str, Sequence[Candidate]]]) -> list[list[float]]:
+        """``scores`` of several (query, candidates), every model pair in one batch."""
+        same = [
+            [same_question(c.entry.query, query, self._vocabulary) for c in candidates]
+            for query, candidates in asked
         ]
+        pairs = [
+            (c.entry.query, query)
+            for (query, candidates), flags in zip(asked, same, strict=True)
+            for c, s in zip(candidates, flags, strict=True)
+            if not s
+        ]
+        logits = iter(self.logits(pairs))
+        return [
+            [
+                1.0 if s else self.probability(next(logits), c.similarity)
+                for c, s in zip(candidates, flags, strict=True)
+            ]
+            for (_, candidates), flags in zip(asked, same, strict=True)
+        ]
+
+    def _eligible(self, candidates: Sequence[Candidate], threshold: float) -> list[Candidate]:
+        return sorted(
+            (c for c in candidates if c.similarity >= threshold),
+            key=lambda c: c.similarity,
+            reverse=True,
+        )[: self.max_candidates]
 
     def scored(
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> list[tuple[float, Candidate]]:
         """(hit probability, candidate) for the ``max_candidates`` most similar candidates at
         or above ``threshold``; empty when none is."""
-        eligible = sorted(
-            (c for c in candidates if c.similarity >= threshold),
-            key=lambda c: c.similarity,
-            reverse=True,
-        )[: self.max_candidates]
-        if not eligible:
-            return []
-        return list(zip(self.scores(query, eligible), eligible, strict=True))
+        return self.scored_many([(query, candidates, threshold)])[0]
+
+    def scored_many(
+        self, requests: Sequence[VerificationRequest]
+    ) -> list[list[tuple[float, Candidate]]]:
+        """``scored`` for several lookups; the model reads all their pairs in one batch."""
+        eligible = [self._eligible(candidates, threshold) for _, candidates, threshold in requests]
+        asked = [(query, e) for (query, _, _), e in zip(requests, eligible, strict=True) if e]
+        scores = iter(self._scores_many(asked))
+        return [list(zip(next(scores), e, strict=True)) if e else [] for e in eligible]
 
     def accept(self, scored: Sequence[tuple[float, Candidate]]) -> Candidate | None:
         """The most probable of ``scored`` when it reaches ``score_threshold``, else None."""
@@ -250,3 +364,7 @@ class VerifiedDecision:
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> Candidate | None:
         return self.accept(self.scored(query, candidates, threshold))
+
+    def choose_many(self, requests: Sequence[VerificationRequest]) -> list[Candidate | None]:
+        """``choose`` for several lookups at once, their pairs scored in one batched pass."""
+        return [self.accept(scored) for scored in self.scored_many(requests)]

@@ -24,6 +24,7 @@ primary message of the server's error, never the statement).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -32,10 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 import xxhash
-from pgvector.sqlalchemy import Vector
+from pgvector.psycopg import register_vector
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -52,6 +53,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.types import UserDefinedType
 
 from ..errors import StorageError
 from .attribution import AttributionStore
@@ -74,7 +76,60 @@ _SWEEP_LOCK_KEY = 0x7377656570696E67
 # Columns read back for an entry: everything but the vector, which callers never need and
 # which is the widest column by far (384 floats).
 _ENTRY_COLUMNS = [c for c in entries.c if c.name != "embedding"]
-_VECTOR = Vector()
+
+
+class _BinaryVector(UserDefinedType[np.ndarray]):
+    """A numpy vector handed to psycopg as it is: pgvector's dumper (registered on every
+    connection) sends it in binary, instead of SQLAlchemy's Vector type formatting 384 floats
+    as text on every call."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "vector"
+
+
+# The hot path's statements, built once: the same SQL text every call, which psycopg then
+# runs as a prepared statement.
+_QUERY = bindparam("q", type_=_BinaryVector())
+# <#> is minus the inner product (cosine similarity here); the HNSW index orders by it.
+_DISTANCE = entries.c.embedding.op("<#>", return_type=Float)(_QUERY)
+_SIMILARITY = _DISTANCE * -1
+_GET = select(*_ENTRY_COLUMNS).where(
+    entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
+)
+_GET_EXACT = select(*_ENTRY_COLUMNS).where(
+    entries.c.tenant == bindparam("tenant"),
+    entries.c.exact_key == bindparam("exact_key"),
+    entries.c.expires_at > bindparam("now"),
+)
+_SEARCH = (
+    select(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+    .where(
+        entries.c.partition_key == bindparam("partition_key"),
+        entries.c.tenant == bindparam("tenant"),
+        entries.c.context_hash == bindparam("context_hash"),
+        entries.c.expires_at > bindparam("now"),
+        # An entry reported as a wrong hit answers only queries closer than the reported one.
+        # In the WHERE clause, so the index scan goes on past floored entries as it does past
+        # other conversations': a floored top k cannot hide a match.
+        or_(entries.c.hit_floor.is_(None), entries.c.hit_floor + HIT_FLOOR_MARGIN < _SIMILARITY),
+    )
+    .order_by(_DISTANCE)
+    .limit(bindparam("k"))
+)
+_INSERT = (
+    entries.insert()
+    .values(embedding=bindparam("vector", type_=_BinaryVector()))
+    .returning(entries.c.row_id)
+)
+_WRONG_HIT = (
+    update(entries)
+    .where(entries.c.tenant == bindparam("b_tenant"), entries.c.entry_id == bindparam("b_id"))
+    # The floor only rises (GREATEST ignores a NULL floor).
+    .values(hit_floor=func.greatest(entries.c.hit_floor, _SIMILARITY))
+    .returning(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+)
 
 
 @dataclass(frozen=True)
@@ -128,6 +183,10 @@ def make_pg_engine(url: str, options: PostgresOptions) -> Engine:
     lock_ms = int(options.write_timeout_s * 1000)
 
     def session_settings(dbapi_connection: Any, _record: Any) -> None:
+        # numpy arrays as binary vector parameters on this connection. No vector type yet on
+        # the connection that runs the first migration; the store opens fresh ones after it.
+        with contextlib.suppress(psycopg.ProgrammingError):
+            register_vector(dbapi_connection)
         with dbapi_connection.cursor() as cursor:
             # pgvector 0.8: an HNSW scan whose rows the filters drop keeps scanning (up to
             # hnsw.max_scan_tuples) until LIMIT rows pass; relaxed order, re-sorted in search.
@@ -213,6 +272,8 @@ class PostgresStore:
             # Creates or upgrades the tables under an advisory lock (two replicas starting
             # together migrate once); refuses a schema newer than this code.
             self.schema = upgrade(self.engine, dim=dim)
+            # Connections opened before the vector type existed lack its adapter.
+            self.engine.dispose()
             held = self._stored_dim()
         except SQLAlchemyError as exc:
             self.engine.dispose()
@@ -261,12 +322,6 @@ class PostgresStore:
     def _vector(self, vector: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
 
-    def _distance(self, vector: np.ndarray) -> ColumnElement[float]:
-        """``embedding <#> :q``: minus the inner product, which is cosine similarity here; the
-        HNSW index (vector_ip_ops) orders by it. One bound parameter, however often used."""
-        query = bindparam("q", self._vector(vector), type_=_VECTOR)
-        return entries.c.embedding.op("<#>", return_type=Float)(query)
-
     # -- CacheStore ---------------------------------------------------------------------------
 
     def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
@@ -283,7 +338,7 @@ class PostgresStore:
             "query": entry.query,
             "response": json.dumps(entry.response, ensure_ascii=False),
             "metadata": json.dumps(entry.metadata, ensure_ascii=False),
-            "embedding": self._vector(entry.embedding),
+            "vector": self._vector(entry.embedding),
             "created_at": entry.created_at,
             "expires_at": entry.expires_at,
             "last_used_at": entry.created_at,
@@ -302,9 +357,7 @@ class PostgresStore:
                     entries.c.tenant == p.tenant, entries.c.exact_key == entry.exact_key
                 )
             )
-            row_id = conn.execute(
-                entries.insert().values(**row).returning(entries.c.row_id)
-            ).scalar_one()
+            row_id = conn.execute(_INSERT, row).scalar_one()
             evicted = self._evict_lru(conn, p.tenant, max_entries)
         stored = Entry(
             entry_id=entry.entry_id,
@@ -346,50 +399,29 @@ class PostgresStore:
 
     def get(self, tenant: str, entry_id: str) -> Entry | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(*_ENTRY_COLUMNS).where(
-                    entries.c.tenant == tenant, entries.c.entry_id == entry_id
-                )
-            ).first()
+            row = conn.execute(_GET, {"tenant": tenant, "entry_id": entry_id}).first()
         return None if row is None else _entry(row._mapping)
 
     def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(
-                select(*_ENTRY_COLUMNS).where(
-                    entries.c.tenant == tenant,
-                    entries.c.exact_key == exact_key,
-                    entries.c.expires_at > now,
-                )
+                _GET_EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
             ).first()
         return None if row is None else _entry(row._mapping)
 
     def search(
         self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
     ) -> list[Candidate]:
-        distance = self._distance(vector)
-        similarity = (distance * -1).label("similarity")
-        statement = (
-            select(*_ENTRY_COLUMNS, similarity)
-            .where(
-                entries.c.partition_key == partition.key,
-                entries.c.tenant == partition.tenant,
-                entries.c.context_hash == context_hash,
-                entries.c.expires_at > now,
-                # An entry reported as a wrong hit answers only queries closer than the
-                # reported one. In the WHERE clause, so the index scan goes on past floored
-                # entries as it does past other conversations': a floored top k cannot hide
-                # a match.
-                or_(
-                    entries.c.hit_floor.is_(None),
-                    entries.c.hit_floor + HIT_FLOOR_MARGIN < distance * -1,
-                ),
-            )
-            .order_by(distance)
-            .limit(k)
-        )
+        params = {
+            "q": self._vector(vector),
+            "partition_key": partition.key,
+            "tenant": partition.tenant,
+            "context_hash": context_hash,
+            "now": now,
+            "k": k,
+        }
         with self._read() as conn:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(_SEARCH, params).all()
         found = [Candidate(_entry(row._mapping), float(row.similarity)) for row in rows]
         # relaxed_order: the iterative scan may return rows slightly out of order.
         found.sort(key=lambda c: c.similarity, reverse=True)
@@ -398,16 +430,10 @@ class PostgresStore:
     def record_wrong_hit(
         self, tenant: str, entry_id: str, vector: np.ndarray
     ) -> tuple[Entry, float] | None:
-        similarity = self._distance(vector) * -1
+        params = {"q": self._vector(vector), "b_tenant": tenant, "b_id": entry_id}
         with self._transaction() as conn:
-            # One statement: the floor only rises (GREATEST ignores a NULL floor), and two
-            # reports from two replicas at once both count.
-            row = conn.execute(
-                update(entries)
-                .where(entries.c.tenant == tenant, entries.c.entry_id == entry_id)
-                .values(hit_floor=func.greatest(entries.c.hit_floor, similarity))
-                .returning(*_ENTRY_COLUMNS, similarity.label("similarity"))
-            ).first()
+            # One statement, so two reports from two replicas at once both count.
+            row = conn.execute(_WRONG_HIT, params).first()
         if row is None:
             return None
         return _entry(row._mapping), float(row.similarity)

@@ -1,0 +1,349 @@
+"""The ONNX runtime: exported once from the shipped weights, reused, repaired, equal to torch.
+
+The cache logic (export once, reuse, a bad file exported again, a folder that cannot be
+written) is tested on a tiny hand-made ONNX graph; the real models are exported once for this
+module (about 20-40 s) into a fresh data dir and checked against torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from candidates import candidate
+
+from semcache.app import hit_decision, load_encoder
+from semcache.cache.verifier import VerifiedDecision
+from semcache.config import Settings, load_settings
+from semcache.embed import Encoder
+from semcache.embed import runtime as rt
+from semcache.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# -- length groups ---------------------------------------------------------------------------
+
+
+def _cost(groups: list[list[int]], lengths: list[int]) -> int:
+    return sum(rt.FIXED_COST_TOKENS + len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def _partitions(items: list[int]) -> Iterator[list[list[int]]]:
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for smaller in _partitions(rest):
+        for i in range(len(smaller)):
+            yield [*smaller[:i], [first, *smaller[i]], *smaller[i + 1 :]]
+        yield [[first], *smaller]
+
+
+def test_length_groups_pad_a_long_text_apart_and_are_optimal() -> None:
+    assert rt.length_groups([]) == []
+    assert rt.length_groups([7]) == [[0]]
+    assert rt.length_groups([12] * 10) == [list(range(10))]
+    # One 256-token text among 15 short ones: padding them all to 256 would cost 16x.
+    lengths = [12] * 7 + [256] + [13] * 8
+    assert sorted(map(sorted, rt.length_groups(lengths))) == [
+        [i for i in range(16) if i != 7],
+        [7],
+    ]
+    rng = random.Random(5)
+    for _ in range(40):
+        lengths = [rng.choice([3, 9, 10, 30, 31, 128]) for _ in range(rng.randint(1, 6))]
+        groups = rt.length_groups(lengths)
+        assert sorted(itertools.chain(*groups)) == list(range(len(lengths)))
+        best = min(_cost(p, lengths) for p in _partitions(list(range(len(lengths)))))
+        assert _cost(groups, lengths) == best
+
+
+# -- the cache, on a tiny graph --------------------------------------------------------------
+
+
+def _tiny_export(calls: list[Path], scale: float = 2.0) -> Any:
+    def export(path: Path) -> None:
+        import onnx
+        from onnx import TensorProto, helper
+
+        calls.append(path)
+        graph = helper.make_graph(
+            [
+                helper.make_node("Cast", ["input_ids"], ["f"], to=TensorProto.FLOAT),
+                helper.make_node("Mul", ["f", "k"], ["out"]),
+            ],
+            "tiny",
+            [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "s"])],
+            [helper.make_tensor("k", TensorProto.FLOAT, [], [scale])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+
+    return export
+
+
+def _run(model: rt.OnnxModel) -> list[list[float]]:
+    return model.run({"input_ids": np.array([[1, 2]], dtype=np.int64)}).tolist()
+
+
+def test_export_once_then_reuse(tmp_path: Path) -> None:
+    calls: list[Path] = []
+    first = rt.load_onnx(tmp_path / "models", "tiny", "a" * 64, _tiny_export(calls), 1)
+    again = rt.load_onnx(tmp_path / "models", "tiny", "a" * 64, _tiny_export(calls), 1)
+    assert len(calls) == 1
+    assert _run(first) == _run(again) == [[2.0, 4.0]]
+    names = sorted(p.name for p in (tmp_path / "models").iterdir())
+    # The model, its checksum and the lock; no temporary file is left.
+    stem = "tiny-" + "a" * 20
+    assert names == [".tiny.lock", f"{stem}.onnx", f"{stem}.sha256"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "no checksum", "unloadable"])
+def test_a_damaged_file_is_exported_again(tmp_path: Path, damage: str) -> None:
+    calls: list[Path] = []
+    folder = tmp_path / "models"
+    rt.load_onnx(folder, "tiny", "b" * 64, _tiny_export(calls), 1)
+    path = next(folder.glob("tiny-*.onnx"))
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":
+        path.write_bytes(data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:])
+    elif damage == "no checksum":
+        path.with_suffix(".sha256").unlink()
+    else:  # bytes that match their checksum but are no ONNX model
+        import hashlib
+
+        path.write_bytes(b"not a model")
+        path.with_suffix(".sha256").write_text(hashlib.sha256(b"not a model").hexdigest())
+    model = rt.load_onnx(folder, "tiny", "b" * 64, _tiny_export(calls), 1)
+    assert len(calls) == 2
+    assert _run(model) == [[2.0, 4.0]]
+    assert rt.load_onnx(folder, "tiny", "b" * 64, _tiny_export(calls), 1) is not None
+    assert len(calls) == 2
+
+
+def test_changed_weights_export_again_and_drop_the_old_file(tmp_path: Path) -> None:
+    calls: list[Path] = []
+    folder = tmp_path / "models"
+    rt.load_onnx(folder, "tiny", "c" * 64, _tiny_export(calls), 1)
+    model = rt.load_onnx(folder, "tiny", "d" * 64, _tiny_export(calls, scale=3.0), 1)
+    assert len(calls) == 2 and _run(model) == [[3.0, 6.0]]
+    assert [p.name for p in folder.glob("tiny-*.onnx")] == ["tiny-" + "d" * 20 + ".onnx"]
+
+
+def test_a_folder_that_cannot_be_written_exports_to_a_temporary_file(tmp_path: Path) -> None:
+    calls: list[Path] = []
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the models folder's parent should be")
+    for _ in range(2):  # nothing is cached: each load exports
+        model = rt.load_onnx(blocker / "models", "tiny", "e" * 64, _tiny_export(calls), 1)
+        assert _run(model) == [[2.0, 4.0]]
+    assert len(calls) == 2
+
+
+def test_a_failing_export_is_a_config_error(tmp_path: Path) -> None:
+    def broken(path: Path) -> None:
+        raise RuntimeError("unsupported operator")
+
+    with pytest.raises(ConfigError, match="cannot export tiny to ONNX: unsupported operator"):
+        rt.load_onnx(tmp_path, "tiny", "f" * 64, broken, 1)
+    assert list(tmp_path.glob("*tiny-*")) == []
+
+
+# -- the real models -------------------------------------------------------------------------
+
+
+class Exports:
+    """Counts the exports ``semcache.embed.runtime`` makes while installed."""
+
+    def __init__(self) -> None:
+        self.stems: list[str] = []
+        self._real = rt._export_to
+
+    def __call__(self, folder: Path, stem: str, export: Any) -> tuple[Path, bytes]:
+        self.stems.append(stem)
+        return self._real(folder, stem, export)
+
+
+@pytest.fixture(scope="module")
+def exports() -> Iterator[Exports]:
+    counter = Exports()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rt, "_export_to", counter)
+        yield counter
+
+
+@pytest.fixture(scope="module")
+def onnx_start(
+    tmp_path_factory: pytest.TempPathFactory, exports: Exports
+) -> tuple[Settings, Encoder, VerifiedDecision, list[str]]:
+    """The first start over an empty data dir: both models exported (once, for the module)."""
+    data_dir = tmp_path_factory.mktemp("fresh-data")
+    settings = load_settings(environ={}, overrides={"data_dir": str(data_dir)})
+    assert settings.inference_runtime == "onnx"
+    before = len(exports.stems)
+    encoder = load_encoder(settings)
+    verifier, _ = hit_decision(settings)
+    assert isinstance(verifier, VerifiedDecision)
+    return settings, encoder, verifier, exports.stems[before:]
+
+
+@pytest.fixture(scope="module")
+def torch_start(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Settings, Encoder, VerifiedDecision]:
+    data_dir = tmp_path_factory.mktemp("torch-data")
+    settings = load_settings(
+        environ={}, overrides={"data_dir": str(data_dir), "inference_runtime": "torch"}
+    )
+    verifier, _ = hit_decision(settings)
+    assert isinstance(verifier, VerifiedDecision)
+    return settings, load_encoder(settings), verifier
+
+
+def test_first_start_exports_each_model_once_into_the_data_dir(onnx_start: Any) -> None:
+    settings, encoder, verifier, stems = onnx_start
+    assert sorted(s.split("-")[0] for s in stems) == ["encoder", "verifier"]
+    models = Path(settings.data_dir) / "models"
+    assert sorted(p.name for p in models.glob("*-*")) == sorted(
+        f"{s}.{ext}" for s in stems for ext in ("onnx", "sha256")
+    )
+    assert encoder.runtime == verifier.runtime == "onnx"
+
+
+def test_second_start_reuses_the_exports_without_torch(onnx_start: Any, exports: Exports) -> None:
+    settings, encoder, _, _ = onnx_start
+    before = len(exports.stems)
+    again = load_encoder(settings)
+    hit_decision(settings)
+    assert exports.stems[before:] == []
+    texts = ["How do I reset my password?", "where is my invoice"]
+    assert np.allclose(again.encode(texts), encoder.encode(texts), atol=1e-6)
+    # Another process loads both from the cache without importing torch or transformers.
+    script = (
+        "import sys\n"
+        "from semcache.cache.verifier import VerifiedDecision\n"
+        "from semcache.embed import Encoder\n"
+        f"Encoder(models_dir={str(settings.resolved_models_dir)!r}).encode(['hello'])\n"
+        f"VerifiedDecision(models_dir={str(settings.resolved_models_dir)!r}).logits([('a', 'b')])\n"
+        "print(sorted({'torch', 'transformers', 'sentence_transformers'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    stems = {p.stem for p in (Path(settings.data_dir) / "models").glob("*.onnx")}
+    assert len(stems) == 2
+
+
+def test_a_corrupt_cached_model_is_exported_again(
+    onnx_start: Any, exports: Exports, tmp_path: Path
+) -> None:
+    settings, encoder, _, _ = onnx_start
+    models = tmp_path / "models"
+    shutil.copytree(Path(settings.data_dir) / "models", models)
+    damaged = next(models.glob("encoder-*.onnx"))
+    with damaged.open("r+b") as fh:
+        fh.truncate(os.path.getsize(damaged) // 3)
+    before = len(exports.stems)
+    repaired = Encoder(models_dir=models)
+    assert [s.split("-")[0] for s in exports.stems[before:]] == ["encoder"]
+    texts = ["How do I reset my password?"]
+    assert np.allclose(repaired.encode(texts), encoder.encode(texts), atol=1e-6)
+
+
+# Texts of every kind the encoder meets: short, long (past the 256-token window), other
+# scripts, odd spacing; and pairs for the verifier, one too long for its window.
+TEXTS = [
+    *(f"How do I {s}?" for s in ("reset my password", "export my data", "invite a teammate")),
+    *(f"Can you tell me how to {s}" for s in ("delete a project", "rotate an API key")),
+    "What is the capital of France?",
+    "what's the capital of france",
+    "How many US dollars is 100 euros?",
+    "How many euros is 100 US dollars?",
+    "Which foods should I not eat during pregnancy?",
+    "Écris un poème sur la mer",
+    "日本の首都はどこですか",
+    "   lots   of\tspaces\n\nand lines   ",
+    "a",
+    "?",
+    "Summarise: " + "the quick brown fox jumps over the lazy dog " * 60,
+    "Write a function in Python that parses ISO 8601 dates and returns a datetime",
+    "Explain the difference between TCP and UDP to a ten-year-old",
+    *(f"Tell me a fact about the number {n}" for n in range(22)),
+]
+LONG = "You are a helpful study assistant. Make flash cards, numbered, plain words. " * 6
+
+
+def test_onnx_matches_torch(onnx_start: Any, torch_start: Any) -> None:
+    _, encoder, verifier, _ = onnx_start
+    torch_settings, torch_encoder, torch_verifier = torch_start
+    assert torch_encoder.runtime == torch_verifier.runtime == "torch"
+    # The fallback exports nothing: no models folder appears in its data dir.
+    assert not (Path(torch_settings.data_dir) / "models").exists()
+
+    assert len(TEXTS) >= 40
+    onnx_vectors = encoder.encode(TEXTS)
+    # One at a time on torch: sentence-transformers pads a batch to its longest text.
+    torch_vectors = np.vstack([torch_encoder.encode([t]) for t in TEXTS])
+    assert onnx_vectors.dtype == np.float32 and onnx_vectors.shape == (len(TEXTS), 384)
+    cosines = np.sum(onnx_vectors * torch_vectors, axis=1)
+    assert cosines.min() > 0.9999
+    # Batched (length groups) or one at a time: the same vectors.
+    single = np.vstack([encoder.encode([t]) for t in TEXTS[:8]])
+    assert np.abs(single - onnx_vectors[:8]).max() < 1e-5
+
+    partner = [(i * 7 + 3) % len(TEXTS) for i in range(len(TEXTS))]
+    pairs = [(TEXTS[i], TEXTS[j]) for i, j in enumerate(partner)]
+    pairs += [(LONG + "Topic: the French Revolution.", LONG + "Topic: photosynthesis.")]
+    cosine = [float(onnx_vectors[i] @ onnx_vectors[j]) for i, j in enumerate(partner)] + [0.9]
+    onnx_p = [
+        verifier.probability(x, c) for x, c in zip(verifier.logits(pairs), cosine, strict=True)
+    ]
+    torch_p = [
+        torch_verifier.probability(x, c)
+        for x, c in zip(torch_verifier.logits(pairs), cosine, strict=True)
+    ]
+    assert max(abs(a - b) for a, b in zip(onnx_p, torch_p, strict=True)) < 0.001
+
+
+def test_the_verifier_decides_a_batch_as_it_decides_each_lookup(onnx_start: Any) -> None:
+    verifier: VerifiedDecision = onnx_start[2]
+    requests = [
+        (
+            "How many US dollars is 100 euros?",
+            [candidate("How many euros is 100 US dollars?", 0.97)],
+        ),
+        ("what's the capital of france", [candidate("What is the capital of France?", 0.93)]),
+        (
+            "how do i chnage my biling address",
+            [candidate("How do I change my billing address?", 0.9)],
+        ),
+        ("Write a poem", []),
+        (
+            LONG + "Topic: photosynthesis.",
+            [candidate(LONG + "Topic: the French Revolution.", 0.96, row=2), candidate("x", 0.2)],
+        ),
+    ]
+    asked = [(q, c, verifier.cosine_floor) for q, c in requests]
+    assert verifier.choose_many(asked) == [verifier.choose(*r) for r in asked]
+    batched = verifier.scored_many(asked)
+    for r, scored in zip(asked, batched, strict=True):
+        assert [c for _, c in scored] == [c for _, c in verifier.scored(*r)]
+        assert [s for s, _ in scored] == pytest.approx(
+            [s for s, _ in verifier.scored(*r)], abs=1e-5
+        )
+    assert [c is not None for c in verifier.choose_many(asked)] == [False, True, True, False, False]
