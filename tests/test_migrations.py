@@ -25,12 +25,29 @@ from sqlalchemy import Engine, create_engine, text
 from test_store import DIM, P, new, unit
 
 from semcache.store import SqlFaissStore
+from semcache.store.attribution import UsageRow
 from semcache.store.migrate import VERSION_TABLE, SchemaTooNew, head_revision
 from semcache.store.migrations.frozen import HNSW_INDEX
 from semcache.store.postgres import PostgresStore
 from semcache.store.schema import metadata
 
 BEFORE_ALEMBIC = Path(__file__).resolve().parent / "data" / "semcache-before-alembic.db"
+USAGE_ROW = UsageRow(
+    ts=1.7e9,
+    day="2023-11-14",
+    tenant="acme",
+    user="",
+    feature="",
+    model="gpt-4o",
+    status="MISS",
+    prompt_tokens=10,
+    completion_tokens=5,
+    cached_tokens=0,
+    cost_usd=0.001,
+    saved_usd=0.0,
+    prompt_cache_saved_usd=0.0,
+    latency_ms=12.0,
+)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -207,3 +224,14 @@ def test_db_upgrade_command_on_postgres(pg_database: PgDatabase) -> None:
         max_entries=10,
     )
     store.close()
+
+
+def test_report_reads_the_shared_attribution_rows(pg_database: PgDatabase) -> None:
+    pg_database.reset()
+    store = PostgresStore(pg_database.url, DIM)
+    store.attribution().add_many([USAGE_ROW, USAGE_ROW])
+    store.close()
+    result = cli("report", env={"SEMCACHE_DATABASE_URL": pg_database.url.replace("+psycopg", "")})
+    assert result.returncode == 0, result.stderr
+    total = [line for line in result.stdout.splitlines() if line.strip().startswith("TOTAL")]
+    assert total and total[0].split()[1] == "2", result.stdout

@@ -52,6 +52,11 @@ class StoreOptions:
 
 def make_engine(url: str, options: StoreOptions) -> Engine:
     """A SQLAlchemy engine; for SQLite one with WAL, fsync on commit and a bounded busy wait."""
+    if url.startswith("postgresql"):
+        # `semcache report` and `db current` over the shared store: its engine, its settings.
+        from .postgres import PostgresOptions, make_pg_engine
+
+        return make_pg_engine(url, PostgresOptions(write_timeout_s=options.write_timeout_s))
     try:
         if not url.startswith("sqlite"):
             return create_engine(url, pool_pre_ping=True)
