@@ -14,9 +14,10 @@ Each set goes through the hit-rate harness (``semcache.bench.hitrate.measure``: 
 stored and ``b`` looked up) with the service's hit decision set to ``VerifiedDecision`` at its
 shipped defaults: cosine floor = the calibrated ``cosine_floor`` (passed as the service
 threshold) and the calibrated score threshold. To record every scored candidate's probability,
-this script hands the harness a recording wrapper around one ``VerifiedDecision`` (loaded once,
-possibly from ``--artifact-dir``) as its hit decision (``measure(..., decision=...)``, passed on
-to ``build_services``); nothing else in the code path changes. Sets: ``qqp-test``, ``stsb``,
+this script hands the harness a recording wrapper (``semcache.bench.scoring.RecordingDecision``,
+as ``semcache calibrate`` does) around one ``VerifiedDecision`` (loaded once, possibly from
+``--artifact-dir``) as its hit decision (``measure(..., decision=...)``, passed on to
+``build_services``); nothing else in the code path changes. Sets: ``qqp-test``, ``stsb``,
 ``gptcache-mock``, ``hard-pairs`` and ``contextual`` (as in ``benchmarks/hitrate.py``). None of
 them was used for training or calibration (``training/train_verifier.py``).
 
@@ -33,7 +34,6 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,33 +54,13 @@ from semcache.bench.hitrate import (  # noqa: E402
     measure,
 )
 from semcache.bench.report import format_rate as _pct  # noqa: E402
+from semcache.bench.scoring import RecordingDecision  # noqa: E402
 from semcache.cache.service import HIT_EXACT  # noqa: E402
 from semcache.cache.verifier import VerifiedDecision  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
 from semcache.errors import ConfigError  # noqa: E402
-from semcache.store.base import Candidate  # noqa: E402
 
 OPERATING_POINTS = (0.01, 0.02, 0.05)
-
-
-class RecordingDecision:
-    """``VerifiedDecision`` that also remembers the best probability per (cached, new) pair."""
-
-    def __init__(self, inner: VerifiedDecision) -> None:
-        self.inner = inner
-        self.best: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
-
-    def choose(
-        self, query: str, candidates: Sequence[Candidate], threshold: float
-    ) -> Candidate | None:
-        # One cross-encoder pass: the scores recorded are the ones the decision uses.
-        scored = self.inner.scored(query, candidates, threshold)
-        with self._lock:
-            for s, c in scored:
-                key = (c.entry.query, query)
-                self.best[key] = max(s, self.best.get(key, 0.0))
-        return self.inner.accept(scored)
 
 
 def _sets(data_dir: Path) -> list[tuple[str, str, Path, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,33 +167,9 @@ def test_plot_without_matplotlib_names_the_extra(
     assert not (tmp_path / "plot.png").exists()
 
 
-def test_calibrate_writes_a_threshold_that_meets_the_limit(
-    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = files["root"] / "semcache.toml"
-    config.write_text("# my settings\nport = 9000\nthreshold = 0.5\n", encoding="utf-8")
-    rc = main(
-        [
-            "calibrate",
-            "--pairs",
-            str(files["pairs"]),
-            "--max-false-hit-rate",
-            "0.2",
-            "--out",
-            str(config),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
-    printed = capsys.readouterr().out
-    settings = load_settings(config_file=config, environ={})
-    assert settings.port == 9000  # other lines are kept
-    assert "# my settings" in config.read_text(encoding="utf-8")
-    threshold = settings.threshold
-    assert f"threshold = {threshold}" in printed
-    assert 0.0 <= threshold <= 1.0
-    # Measured again with the written config, the default row meets the limit.
-    out = files["root"] / "calibrated.json"
+def _default_row(files: dict[str, Path], config: Path, name: str) -> dict[str, Any]:
+    """The default row of `bench hitrate` measured with ``config``."""
+    out = files["root"] / f"{name}.json"
     rc = main(
         [
             "bench",
@@ -207,20 +184,111 @@ def test_calibrate_writes_a_threshold_that_meets_the_limit(
         ]
     )
     assert rc == 0
-    default = json.loads(out.read_text(encoding="utf-8"))["default"]
-    assert default["threshold"] == threshold
-    assert default["false_hit_rate"] <= 0.2
+    default: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))["default"]
+    return default
 
 
-def test_calibrate_says_when_no_threshold_meets_the_limit(
+def _printed_counts(printed: str, what: str) -> tuple[int, int]:
+    """(hits, pairs) that calibrate printed for ``what`` ("recall" or "false-hit rate")."""
+    found = re.search(rf"{what} [0-9.]+% \((\d+)/(\d+)\)", printed)
+    assert found, printed
+    return int(found[1]), int(found[2])
+
+
+def test_calibrate_cosine_writes_the_threshold_and_the_decision(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = files["root"] / "never.toml"
+    config = files["root"] / "semcache.toml"
+    config.write_text("# my settings\nport = 9000\nthreshold = 0.5\n", encoding="utf-8")
     rc = main(
         [
             "calibrate",
             "--pairs",
             str(files["pairs"]),
+            "--config",
+            str(files["cosine"]),
+            "--max-false-hit-rate",
+            "0.2",
+            "--out",
+            str(config),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    settings = load_settings(config_file=config, environ={})
+    assert settings.port == 9000  # other lines are kept
+    assert "# my settings" in config.read_text(encoding="utf-8")
+    # The file named no decision (verified by default): the measured one is written with it.
+    assert settings.hit_decision == "cosine"
+    assert "tuned hit_decision = cosine: threshold" in printed
+    threshold = settings.threshold
+    assert threshold is not None and 0.0 <= threshold <= 1.0
+    assert f"threshold = {threshold}" in printed
+    # Measured again with the written config, the default row meets the limit.
+    default = _default_row(files, config, "calibrated-cosine")
+    assert default["threshold"] == threshold
+    assert default["false_hit_rate"] <= 0.2
+    assert default["true_hits"] == _printed_counts(printed, "recall")[0]
+
+
+def test_calibrate_verified_tunes_the_verifier_score_threshold(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = files["root"] / "verified.toml"
+    config.write_text("# mine\nport = 9001\n", encoding="utf-8")
+    rc = main(
+        [
+            "calibrate",
+            "--pairs",
+            str(files["pairs"]),
+            "--max-false-hit-rate",
+            "0.2",
+            "--out",
+            str(config),
+            "--no-progress",
+        ]
+    )
+    assert rc == 0
+    printed = capsys.readouterr().out
+    text = config.read_text(encoding="utf-8")
+    settings = load_settings(config_file=config, environ={})
+    assert settings.port == 9001 and "# mine" in text
+    # The default decision is the verifier: its score threshold is tuned, and the cosine floor
+    # stays as configured (auto), not raised to a cosine-only threshold.
+    assert settings.hit_decision == "verified"
+    assert settings.threshold is None
+    assert not re.search(r"^threshold\s*=", text, re.MULTILINE)
+    score = settings.verifier_score_threshold
+    assert score is not None and 0.0 <= score <= 1.0
+    assert "tuned hit_decision = verified: verifier_score_threshold" in printed
+    assert f"wrote verifier_score_threshold = {score} to {config}" in printed
+    recall_hits, n_pos = _printed_counts(printed, "recall")
+    false_hits, n_neg = _printed_counts(printed, "false-hit rate")
+    assert false_hits / n_neg <= 0.2
+    # Measured again with the written config, the verifier meets the limit with the recall
+    # calibrate printed.
+    default = _default_row(files, config, "calibrated-verified")
+    assert (default["n_pos"], default["n_neg"]) == (n_pos, n_neg)
+    assert default["false_hit_rate"] <= 0.2
+    assert default["false_hits"] == false_hits
+    assert default["true_hits"] >= recall_hits
+
+
+@pytest.mark.parametrize(
+    ("decision", "key"), [("verified", "verifier_score_threshold"), ("cosine", "threshold")]
+)
+def test_calibrate_says_when_nothing_meets_the_limit(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], decision: str, key: str
+) -> None:
+    config = files["root"] / f"never-{decision}.toml"
+    extra = ["--config", str(files["cosine"])] if decision == "cosine" else []
+    rc = main(
+        [
+            "calibrate",
+            "--pairs",
+            str(files["pairs"]),
+            *extra,
             "--max-false-hit-rate",
             "0",
             "--out",
@@ -231,7 +299,8 @@ def test_calibrate_says_when_no_threshold_meets_the_limit(
     assert rc == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("semcache")]
     assert len(lines) == 1
-    assert lines[0].startswith("semcache: error: no threshold")
+    assert lines[0].startswith(f"semcache: error: no {key} up to 1.0")
+    assert f"hit_decision {decision}" in lines[0]
     assert not config.exists()
 
 

@@ -3,7 +3,7 @@
     semcache bench hitrate --pairs FILE.jsonl [--contexts FILE.jsonl] [--json OUT] [--plot PNG]
     semcache bench replay --prompts FILE.jsonl [--model M] [--json OUT]
     semcache bench convert --source qqp-csv [--input PATH | --shared-data DIR] --out FILE.jsonl
-    semcache calibrate --pairs FILE.jsonl --max-false-hit-rate 0.01 [--out semcache.toml]
+    semcache calibrate --pairs FILE.jsonl --max-false-hit-rate 0.01 [--config C] [--out OUT]
 
 Every handler takes the parsed arguments and returns the exit status; a ``SemcacheError`` it
 raises is printed by ``semcache.cli.main`` as one ``semcache: error:`` line (exit status 2).
@@ -17,10 +17,15 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigError, InvalidRequest
 from . import datasets
+
+if TYPE_CHECKING:
+    from ..cache.decision import HitDecision
+    from ..config import Settings
+    from .hitrate import Measurement
 
 __all__ = ["register"]
 
@@ -126,10 +131,14 @@ def register(commands: Any) -> None:
 
     calibrate = commands.add_parser(
         "calibrate",
-        help="pick the threshold that meets a false-hit rate on labelled pairs",
-        description="Measure the pairs as `semcache bench hitrate` does, pick the lowest cosine "
-        "threshold (on a grid) whose false-hit rate is at most the limit, and write it as "
-        "`threshold` to a TOML config that `semcache serve --config` reads.",
+        help="tune the configured hit decision to a false-hit rate on labelled pairs",
+        description="Measure the pairs as `semcache bench hitrate` does with the configuration "
+        "(--config, else --out if it exists, else the shipped defaults) and tune the hit "
+        "decision it names: with hit_decision = cosine the lowest cosine `threshold`, with "
+        "verified (the default) the lowest `verifier_score_threshold` at the configured cosine "
+        "floor, on a grid, whose false-hit rate is at most the limit. Writes that key to a "
+        "TOML config that `semcache serve --config` reads, and prints the recall and "
+        "false-hit rate the file gets.",
     )
     _measure_arguments(calibrate, pairs_required=True)
     calibrate.add_argument(
@@ -142,7 +151,7 @@ def register(commands: Any) -> None:
         "--out", type=Path, default=Path("semcache.toml"), help="TOML config to write or update"
     )
     calibrate.add_argument(
-        "--step", type=float, default=0.01, help="threshold grid step (default 0.01)"
+        "--step", type=float, default=0.01, help="grid step of the tuned key (default 0.01)"
     )
     calibrate.set_defaults(handler=calibrate_command)
 
@@ -194,8 +203,16 @@ def _read(kind: str, path: Path, reader: Callable[[Path], T]) -> T:
         raise InvalidRequest(f"{kind} file {path}: {exc.strerror} ({exc.filename})") from exc
 
 
-def _measure(args: argparse.Namespace, contexts: Path | None) -> tuple[Any, dict[str, Any]]:
-    """Load the files, run the measurement; returns (Measurement, dataset description)."""
+def _measure(
+    args: argparse.Namespace,
+    contexts: Path | None,
+    *,
+    settings: Settings | None = None,
+    decision: tuple[HitDecision, float] | None = None,
+) -> tuple[Measurement, dict[str, Any], list[datasets.LabelledPair]]:
+    """Load the files, run the measurement; returns (Measurement, dataset description, the
+    pairs measured). ``settings`` default to ``--config`` and ``--threshold``; ``decision``
+    replaces the hit decision they name (``measure``)."""
     from .hitrate import bench_settings, measure, subsample
 
     fmt = args.pairs_format
@@ -214,13 +231,15 @@ def _measure(args: argparse.Namespace, contexts: Path | None) -> tuple[Any, dict
         raise InvalidRequest(f"--concurrency must be positive, got {args.concurrency}")
     pairs = subsample(pairs, args.limit, args.seed)
     cases = subsample(cases, args.limit, args.seed)
-    settings = bench_settings(args.config, args.threshold)
+    if settings is None:
+        settings = bench_settings(args.config, args.threshold)
     measurement = measure(
         pairs,
         cases,
         settings=settings,
         concurrency=args.concurrency,
         progress=None if args.no_progress else sys.stderr,
+        decision=decision,
     )
     source = args.pairs or contexts
     assert source is not None
@@ -232,7 +251,7 @@ def _measure(args: argparse.Namespace, contexts: Path | None) -> tuple[Any, dict
         "seed": args.seed if args.limit else None,
         "config": str(args.config) if args.config else None,
     }
-    return measurement, dataset
+    return measurement, dataset, pairs
 
 
 def hitrate_command(args: argparse.Namespace) -> int:
@@ -240,7 +259,7 @@ def hitrate_command(args: argparse.Namespace) -> int:
     from .hitrate import build_report
     from .report import format_table, write_plot
 
-    measurement, dataset = _measure(args, args.contexts)
+    measurement, dataset, _ = _measure(args, args.contexts)
     report = build_report(measurement, dataset=dataset)
     print(format_table(report, full_sweep=not args.short))
     if args.json_out:
@@ -328,38 +347,84 @@ def convert_command(args: argparse.Namespace) -> int:
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    """``semcache calibrate``."""
-    from .hitrate import lowest_threshold_within, rates_at
-    from .report import format_rate, write_threshold
+    """``semcache calibrate``: tune the hit decision the configuration names.
+
+    ``hit_decision = cosine``: the lowest cosine ``threshold`` within the limit.
+    ``hit_decision = verified``: the lowest ``verifier_score_threshold`` within the limit at the
+    configured cosine floor, from the verifier's probability recorded for every pair during the
+    measurement (exact repeats hit without the verifier).
+    """
+    from ..app import hit_decision
+    from ..cache.verifier import VerifiedDecision
+    from .hitrate import bench_settings, lowest_threshold_within, rates_at
+    from .report import format_rate, write_settings
+    from .scoring import RecordingDecision, score_outcomes
 
     limit: float = args.max_false_hit_rate
     if not 0.0 <= limit <= 1.0:
         raise InvalidRequest(f"--max-false-hit-rate must be a fraction in [0, 1], got {limit}")
     if not 0.0 < args.step <= 0.5:
         raise InvalidRequest(f"--step must be in (0, 0.5], got {args.step}")
-    measurement, _ = _measure(args, None)
+    out: Path = args.out
+    # The configuration tuned: --config, else the file being updated, else the defaults.
+    config = args.config or (out if out.is_file() else None)
+    settings = bench_settings(config, args.threshold)
+    current = bench_settings(out if out.is_file() else None)  # what --out holds now
+    recorder: RecordingDecision | None = None
+    decision: tuple[HitDecision, float] | None = None
+    floor: float | None = None
+    if settings.hit_decision == "verified":
+        verifier, floor = hit_decision(settings)
+        assert isinstance(verifier, VerifiedDecision)
+        recorder = RecordingDecision(verifier)
+        decision = (recorder, floor)
+    measurement, _, pairs = _measure(args, None, settings=settings, decision=decision)
     outcomes = measurement.pairs
     n_neg = sum(1 for o in outcomes if o.label == 0)
     if n_neg == 0:
         raise InvalidRequest(
             f"{args.pairs} has no label-0 pairs; a false-hit rate cannot be calibrated on it"
         )
+    if recorder is not None:
+        key = "verifier_score_threshold"
+        outcomes = score_outcomes(pairs, outcomes, recorder)
+        always = "exact repeats and same-question rewrites labelled 0 always hit"
+    else:
+        key = "threshold"
+        always = "exact repeats labelled 0 always hit"
     chosen = lowest_threshold_within(outcomes, limit, step=args.step)
     if chosen is None or chosen.threshold is None:
-        floor = rates_at(outcomes, [1.0])[0]
+        top = rates_at(outcomes, [1.0])[0]
         raise InvalidRequest(
-            f"no threshold up to 1.0 keeps the false-hit rate on {args.pairs} at or below "
-            f"{format_rate(limit, 2)}; even threshold 1.0 gives "
-            f"{format_rate(floor.false_hit_rate, 2)} (exact repeats labelled 0 always hit)",
+            f"no {key} up to 1.0 keeps the false-hit rate on {args.pairs} at or below "
+            f"{format_rate(limit, 2)} (hit_decision {settings.hit_decision}); even {key} 1.0 "
+            f"gives {format_rate(top.false_hit_rate, 2)} ({always})",
             code="no_threshold",
         )
-    write_threshold(args.out, chosen.threshold)
+    # What the written file must hold to decide as measured: the tuned key, and the decision
+    # and cosine floor where the file would otherwise name others.
+    values: dict[str, float | str] = {}
+    if current.hit_decision != settings.hit_decision:
+        values["hit_decision"] = settings.hit_decision
+    if floor is not None and current.threshold != settings.threshold:
+        values["threshold"] = floor
+    values[key] = chosen.threshold
+    write_settings(out, values)
+    detail = ""
+    if floor is not None:
+        how = "written" if "threshold" in values else "kept as configured"
+        detail = f" (cosine floor {floor}, {how})"
     print(
-        f"threshold {chosen.threshold}: false-hit rate {format_rate(chosen.false_hit_rate, 2)} "
-        f"({chosen.false_hits}/{chosen.n_neg}) <= {format_rate(limit, 2)}, recall "
-        f"{format_rate(chosen.recall, 2)} ({chosen.true_hits}/{chosen.n_pos}), precision "
-        f"{format_rate(chosen.precision, 2)} on {args.pairs} ({measurement.decision}, cosine "
-        f"grid step {args.step})"
+        f"tuned hit_decision = {settings.hit_decision}: {key}{detail}, the lowest on a grid "
+        f"of step {args.step} whose false-hit rate on {args.pairs} is at most "
+        f"{format_rate(limit, 2)}"
     )
-    print(f"wrote threshold = {chosen.threshold} to {args.out}")
+    print(
+        f"with {key} = {chosen.threshold}: recall {format_rate(chosen.recall, 2)} "
+        f"({chosen.true_hits}/{chosen.n_pos}), false-hit rate "
+        f"{format_rate(chosen.false_hit_rate, 2)} ({chosen.false_hits}/{chosen.n_neg}), "
+        f"precision {format_rate(chosen.precision, 2)}"
+    )
+    written = ", ".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    print(f"wrote {written} to {out}")
     return 0

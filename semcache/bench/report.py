@@ -1,7 +1,8 @@
-"""Rendering hit-quality reports: a text table, a PNG plot, and a TOML threshold update."""
+"""Rendering hit-quality reports: a text table, a PNG plot, and TOML settings updates."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -12,7 +13,7 @@ from ..config import load_settings
 from ..errors import ConfigError
 from ..tomlfile import parse_toml, read_text
 
-__all__ = ["format_rate", "format_table", "write_plot", "write_threshold"]
+__all__ = ["format_rate", "format_table", "write_plot", "write_settings", "write_threshold"]
 
 
 def format_rate(value: float | None, digits: int = 1) -> str:
@@ -174,13 +175,23 @@ def write_plot(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 _TABLE = re.compile(r"^\s*\[")
-_THRESHOLD = re.compile(r"^\s*threshold\s*=")
 
 
-def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
-    """Set ``threshold = X`` in a TOML settings file, keeping every other line as it is.
+def _toml_value(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for anything a setting holds
+    return repr(value)
 
-    The file is created if absent; the key is replaced where it stands, or added before the
+
+def write_settings(
+    path: str | os.PathLike[str], values: Mapping[str, float | int | str | bool]
+) -> Path:
+    """Set ``key = value`` for each of ``values`` in a TOML settings file, keeping every other
+    line as it is.
+
+    The file is created if absent; each key is replaced where it stands, or added before the
     first table. The result is checked with ``load_settings`` before it replaces the file.
     """
     out = Path(path)
@@ -188,16 +199,19 @@ def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
     if out.exists():
         text = read_text(out, "config file")
         parse_toml(text, out, "config file")
-    line = f"threshold = {threshold!r}\n"
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    first_table = next((i for i, s in enumerate(lines) if _TABLE.match(s)), len(lines))
-    where = next((i for i in range(first_table) if _THRESHOLD.match(lines[i])), None)
-    if where is not None:
-        lines[where] = line
-    else:
-        lines.insert(first_table, line)
+    for key, value in values.items():
+        line = f"{key} = {_toml_value(value)}\n"
+        first_table = next((i for i, s in enumerate(lines) if _TABLE.match(s)), len(lines))
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        where = next((i for i in range(first_table) if pattern.match(lines[i])), None)
+        if where is not None:
+            lines[where] = line
+        else:
+            lines.insert(first_table, line)
+    names = ", ".join(values)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +220,7 @@ def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
             load_settings(config_file=tmp, environ={})
         except ConfigError as exc:
             raise ConfigError(
-                f"{out} would not be a valid config after setting the threshold: {exc.message}"
+                f"{out} would not be a valid config after setting {names}: {exc.message}"
             ) from exc
         os.replace(tmp, out)
     except OSError as exc:
@@ -214,3 +228,8 @@ def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def write_threshold(path: str | os.PathLike[str], threshold: float) -> Path:
+    """Set ``threshold = X`` in a TOML settings file (``write_settings``)."""
+    return write_settings(path, {"threshold": threshold})
