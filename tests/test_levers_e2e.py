@@ -170,7 +170,10 @@ def test_hard_budget_answers_429_naming_the_budget(server: ServerProcess) -> Non
         ask(oai(server, "broke"), "Any question at all")
     error = caught.value.response.json()["error"]
     assert error["code"] == "budget_exceeded"
-    assert "tenant broke daily budget" in error["message"]
+    assert "tenant broke daily budget $0.000001" in error["message"]
+    # Nothing was spent: the request's own estimate is what would cross the limit.
+    assert "this request's estimated cost $" in error["message"]
+    assert "would exceed it ($0.00 spent so far)" in error["message"]
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
     assert error["resets_at"] == tomorrow
     assert 0 < int(caught.value.response.headers["retry-after"]) <= 86400
@@ -186,10 +189,14 @@ def test_soft_budget_alerts_but_serves(server: ServerProcess, alerts: AlertRecei
     # The webhook gets the breach once per budget and period, however many requests follow.
     ask(client, "Third question about exports")
     [alert] = alerts.wait_for(1)
-    assert "tenant soft daily" in alert["message"] and "soft limit reached" in alert["message"]
     # The first request already alerts: its estimated cost would cross the limit.
+    assert alert["message"].startswith(
+        "tenant soft daily budget $0.0000001 soft limit: this request's estimated cost $"
+    )
+    assert "would exceed it ($0.00 spent so far)" in alert["message"]
     assert Decimal(alert["limit_usd"]) == Decimal("0.0000001")
-    assert Decimal(alert["spent_usd"]) >= 0
+    assert Decimal(alert["spent_usd"]) == 0
+    assert Decimal(alert["estimated_usd"]) > Decimal(alert["limit_usd"])
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert alert["resets_at"].startswith(tomorrow)
     time.sleep(0.5)

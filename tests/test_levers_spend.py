@@ -61,6 +61,39 @@ def test_soft_limit_alerts_but_allows() -> None:
     assert not budgets.check(scopes, NOW, pending=Decimal("0.60")).allowed
 
 
+def test_a_refusal_on_the_estimate_says_estimated_against_spent() -> None:
+    budgets = SpendBudgets(
+        SpendLimits(tenant=SpendLimit(daily_soft=Decimal("8"), daily_hard=Decimal("10")))
+    )
+    scopes = scopes_for("acme")
+    decision = budgets.check(scopes, NOW, pending=Decimal("12.50"))
+    assert decision.blocked is not None
+    with pytest.raises(RateLimited) as err:
+        decision.raise_if_blocked(NOW)
+    assert err.value.to_body()["error"]["message"] == (
+        "tenant acme daily budget $10.00: this request's estimated cost $12.50 would exceed "
+        "it ($0.00 spent so far); resets at 2025-03-15T00:00:00Z"
+    )
+    [alert] = decision.alerts
+    assert alert.message.startswith(
+        "tenant acme daily budget $8.00 soft limit: this request's estimated cost $12.50 "
+        "would exceed it ($0.00 spent so far)"
+    )
+    # Amounts keep their digits instead of being rounded to the cent.
+    budgets.record(scopes, NOW, Decimal("9.9985"))
+    small = budgets.check(scopes, NOW, pending=Decimal("0.003158")).blocked
+    assert small is not None
+    assert "estimated cost $0.003158 would exceed it ($9.9985 spent so far)" in small.message
+    # Once the spend itself reaches the limit, the budget is exhausted whatever the estimate.
+    budgets.record(scopes, NOW, Decimal("0.0015"))
+    spent = budgets.check(scopes, NOW, pending=Decimal("0.003158")).blocked
+    assert spent is not None
+    assert spent.message.startswith("tenant acme daily budget $10.00 exhausted ($10.00 spent)")
+    tiny = SpendBudgets(SpendLimits(tenant=SpendLimit(daily_hard=Decimal("0.000001"))))
+    refused = tiny.check(scopes, NOW, pending=Decimal("0.00002")).blocked
+    assert refused is not None and refused.budget == "tenant acme daily budget $0.000001"
+
+
 def test_monthly_budget_resets_on_the_first() -> None:
     budgets = _budgets()
     scopes = scopes_for("acme", user="bob")

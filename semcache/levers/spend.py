@@ -46,6 +46,7 @@ __all__ = [
     "SpendLimits",
     "SpendSchema",
     "SpendTotals",
+    "dollars",
     "period_bounds",
     "scopes_for",
 ]
@@ -256,9 +257,19 @@ class MemorySpendLedger:
                 del self._days[key]
 
 
+def dollars(amount: Decimal) -> str:
+    """``amount`` for a message: to the micro-dollar as the cost headers give it (three
+    significant digits below that), trailing zeros past the cents dropped, so an estimate of
+    $0.0031 or a spend of $9.9985 is not rounded to a figure it is not."""
+    places = 6 if amount == 0 or amount.adjusted() >= -6 else 2 - amount.adjusted()
+    text = f"{amount.quantize(Decimal(1).scaleb(-places)):f}"
+    whole, _, fraction = text.partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
 @dataclass(frozen=True)
 class BudgetBreach:
-    """One budget at or over one of its limits."""
+    """One budget at or over one of its limits, or that a request's estimate would cross."""
 
     scope: Scope
     period: str
@@ -266,17 +277,31 @@ class BudgetBreach:
     limit: Decimal
     spent: Decimal
     resets_at: datetime
+    # The estimated cost of the request being checked ($0 when there is none).
+    pending: Decimal = _ZERO
+
+    @property
+    def reached(self) -> bool:
+        """Whether the limit is reached by what was spent already, without the request."""
+        return self.spent >= self.limit
 
     @property
     def budget(self) -> str:
         """The budget's name, e.g. "tenant acme daily budget $5.00"."""
-        return f"{self.scope.label} {self.period} budget ${self.limit:.2f}"
+        return f"{self.scope.label} {self.period} budget {dollars(self.limit)}"
 
     @property
     def message(self) -> str:
-        state = "exhausted" if self.hard else "soft limit reached"
+        """What happened: the limit reached by the spend so far, or crossed by the estimate."""
         reset = self.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return f"{self.budget} {state} (${self.spent:.2f} spent); resets at {reset}"
+        if self.reached:
+            state = "exhausted" if self.hard else "soft limit reached"
+            return f"{self.budget} {state} ({dollars(self.spent)} spent); resets at {reset}"
+        kind = "" if self.hard else " soft limit"
+        return (
+            f"{self.budget}{kind}: this request's estimated cost {dollars(self.pending)} would "
+            f"exceed it ({dollars(self.spent)} spent so far); resets at {reset}"
+        )
 
 
 @dataclass(frozen=True)
@@ -334,7 +359,8 @@ class SpendBudgets:
                 spent = self.ledger.totals(scope, start, end).spent
                 for value, is_hard, out in ((soft, False, alerts), (hard, True, blocks)):
                     if value is not None and (spent >= value or spent + pending > value):
-                        out.append(BudgetBreach(scope, period, is_hard, value, spent, end))
+                        breach = BudgetBreach(scope, period, is_hard, value, spent, end, pending)
+                        out.append(breach)
         blocked = max(blocks, key=lambda b: b.resets_at) if blocks else None
         return SpendDecision(alerts=tuple(alerts), blocked=blocked)
 

@@ -266,6 +266,7 @@ class Policy:
             "budget": breach.budget,
             "message": breach.message,
             "spent_usd": str(breach.spent),
+            "estimated_usd": str(breach.pending),
             "limit_usd": str(breach.limit),
             "resets_at": breach.resets_at.isoformat(),
         }
