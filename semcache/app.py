@@ -76,6 +76,7 @@ def cache_config(settings: Settings, threshold: float) -> CacheConfig:
         search_k=settings.search_k,
         max_query_chars=settings.max_query_chars,
         stale_retention_s=settings.stale_if_error_s,
+        decision_batch_max_size=settings.batch_max_size,
     )
 
 
@@ -204,6 +205,7 @@ def create_app(services: Services) -> FastAPI:
             await services.cache.flush_hits()
             await services.proxy.policy.flush()
             await services.batcher.close()
+            await services.cache.stop_batching()
             await services.upstream.aclose()
             await asyncio.to_thread(services.cache.close)
             await asyncio.to_thread(services.store.close)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..store.base import Candidate
 
-__all__ = ["HitDecision", "ThresholdDecision"]
+__all__ = ["BatchHitDecision", "HitDecision", "ThresholdDecision"]
 
 
 class HitDecision(Protocol):
@@ -19,6 +19,16 @@ class HitDecision(Protocol):
     def choose(
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> Candidate | None: ...
+
+
+@runtime_checkable
+class BatchHitDecision(HitDecision, Protocol):
+    """A hit decision that also decides several lookups in one call (one batched model pass);
+    the cache service then sends concurrent lookups' decisions through a micro-batcher."""
+
+    def choose_many(
+        self, requests: Sequence[tuple[str, Sequence[Candidate], float]]
+    ) -> list[Candidate | None]: ...
 
 
 class ThresholdDecision:

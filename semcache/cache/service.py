@@ -1,7 +1,9 @@
 """The cache service: exact layer, semantic layer, store, expiry and eviction.
 
 Everything here is ``async`` and pushes blocking work (SQL, FAISS, the hit decision) to worker
-threads; embedding goes through the micro-batcher. The HTTP layer and the proxy both call it.
+threads; embedding goes through the micro-batcher, and so does a hit decision that can decide
+several lookups at once (``BatchHitDecision``, the verifier): concurrent lookups' verifier pairs
+are scored in one cross-encoder call. The HTTP layer and the proxy both call it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..embed.batcher import MicroBatcher
 from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
-from .decision import HitDecision, ThresholdDecision
+from .decision import BatchHitDecision, HitDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
 from .status import CacheStatus, outcome_headers
 from .workers import StoreWorkers
@@ -60,6 +62,8 @@ class CacheConfig:
     max_query_chars: int = 16_384
     # Expired entries are kept this long for stale-if-error before the sweeper deletes them.
     stale_retention_s: float = 0.0
+    # Most lookups one batched hit decision (a verifier pass) decides.
+    decision_batch_max_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,17 @@ class CacheService:
         self.storage = store
         self.batcher = batcher
         self.decision: HitDecision = decision or ThresholdDecision()
+        # Lookups that reach the decision together share one call (one verifier pass); no
+        # lookup waits for company (max_wait 0): those arriving while a pass runs form the next.
+        self.decision_batcher: (
+            MicroBatcher[tuple[str, list[Candidate], float], Candidate | None] | None
+        ) = None
+        if isinstance(self.decision, BatchHitDecision):
+            self.decision_batcher = MicroBatcher(
+                self.decision.choose_many,
+                max_size=config.decision_batch_max_size,
+                max_wait_s=0.0,
+            )
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
         self.workers = workers or StoreWorkers()
@@ -209,9 +224,12 @@ class CacheService:
         )
         if not candidates:
             return LookupResult(MISS, keys=keys, vector=vector)
-        chosen = await asyncio.to_thread(
-            self.decision.choose, keys.semantic_text, candidates, threshold
-        )
+        if self.decision_batcher is not None:
+            chosen = await self.decision_batcher.submit((keys.semantic_text, candidates, threshold))
+        else:
+            chosen = await asyncio.to_thread(
+                self.decision.choose, keys.semantic_text, candidates, threshold
+            )
         if chosen is None:
             return LookupResult(MISS, similarity=_best(candidates), keys=keys, vector=vector)
         # A store that committed between the exact probe and the search shows up here as the
@@ -348,6 +366,11 @@ class CacheService:
     def close(self) -> None:
         """Let the store calls in flight finish and stop the worker threads."""
         self.workers.close()
+
+    async def stop_batching(self) -> None:
+        """Stop the hit decision's micro-batcher task (the encoder's is the caller's)."""
+        if self.decision_batcher is not None:
+            await self.decision_batcher.close()
 
     async def sweep(self) -> int:
         """Delete expired entries now; returns how many."""

@@ -1,62 +1,85 @@
-"""Micro-batching: concurrent lookups share one encoder call (docs/ARCHITECTURE.md, "Hot path").
+"""Micro-batching: concurrent lookups share one model call (docs/ARCHITECTURE.md, "Hot path").
 
-One worker task takes the first waiting text, gathers whatever else arrives within
-``max_wait_s`` (or until ``max_size``), and encodes the batch in a worker thread. Texts that
-arrive while a batch is encoding form the next batch, so under load batches grow by themselves.
+One worker task takes the first waiting item, gathers whatever else arrives within
+``max_wait_s`` (or until ``max_size``), and runs the batch in a worker thread. Items that
+arrive while a batch is running form the next batch, so under load batches grow by themselves
+(with ``max_wait_s = 0`` that is the only batching: nobody waits for company). The encoder's
+batcher takes texts and gives vectors; the verifier's takes lookups and gives their decisions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
-import numpy as np
+from typing import Generic, Protocol, TypeVar
 
 __all__ = ["BatchStats", "MicroBatcher"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Results(Protocol[R_co]):
+    """What a batch call returns: one result per item, in order (a list, a numpy array)."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[R_co]: ...
 
 
 @dataclass
 class BatchStats:
-    """How the batcher has worked so far."""
+    """How the batcher has worked so far (``texts``: items, whatever they are)."""
 
     batches: int = 0
     texts: int = 0
     largest: int = 0
 
 
-class MicroBatcher:
-    """Collects texts from concurrent callers into batched ``encode`` calls."""
+class MicroBatcher(Generic[T, R]):
+    """Collects items from concurrent callers into batched ``run`` calls (one result per item,
+    in order), run in a worker thread one batch at a time."""
 
     def __init__(
-        self, encode: Callable[[list[str]], np.ndarray], *, max_size: int, max_wait_s: float
+        self, run: Callable[[list[T]], Results[R]], *, max_size: int, max_wait_s: float
     ) -> None:
-        self._encode = encode
+        self._run_batch = run
         self._max_size = max_size
         self._max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
 
-    async def embed(self, text: str) -> np.ndarray:
-        """The vector of one text, computed in a shared batch."""
-        return (await self.embed_many([text]))[0]
+    async def submit(self, item: T) -> R:
+        """The result of one item, computed in a shared batch."""
+        return (await self.submit_many([item]))[0]
 
-    async def embed_many(self, texts: list[str]) -> list[np.ndarray]:
-        """Vectors of several texts, each joining the shared batches."""
+    async def submit_many(self, items: list[T]) -> list[R]:
+        """Results of several items, each joining the shared batches."""
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(self._queue), name="semcache-batcher")
         loop = asyncio.get_running_loop()
         futures = []
-        for text in texts:
-            future: asyncio.Future[np.ndarray] = loop.create_future()
-            self._queue.put_nowait((text, future))
+        for item in items:
+            future: asyncio.Future[R] = loop.create_future()
+            self._queue.put_nowait((item, future))
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
-    async def _run(self, queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]]) -> None:
+    # The encoder's names: a text in, its vector out.
+    async def embed(self, text: T) -> R:
+        """The vector of one text, computed in a shared batch."""
+        return await self.submit(text)
+
+    async def embed_many(self, texts: list[T]) -> list[R]:
+        """Vectors of several texts, each joining the shared batches."""
+        return await self.submit_many(texts)
+
+    async def _run(self, queue: asyncio.Queue[tuple[T, asyncio.Future[R]]]) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
@@ -74,11 +97,13 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
-            live = [(text, fut) for text, fut in batch if not fut.cancelled()]
+            live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
                 continue
             try:
-                vectors = await asyncio.to_thread(self._encode, [text for text, _ in live])
+                results = await asyncio.to_thread(self._run_batch, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"a batch of {len(live)} gave {len(results)} results")
             except Exception as exc:  # handed to every waiting caller, who raise it
                 for _, fut in live:
                     if not fut.done():
@@ -87,9 +112,9 @@ class MicroBatcher:
             self.stats.batches += 1
             self.stats.texts += len(live)
             self.stats.largest = max(self.stats.largest, len(live))
-            for (_, fut), vector in zip(live, vectors, strict=True):
+            for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
-                    fut.set_result(vector)
+                    fut.set_result(result)
 
     async def close(self) -> None:
         """Stop the worker task."""
