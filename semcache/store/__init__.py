@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
+from .postgres import PostgresStore
 from .sql_faiss import SqlFaissStore
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Entry",
     "NewEntry",
     "Partition",
+    "PostgresStore",
     "SqlFaissStore",
     "TenantStats",
 ]
