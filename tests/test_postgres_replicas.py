@@ -1,10 +1,12 @@
 """Real `semcache serve` processes on one PostgreSQL database: what one replica writes, the
-other serves at once (no index to sync), and deletes, invalidation and wrong-hit reports made on
-one are seen by the other."""
+other serves at once (no index to sync), deletes, invalidation and wrong-hit reports made on
+one are seen by the other, and identical misses spread over both make one upstream call."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 from postgres_helpers import PgDatabase
 from servers import ServerProcess
+from simulator_helpers import RunningSimulator
 
 QUERY, REWORDED = "How do I reset my password?", "how can I reset my password"
 OTHER, OTHER_REWORDED = "What is the capital of Australia?", "what's the capital city of australia"
@@ -21,11 +24,17 @@ THRESHOLD = 0.8
 
 @pytest.fixture(scope="module")
 def replicas(
-    pg_database: PgDatabase, tmp_path_factory: pytest.TempPathFactory
+    pg_database: PgDatabase, sim: RunningSimulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[httpx.Client, httpx.Client]]:
     pg_database.reset()
     data = tmp_path_factory.mktemp("replicas")
-    env = {"SEMCACHE_DATABASE_URL": pg_database.url, "SEMCACHE_DATABASE_POOL_SIZE": "4"}
+    env = {
+        "SEMCACHE_DATABASE_URL": pg_database.url,
+        "SEMCACHE_DATABASE_POOL_SIZE": "4",
+        "SEMCACHE_OPENAI_BASE_URL": sim.openai_base_url,
+        "SEMCACHE_OPENAI_API_KEY": "sk-upstream-openai",
+        "SEMCACHE_UPSTREAM_FORWARD_HEADERS": "x-sim-*",
+    }
     # One after the other: the second finds the first's model files in the shared data dir.
     a = ServerProcess(["serve", "--data-dir", str(data)], env=env, log_path=data / "a.log")
     with a:
@@ -121,3 +130,34 @@ def test_nothing_was_written_to_the_data_dir_but_model_files(
     data = Path(str(tmp_path_factory.getbasetemp())) / "replicas0"
     written = {p.name for p in data.iterdir()} - {"a.log", "b.log", "models"}
     assert written == set(), written
+
+
+def test_fifty_identical_misses_over_two_replicas_make_one_upstream_call(
+    replicas: tuple[httpx.Client, httpx.Client], sim: RunningSimulator
+) -> None:
+    a, b = replicas
+    sim.reset()
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": f"single flight {uuid.uuid4().hex}"}],
+    }
+    # The upstream takes 3 s to answer, so all fifty are in flight at once.
+    headers = {"x-sim-ttft-ms": "3000", "X-Semcache-Namespace": "flight"}
+
+    def ask(i: int) -> tuple[int, str, str]:
+        base = (a if i % 2 == 0 else b).base_url
+        with httpx.Client(base_url=base, timeout=60) as client:
+            r = client.post("/v1/chat/completions", json=body, headers=headers)
+        content = r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else r.text
+        return r.status_code, r.headers.get("x-semcache-status", ""), content
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(ask, range(50)))
+    assert {status for status, _, _ in results} == {200}, results
+    assert len({content for _, _, content in results}) == 1, results
+    assert sim.stats()["requests"] == 1, (sim.stats(), sorted(s for _, s, _ in results))
+    # Later ones are plain exact hits, on either replica.
+    for client in (a, b):
+        r = client.post("/v1/chat/completions", json=body, headers=headers)
+        assert r.headers["x-semcache-status"] == "HIT-EXACT"
+    assert sim.stats()["requests"] == 1

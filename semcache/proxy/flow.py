@@ -22,10 +22,11 @@ from ..errors import SemcacheError
 from ..upstream.client import UpstreamClient
 from .background import BackgroundTasks
 from .call import ProxyCall, ProxyConfig, ProxyResponse
+from .cluster import ClusterFlights
 from .controls import RequestControls
 from .miss import Miss, MissEnvironment
 from .policy import Policy
-from .singleflight import FlightAbandoned, SingleFlight
+from .singleflight import Flight, FlightAbandoned, SingleFlight
 
 __all__ = ["ProxyCall", "ProxyConfig", "ProxyResponse", "ProxyService"]
 
@@ -45,7 +46,12 @@ class ProxyService:
         self.cache = cache
         self.upstream = upstream
         self.policy = policy
-        self.flights: SingleFlight[dict[str, Any]] = SingleFlight()
+        # On a shared store (PostgreSQL) identical misses coalesce across replicas too.
+        make_claims = getattr(cache.storage, "flight_claims", None)
+        self.cluster = ClusterFlights(make_claims(), cache) if make_claims else None
+        self.flights: SingleFlight[dict[str, Any]] = SingleFlight(
+            on_land=self.cluster.landed if self.cluster else None
+        )
         self._env = MissEnvironment(
             cache, upstream, policy, self.flights, BackgroundTasks("storing a proxied answer")
         )
@@ -104,6 +110,9 @@ class ProxyService:
         for _ in range(_MAX_FLIGHT_JOINS):
             flight, leader = self.flights.join(keys.exact_key)
             if leader:
+                elsewhere = await self._from_another_replica(call, keys, flight, store)
+                if elsewhere is not None:
+                    return elsewhere
                 miss = self._miss(call, status, keys, store=store, vector=vector)
                 miss.flight = (keys.exact_key, flight)
                 return await self._lead(miss)
@@ -121,6 +130,30 @@ class ProxyService:
             headers.update(call.account(self.policy, served, call.model, answer, False))
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
         return await self._miss(call, status, keys, store=False, vector=vector).run()
+
+    async def _from_another_replica(
+        self, call: ProxyCall, keys: RequestKeys, flight: Flight[dict[str, Any]], store: bool
+    ) -> ProxyResponse | None:
+        """On a shared store, before this flight's leader calls upstream: when another
+        replica is already calling for the same request, wait for the answer it stores and
+        serve it (to this flight's followers too). None: this process makes the call."""
+        controls = call.controls
+        if self.cluster is None or not store or controls.no_cache or controls.max_age_s:
+            return None
+        try:
+            entry = await self.cluster.lead_or_wait(call.partition.tenant, keys.exact_key)
+        except BaseException:
+            flight.fail(FlightAbandoned("the request leading this upstream call failed"))
+            self.flights.land(keys.exact_key, flight)
+            raise
+        if entry is None:
+            return None
+        flight.resolve(entry.response)
+        self.flights.land(keys.exact_key, flight)
+        served = CacheStatus.HIT_EXACT
+        headers = {"X-Semcache-Status": str(served), "X-Semcache-Coalesced": "true"}
+        headers.update(call.account(self.policy, served, call.model, entry.response, False))
+        return self._answer(call, call.wire.fresh(entry.response, call.model), headers)
 
     def _miss(
         self,

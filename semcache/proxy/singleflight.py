@@ -6,6 +6,7 @@ docs/ARCHITECTURE.md, "Hot path": a flight always ends, whatever raised.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Flight", "FlightAbandoned", "SingleFlight"]
@@ -52,8 +53,10 @@ class Flight(Generic[T]):
 class SingleFlight(Generic[T]):
     """Keyed registry of flights: the first caller leads, later ones follow."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_land: Callable[[str], None] | None = None) -> None:
         self._flights: dict[str, Flight[T]] = {}
+        # Told the key of every flight that lands (cross-replica claims are released then).
+        self._on_land = on_land
 
     def join(self, key: str) -> tuple[Flight[T], bool]:
         """The flight for ``key`` and whether the caller leads it."""
@@ -72,6 +75,8 @@ class SingleFlight(Generic[T]):
         """Forget the flight; later callers start a new one (or hit the cache)."""
         if self._flights.get(key) is flight:
             del self._flights[key]
+            if self._on_land is not None:
+                self._on_land(key)
 
     def __len__(self) -> int:
         return len(self._flights)

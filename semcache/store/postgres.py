@@ -58,6 +58,7 @@ from sqlalchemy.types import UserDefinedType
 from ..errors import StorageError
 from .attribution import AttributionStore
 from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
+from .flights import FlightClaims
 from .migrate import upgrade
 from .schema import entries
 
@@ -526,6 +527,10 @@ class PostgresStore:
 
     def attribution(self) -> AttributionStore:
         return AttributionStore(self.engine)
+
+    def flight_claims(self) -> FlightClaims:
+        """Cross-replica single-flight: which replica calls upstream for an exact key."""
+        return FlightClaims(self.engine)
 
     def flush(self) -> None:
         """Nothing to persist: the vectors are rows, committed with their entries."""

@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["entries", "metadata", "requests"]
+__all__ = ["entries", "flights", "metadata", "requests"]
 
 metadata = MetaData()
 
@@ -89,4 +89,14 @@ requests = Table(
     Column("prompt_cache_saved_usd", Float, nullable=False, default=0.0),
     Column("latency_ms", Float, nullable=False, default=0.0),
     Index("ix_requests_tenant_ts", "tenant", "ts"),
+)
+
+# Cross-replica single-flight claims (store/flights.py; PostgreSQL only): the replica making
+# the upstream call for an exact key, until expires_at (the database's clock, epoch seconds).
+flights = Table(
+    "flights",
+    metadata,
+    Column("exact_key", String(32), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
