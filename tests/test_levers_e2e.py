@@ -336,6 +336,52 @@ def test_anthropic_breakpoints_and_cache_read_savings(
     assert float(headers["x-semcache-prompt-cache-saved-usd"]) > 0
 
 
+def test_a_prompt_cache_write_is_a_cost_never_a_negative_saving(server: ServerProcess) -> None:
+    feature = f"prompt-cache-write-{uuid.uuid4().hex[:8]}"
+    client = anthropic.Anthropic(
+        base_url=server.url,
+        api_key=KEYS["acme"],
+        max_retries=0,
+        default_headers={"X-Semcache-Namespace": uuid.uuid4().hex, "X-Semcache-Feature": feature},
+    )
+    terms = f"Warranty terms {uuid.uuid4().hex}. " + " ".join(
+        f"Clause {n}: part {n} is covered for {n % 7 + 1} years." for n in range(400)
+    )
+    model = "claude-sonnet-4-6"
+    raw = client.messages.with_raw_response.create(
+        model=model,
+        max_tokens=64,
+        system=terms,  # semcache adds the cache_control breakpoint: the provider writes it
+        messages=[{"role": "user", "content": "Is the battery covered?"}],
+    )
+    headers, answer = raw.headers, raw.parse()
+    assert headers["x-semcache-status"] == "MISS"
+    assert answer.usage.cache_creation_input_tokens > 0
+    assert not answer.usage.cache_read_input_tokens
+    table = PricingTable.load()
+    price = table.price(model)
+    assert price is not None and price.cache_write == price.input * Decimal("1.25")
+    usage = Usage.from_anthropic(answer.usage.model_dump())
+    cost = table.cost(model, usage)
+    assert cost.usd is not None
+    # Nothing was read from the provider's cache: no saving, never a negative one ...
+    assert headers["x-semcache-prompt-cache-saved-usd"] == "0.000000"
+    # ... and the write, billed at 1.25x input, is in the cost with its premium named.
+    premium = usage.cache_write * (price.cache_write - price.input) / Decimal(1_000_000)
+    assert premium > 0
+    assert headers["x-semcache-cost-usd"] == format_usd(cost.usd)
+    assert headers["x-semcache-prompt-cache-write-usd"] == format_usd(premium)
+    usage_report = httpx.get(
+        server.url + "/v1/usage",
+        params={"group_by": "feature"},
+        headers={"Authorization": f"Bearer {KEYS['acme']}"},
+    ).json()
+    [group] = [g for g in usage_report["groups"] if g["key"]["feature"] == feature]
+    assert group["requests"] == 1
+    assert group["cost_usd"] == pytest.approx(float(cost.usd), abs=1e-9)
+    assert group["prompt_cache_saved_usd"] == 0
+
+
 def test_openai_requests_get_a_prompt_cache_key(
     server: ServerProcess, sim: RunningSimulator
 ) -> None:

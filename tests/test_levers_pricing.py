@@ -62,6 +62,31 @@ def test_anthropic_cache_write_then_read(table: PricingTable) -> None:
     assert table.cost("claude-sonnet-4-5-20250929", read).usd == Decimal("0.00546")
 
 
+def test_a_cache_write_is_a_premium_never_a_negative_saving(table: PricingTable) -> None:
+    write = Usage.from_anthropic(
+        {"input_tokens": 100, "cache_creation_input_tokens": 2000, "output_tokens": 300}
+    )
+    # Nothing read from the cache: nothing saved; the write costs 2000 * (3.75 - 3.00) extra.
+    assert table.prompt_cache_saving("claude-sonnet-4-5", write) == Decimal(0)
+    assert table.cache_write_premium("claude-sonnet-4-5", write) == Decimal("0.0015")
+    read = Usage.from_anthropic(
+        {"input_tokens": 120, "cache_read_input_tokens": 2000, "output_tokens": 300}
+    )
+    # 2000 * (3.00 - 0.30), per million
+    assert table.prompt_cache_saving("claude-sonnet-4-5", read) == Decimal("0.0054")
+    assert table.cache_write_premium("claude-sonnet-4-5", read) == Decimal(0)
+    both = Usage(input=10, cached_read=1000, cache_write=1000, cache_write_1h=400)
+    # A read saves 1000 * (15 - 1.5); 600 writes at 18.75 and 400 at 30 cost above 15.
+    assert table.prompt_cache_saving("claude-opus-4-1", both) == Decimal("0.0135")
+    assert table.cache_write_premium("claude-opus-4-1", both) == Decimal("0.00825")
+    openai = Usage.from_openai(
+        {"prompt_tokens": 2000, "prompt_tokens_details": {"cached_tokens": 1024}}
+    )
+    assert table.prompt_cache_saving("gpt-4o", openai) == Decimal("0.00128")  # 1024 * 1.25
+    assert table.prompt_cache_saving("llama-3-70b", read) is None
+    assert table.cache_write_premium("llama-3-70b", write) is None
+
+
 def test_anthropic_one_hour_writes_at_their_own_price(table: PricingTable) -> None:
     usage = Usage.from_anthropic(
         {

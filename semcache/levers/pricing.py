@@ -254,6 +254,31 @@ class PricingTable:
             breakdown=breakdown,
         )
 
+    def prompt_cache_saving(self, model: str, usage: Usage) -> Decimal | None:
+        """What reading from the provider's prompt cache saved against the full input price:
+        never negative, 0 when nothing was read; None when ``model`` has no price.
+
+        A cache write is not a negative saving: it is a cost, billed in ``cost`` at its own
+        price (``cache_write_premium`` is the part above the input price).
+        """
+        price = self.price(model)
+        if price is None:
+            return None
+        return max(Decimal(0), usage.cached_read * (price.input - price.cached_input) / _MILLION)
+
+    def cache_write_premium(self, model: str, usage: Usage) -> Decimal | None:
+        """What writing to the provider's prompt cache cost above the full input price
+        (Anthropic bills ``cache_creation_input_tokens`` at 1.25x input, 2x for the one-hour
+        TTL): part of ``cost``, never negative; None when ``model`` has no price."""
+        price = self.price(model)
+        if price is None:
+            return None
+        written = self.cost(
+            model, Usage(cache_write=usage.cache_write, cache_write_1h=usage.cache_write_1h)
+        )
+        assert written.usd is not None
+        return max(Decimal(0), written.usd - usage.cache_write * price.input / _MILLION)
+
     def estimate(self, model: str, input_tokens: int, output_tokens: int) -> Cost:
         """The cost of a call with every prompt token at the full input price."""
         return self.cost(model, Usage(input=input_tokens, output=output_tokens))

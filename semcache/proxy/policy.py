@@ -186,19 +186,23 @@ class Policy:
             self._queues[queued_model].settle(tokens, actual if queued_model == model else 0)
         headers: dict[str, str] = {}
         spent: Decimal | None
+        cache_saved: Decimal | None
         if from_upstream:
             spent, saved = cost.usd, Decimal(0)
-            uncached = Usage(input=usage.prompt_tokens, output=usage.output)
-            full = self.pricing.cost(model, uncached).usd
-            cache_saved = (full - cost.usd) if full is not None and cost.usd is not None else None
+            # Provider prompt caching: reads save money (>= 0); a write is billed in the cost
+            # at its own price (1.25x input on Anthropic), never reported as a negative saving.
+            cache_saved = self.pricing.prompt_cache_saving(model, usage)
             headers["X-Semcache-Cost-USD"] = format_usd(cost.usd)
+            if cache_saved is not None and (usage.cached_read or usage.cache_write):
+                headers["X-Semcache-Prompt-Cache-Saved-USD"] = format_usd(cache_saved)
+            premium = self.pricing.cache_write_premium(model, usage)
+            if premium is not None and usage.cache_write:
+                headers["X-Semcache-Prompt-Cache-Write-USD"] = format_usd(premium)
         else:
             # A hit spends nothing and saves what its answer cost the first time.
             spent, saved, cache_saved = Decimal(0), cost.usd or Decimal(0), Decimal(0)
             headers["X-Semcache-Cost-USD"] = format_usd(Decimal(0))
             headers["X-Semcache-Saved-USD"] = format_usd(cost.usd)
-        if cache_saved:
-            headers["X-Semcache-Prompt-Cache-Saved-USD"] = format_usd(cache_saved)
         now = time.time()
         scopes = scopes_for(caller.tenant, caller.user, caller.feature)
         self.spend.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
