@@ -63,7 +63,14 @@ def test_unrelated_query_misses(client: httpx.Client) -> None:
     space = ns()
     store(client, "alice", namespace=space, query="How do I reset my password?", response="x")
     body = lookup(client, "alice", namespace=space, query="What is the weather in Oslo?").json()
-    assert body == {"hit": False, "status": "MISS", "similarity": body["similarity"], "entry": None}
+    assert body == {
+        "hit": False,
+        "status": "MISS",
+        "similarity": body["similarity"],
+        "entry": None,
+        "miss_reason": "below-threshold",
+        "verifier_score": None,
+    }
     assert body["similarity"] < 0.5
 
 

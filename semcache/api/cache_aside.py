@@ -104,6 +104,8 @@ async def lookup(request: Request) -> JSONResponse:
         "status": result.status,
         "similarity": result.similarity,
         "entry": entry_json(result.entry) if result.entry else None,
+        "miss_reason": result.miss_reason,
+        "verifier_score": result.verifier_score,
     }
     return JSONResponse(payload, headers=result.headers(cache.clock()))
 

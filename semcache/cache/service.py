@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
 from .decision import BatchHitDecision, HitDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
-from .status import CacheStatus, outcome_headers
+from .status import CacheStatus, MissReason, outcome_headers
 from .workers import StoreWorkers
 
 __all__ = [
@@ -77,14 +77,24 @@ class LookupResult:
     # The query's embedding when the semantic layer computed one; a store after a miss reuses
     # it instead of embedding the same text twice.
     vector: np.ndarray | None = None
+    # Why a lookup missed (``MissReason``); None on a hit.
+    miss_reason: str | None = None
+    # The verifier's best hit probability when it rejected the candidates.
+    verifier_score: float | None = None
 
     @property
     def hit(self) -> bool:
         return self.entry is not None
 
     def headers(self, now: float) -> dict[str, str]:
-        """The X-Semcache-* headers and ``Age`` of this outcome."""
-        return outcome_headers(self.status, self.entry, self.similarity, now)
+        """The X-Semcache-* headers and ``Age`` of this outcome (with the miss reason and the
+        verifier's score on a miss)."""
+        headers = outcome_headers(self.status, self.entry, self.similarity, now)
+        if self.entry is None and self.miss_reason is not None:
+            headers["X-Semcache-Miss-Reason"] = self.miss_reason
+        if self.entry is None and self.verifier_score is not None:
+            headers["X-Semcache-Verifier-Score"] = f"{self.verifier_score:.4f}"
+        return headers
 
 
 class CacheService:
@@ -212,7 +222,7 @@ class CacheService:
         if exact is not None:
             return LookupResult(HIT_EXACT, exact, 1.0, keys)
         if not semantic or not keys.semantic_text.strip():
-            return LookupResult(MISS, keys=keys)
+            return LookupResult(MISS, keys=keys, miss_reason=MissReason.NO_CANDIDATE)
         vector = await self.batcher.embed(keys.semantic_text)
         candidates = await self.workers.read(
             self.storage.search,
@@ -223,7 +233,10 @@ class CacheService:
             k=self.config.search_k,
         )
         if not candidates:
-            return LookupResult(MISS, keys=keys, vector=vector)
+            reason = await self._filtered(partition, keys, vector, threshold, now)
+            return LookupResult(
+                MISS, keys=keys, vector=vector, miss_reason=reason or MissReason.NO_CANDIDATE
+            )
         if self.decision_batcher is not None:
             chosen = await self.decision_batcher.submit((keys.semantic_text, candidates, threshold))
         else:
@@ -231,11 +244,54 @@ class CacheService:
                 self.decision.choose, keys.semantic_text, candidates, threshold
             )
         if chosen is None:
-            return LookupResult(MISS, similarity=_best(candidates), keys=keys, vector=vector)
+            return await self._rejected(partition, keys, vector, candidates, threshold, now)
         # A store that committed between the exact probe and the search shows up here as the
         # same request: report it as the exact hit it is.
         status = HIT_EXACT if chosen.entry.exact_key == keys.exact_key else HIT_SEMANTIC
         return LookupResult(status, chosen.entry, chosen.similarity, keys, vector)
+
+    async def _filtered(
+        self,
+        partition: Partition,
+        keys: RequestKeys,
+        vector: np.ndarray,
+        threshold: float,
+        now: float,
+    ) -> str | None:
+        """Why the search left out an entry near enough to hit (another context, expired, a
+        hit floor), from a second unfiltered query the store runs only on a miss."""
+        return await self.workers.read(
+            self.storage.explain_miss,
+            partition,
+            vector,
+            context_hash=keys.context_hash,
+            now=now,
+            threshold=threshold,
+            k=self.config.search_k,
+        )
+
+    async def _rejected(
+        self,
+        partition: Partition,
+        keys: RequestKeys,
+        vector: np.ndarray,
+        candidates: list[Candidate],
+        threshold: float,
+        now: float,
+    ) -> LookupResult:
+        """The miss when the hit decision chose none of the candidates, with its reason."""
+        best = _best(candidates)
+        result = LookupResult(MISS, similarity=best, keys=keys, vector=vector)
+        if best < threshold:
+            reason = await self._filtered(partition, keys, vector, threshold, now)
+            return replace(result, miss_reason=reason or MissReason.BELOW_THRESHOLD)
+        score = None
+        scored = getattr(self.decision, "scored", None)
+        if scored is not None:
+            # The verifier's pass again, on this miss only: its best probability.
+            pairs = await asyncio.to_thread(scored, keys.semantic_text, candidates, threshold)
+            score = max((s for s, _ in pairs), default=None)
+        return replace(result, miss_reason=MissReason.VERIFIER_REJECTED, verifier_score=score)
 
     async def store(
         self,

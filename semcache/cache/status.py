@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from ..store.base import Entry
 
-__all__ = ["CacheStatus", "outcome_headers"]
+__all__ = ["CacheStatus", "MissReason", "outcome_headers"]
 
 
 class CacheStatus(StrEnum):
@@ -18,6 +18,22 @@ class CacheStatus(StrEnum):
     # The proxy's own outcomes: the cache was not consulted, or was told to refresh.
     BYPASS = "BYPASS"
     REFRESH = "REFRESH"
+
+
+class MissReason(StrEnum):
+    """Why a request was not served from the cache: ``X-Semcache-Miss-Reason`` and the lookup
+    JSON's ``miss_reason``."""
+
+    NO_CANDIDATE = "no-candidate"  # nothing in the partition near the query
+    BELOW_THRESHOLD = "below-threshold"  # the best candidate's cosine is under the threshold
+    VERIFIER_REJECTED = "verifier-rejected"  # candidates passed the floor, the verifier said no
+    HIT_FLOOR = "hit-floor"  # the nearest entry's wrong-hit floor excludes the query
+    CONTEXT_DIFFERS = "context-differs"  # a near entry exists only under another context hash
+    EXPIRED = "expired"  # the near entry had expired
+    MAX_AGE = "max-age"  # a hit older than the request's Cache-Control max-age
+    NO_CACHE = "no-cache"  # Cache-Control: no-cache (REFRESH)
+    N_GT_1 = "n-gt-1"  # n > 1 asks for several answers (BYPASS)
+    TEMPERATURE = "temperature"  # temperature over the ceiling (BYPASS)
 
 
 def outcome_headers(

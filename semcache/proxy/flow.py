@@ -17,7 +17,7 @@ import numpy as np
 
 from ..cache.keys import RequestKeys, request_keys
 from ..cache.service import CacheService, LookupResult
-from ..cache.status import CacheStatus
+from ..cache.status import CacheStatus, MissReason
 from ..errors import SemcacheError
 from ..upstream.client import UpstreamClient
 from .background import BackgroundTasks
@@ -79,13 +79,16 @@ class ProxyService:
         keys = request_keys(call.partition, call.body)
         if call.wire.bypass_reason(call.body, self.config.max_temperature) is not None:
             self.cache.metrics.lookups.labels(CacheStatus.BYPASS).inc()
-            return await self._miss(call, CacheStatus.BYPASS, keys, store=False).run()
+            response = await self._miss(call, CacheStatus.BYPASS, keys, store=False).run()
+            response.headers["X-Semcache-Miss-Reason"] = _bypass_cause(call.body)
+            return response
         # A last message over max_query_chars is never embedded: exact layer only, no store
         # (the cache-aside API refuses such a query with a 400; a proxy client still gets its
         # answer from upstream).
         embeddable = self.cache.embeddable(keys.semantic_text)
         store = not controls.no_store and embeddable
         vector = None
+        found: LookupResult | None = None
         if not controls.no_cache:
             found = await self.cache.lookup(
                 call.partition,
@@ -98,6 +101,29 @@ class ProxyService:
                 return self._hit(call, found)
             vector = found.vector
         status = CacheStatus.REFRESH if controls.no_cache else CacheStatus.MISS
+        if controls.no_cache:
+            miss_reason: str | None = MissReason.NO_CACHE
+        elif found is not None and found.entry is not None:
+            miss_reason = MissReason.MAX_AGE
+        else:
+            miss_reason = None if found is None else found.miss_reason
+        response = await self._upstream(call, status, keys, store, vector)
+        if miss_reason is not None and response.headers.get("X-Semcache-Status") == str(status):
+            response.headers["X-Semcache-Miss-Reason"] = miss_reason
+            if found is not None and found.verifier_score is not None:
+                response.headers["X-Semcache-Verifier-Score"] = f"{found.verifier_score:.4f}"
+        return response
+
+    async def _upstream(
+        self,
+        call: ProxyCall,
+        status: CacheStatus,
+        keys: RequestKeys,
+        store: bool,
+        vector: np.ndarray | None,
+    ) -> ProxyResponse:
+        """Serve a miss: follow a flight in the air for the same request, or lead one."""
+        controls = call.controls
         pending = self.flights.peek(keys.exact_key)
         if (
             pending is not None
@@ -231,6 +257,14 @@ class ProxyService:
         response.headers["X-Semcache-Stale"] = "true"
         response.headers["Warning"] = '110 semcache "Response is Stale"'
         return response
+
+
+def _bypass_cause(body: dict[str, Any]) -> str:
+    """The miss reason of a request the wire format bypasses (``bypass_reason``)."""
+    n = body.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        return MissReason.N_GT_1
+    return MissReason.TEMPERATURE
 
 
 async def _iterate(parts: list[bytes]) -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ worker threads so the event loop never blocks.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ __all__ = [
     "NewEntry",
     "Partition",
     "TenantStats",
+    "filtered_reason",
     "partition_key",
 ]
 
@@ -52,6 +53,25 @@ class Partition:
 # The same text embedded twice can differ in the last digits (the micro-batcher pads it with
 # whatever else is in the batch), so a query must beat an entry's hit floor by this much.
 HIT_FLOOR_MARGIN = 1e-3
+
+
+def filtered_reason(
+    nearest: Sequence[Candidate], *, context_hash: str, now: float, threshold: float
+) -> str | None:
+    """Why ``search`` left out a near entry: the cause of the most similar of ``nearest`` (the
+    partition's neighbours before the context, expiry and hit-floor filters) at or above
+    ``threshold`` that a search would not return (``context-differs``, ``expired``,
+    ``hit-floor``); None when no entry that near was filtered out."""
+    for c in sorted(nearest, key=lambda c: c.similarity, reverse=True):
+        if c.similarity < threshold:
+            return None
+        if c.entry.context_hash != context_hash:
+            return "context-differs"
+        if c.entry.expires_at <= now:
+            return "expired"
+        if c.entry.hit_floor is not None and c.similarity <= c.entry.hit_floor + HIT_FLOOR_MARGIN:
+            return "hit-floor"
+    return None
 
 
 def partition_key(fields: list[str]) -> str:
@@ -134,6 +154,21 @@ class CacheStore(Protocol):
         """Live entries of the partition with this context hash that the query may hit (more
         similar than the entry's ``hit_floor`` by over ``HIT_FLOOR_MARGIN``), most similar
         first."""
+        ...
+
+    def explain_miss(
+        self,
+        partition: Partition,
+        vector: np.ndarray,
+        *,
+        context_hash: str,
+        now: float,
+        threshold: float,
+        k: int,
+    ) -> str | None:
+        """Why ``search`` returned no candidate at or above ``threshold`` (``filtered_reason``
+        of the partition's ``k`` nearest entries, unfiltered); None when nothing that near was
+        left out. Called only after a miss, so a hit never pays for it."""
         ...
 
     def record_wrong_hit(

@@ -57,7 +57,15 @@ from sqlalchemy.types import UserDefinedType
 
 from ..errors import StorageError
 from .attribution import AttributionStore
-from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
+from .base import (
+    HIT_FLOOR_MARGIN,
+    Candidate,
+    Entry,
+    NewEntry,
+    Partition,
+    TenantStats,
+    filtered_reason,
+)
 from .flights import FlightClaims
 from .migrate import upgrade
 from .schema import entries
@@ -115,6 +123,17 @@ _SEARCH = (
         # In the WHERE clause, so the index scan goes on past floored entries as it does past
         # other conversations': a floored top k cannot hide a match.
         or_(entries.c.hit_floor.is_(None), entries.c.hit_floor + HIT_FLOOR_MARGIN < _SIMILARITY),
+    )
+    .order_by(_DISTANCE)
+    .limit(bindparam("k"))
+)
+# The partition's nearest entries before the context, expiry and hit-floor filters: why a
+# search missed (run only after a miss).
+_NEAREST = (
+    select(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+    .where(
+        entries.c.partition_key == bindparam("partition_key"),
+        entries.c.tenant == bindparam("tenant"),
     )
     .order_by(_DISTANCE)
     .limit(bindparam("k"))
@@ -427,6 +446,27 @@ class PostgresStore:
         # relaxed_order: the iterative scan may return rows slightly out of order.
         found.sort(key=lambda c: c.similarity, reverse=True)
         return found
+
+    def explain_miss(
+        self,
+        partition: Partition,
+        vector: np.ndarray,
+        *,
+        context_hash: str,
+        now: float,
+        threshold: float,
+        k: int,
+    ) -> str | None:
+        params = {
+            "q": self._vector(vector),
+            "partition_key": partition.key,
+            "tenant": partition.tenant,
+            "k": k,
+        }
+        with self._read() as conn:
+            rows = conn.execute(_NEAREST, params).all()
+        nearest = [Candidate(_entry(row._mapping), float(row.similarity)) for row in rows]
+        return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
 
     def record_wrong_hit(
         self, tenant: str, entry_id: str, vector: np.ndarray

@@ -18,7 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
 from .attribution import AttributionStore
-from .base import HIT_FLOOR_MARGIN, Candidate, Entry, NewEntry, Partition, TenantStats
+from .base import (
+    HIT_FLOOR_MARGIN,
+    Candidate,
+    Entry,
+    NewEntry,
+    Partition,
+    TenantStats,
+    filtered_reason,
+)
 from .schema import entries
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
 from .vectors import VectorIndexes
@@ -234,6 +242,31 @@ class SqlFaissStore:
             if result or k >= size or k >= _MAX_SEARCH_K:
                 return result
             k *= 4
+
+    def explain_miss(
+        self,
+        partition: Partition,
+        vector: np.ndarray,
+        *,
+        context_hash: str,
+        now: float,
+        threshold: float,
+        k: int,
+    ) -> str | None:
+        hits = self.vectors.search(partition.key, vector, k)
+        if not hits or max(score for _, score in hits) < threshold:
+            return None
+        with self._read() as conn:
+            rows = conn.execute(
+                select(entries).where(
+                    entries.c.row_id.in_([row_id for row_id, _ in hits]),
+                    entries.c.tenant == partition.tenant,
+                    entries.c.partition_key == partition.key,
+                )
+            )
+            found = {row.row_id: _entry(row._mapping) for row in rows}
+        nearest = [Candidate(found[r], score) for r, score in hits if r in found]
+        return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
 
     def _live_rows(
         self, partition: Partition, row_ids: Sequence[int], context_hash: str, now: float
