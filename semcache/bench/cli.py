@@ -140,7 +140,11 @@ def register(commands: Any) -> None:
         "TOML config that `semcache serve --config` reads, and prints the recall and "
         "false-hit rate the file gets.",
     )
-    _measure_arguments(calibrate, pairs_required=True)
+    _measure_arguments(
+        calibrate,
+        pairs_required=True,
+        config_default="--out if it exists, else the shipped defaults",
+    )
     calibrate.add_argument(
         "--max-false-hit-rate",
         type=float,
@@ -156,7 +160,12 @@ def register(commands: Any) -> None:
     calibrate.set_defaults(handler=calibrate_command)
 
 
-def _measure_arguments(parser: argparse.ArgumentParser, *, pairs_required: bool) -> None:
+def _measure_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    pairs_required: bool,
+    config_default: str = "the shipped defaults",
+) -> None:
     parser.add_argument(
         "--pairs",
         type=Path,
@@ -171,7 +180,7 @@ def _measure_arguments(parser: argparse.ArgumentParser, *, pairs_required: bool)
         help="the --pairs file's format, when its name does not tell",
     )
     parser.add_argument(
-        "--config", type=Path, help="TOML settings to measure (default: the shipped defaults)"
+        "--config", type=Path, help=f"TOML settings to measure (default: {config_default})"
     )
     parser.add_argument(
         "--threshold", type=float, help="measure this default threshold instead of the config's"
