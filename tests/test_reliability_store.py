@@ -358,7 +358,7 @@ def populated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def _attempt_start(data: Path, timeout: float = 60.0) -> tuple[int | None, bool, str, str]:
+def _attempt_start(data: Path, timeout: float = 240.0) -> tuple[int | None, bool, str, str]:
     """Run ``semcache serve`` on ``data``: (exit status or None, whether it served, out, err)."""
     port = free_port()
     out_path, err_path = data.parent / "attempt.out", data.parent / "attempt.err"
