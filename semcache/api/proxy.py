@@ -1,4 +1,5 @@
-"""The OpenAI- and Anthropic-compatible proxy endpoints."""
+"""The OpenAI- and Anthropic-compatible proxy endpoints: chat completions, messages, the
+Responses API and the model list."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..levers.budgets import is_urgent
 from ..proxy.call import ProxyCall, ProxyResponse
 from ..proxy.controls import RequestControls
 from ..proxy.policy import Caller
-from ..wire import ANTHROPIC, ANTHROPIC_WIRE, OPENAI, OPENAI_WIRE, Wire
+from ..wire import ANTHROPIC, ANTHROPIC_WIRE, OPENAI, OPENAI_WIRE, RESPONSES_WIRE, Wire
 from .body import read_json
 from .deps import principal_of, services_of
 
@@ -39,6 +40,12 @@ def _client_key(request: Request) -> str | None:
 
 
 async def _handle(request: Request, wire: Wire) -> Response:
+    call = await _call(request, wire)
+    return _render(await services_of(request).proxy.handle(call))
+
+
+async def _call(request: Request, wire: Wire) -> ProxyCall:
+    """The proxied request: its body, caller, cache controls and upstream key."""
     services = services_of(request)
     principal = principal_of(request)
     body = await read_json(request, services.settings.max_body_bytes)
@@ -54,7 +61,7 @@ async def _handle(request: Request, wire: Wire) -> Response:
         task=request.headers.get("x-semcache-task") or None,
         urgent=is_urgent(request.headers.get("x-semcache-urgency")),
     )
-    call = ProxyCall(
+    return ProxyCall(
         wire=wire,
         caller=caller,
         body=body,
@@ -62,7 +69,6 @@ async def _handle(request: Request, wire: Wire) -> Response:
         client_key=_client_key(request),
         client_headers={k.lower(): v for k, v in request.headers.items()},
     )
-    return _render(await services.proxy.handle(call))
 
 
 def _render(response: ProxyResponse) -> Response:
@@ -80,6 +86,11 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/messages")
 async def messages(request: Request) -> Response:
     return await _handle(request, ANTHROPIC_WIRE)
+
+
+@router.post("/v1/responses")
+async def responses(request: Request) -> Response:
+    return await _handle(request, RESPONSES_WIRE)
 
 
 @router.get("/v1/models")

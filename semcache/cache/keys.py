@@ -3,6 +3,8 @@
 docs/ARCHITECTURE.md, "Keys": the exact key is xxh3_128 of the canonical JSON of the partition
 plus every request field that changes the answer; the context hash covers everything but the
 last user message; the semantic text is the last user message with its text parts joined.
+A chat request holds its turns in ``messages``; a Responses API request in ``input`` (a string,
+or a list of input items).
 """
 
 from __future__ import annotations
@@ -57,10 +59,29 @@ ANSWER_FIELDS = (
     "reasoning_effort",
     "thinking",
     "n",
+    # The Responses API's own names (its requests have no ``messages``).
+    "input",
+    "instructions",
+    "text",
+    "max_output_tokens",
+    "reasoning",
+    "include",
+    "truncation",
+    "prompt",
 )
+# Answer-changing fields keyed only for a Responses API request: chat keys stay as they were.
+_RESPONSES_ONLY_FIELDS = ("parallel_tool_calls", "max_tool_calls")
 
 # Everything but the messages themselves that shapes the conversation an answer belongs to.
-_CONTEXT_FIELDS = ("system", "tools", "tool_choice", "functions", "response_format")
+_CONTEXT_FIELDS = (
+    "system",
+    "tools",
+    "tool_choice",
+    "functions",
+    "response_format",
+    "instructions",
+    "text",
+)
 
 
 # Punctuation that never changes what is asked; symbols that can (+ in C++, #, $, %, -) stay,
@@ -118,23 +139,44 @@ def split_last_user_message(
     return list(messages), None
 
 
+def _is_responses(request: Mapping[str, Any]) -> bool:
+    return "input" in request and "messages" not in request
+
+
+def _turns(request: Mapping[str, Any]) -> tuple[str, list[Mapping[str, Any]]]:
+    """(the field holding the conversation, its turns as role-bearing items).
+
+    A Responses API ``input`` string is one user message; its list items without a role
+    (function calls, their outputs) stay in the list and so in the context.
+    """
+    if not _is_responses(request):
+        return "messages", list(request.get("messages") or [])
+    value = request.get("input")
+    if isinstance(value, str):
+        return "input", [{"role": "user", "content": value}]
+    items = value if isinstance(value, list) else []
+    return "input", [item for item in items if isinstance(item, Mapping)]
+
+
 def exact_key(partition: Partition, request: Mapping[str, Any]) -> str:
     """xxh3_128 of the partition plus every answer-changing field of the request."""
-    fields = {name: request[name] for name in ANSWER_FIELDS if name in request}
+    names = ANSWER_FIELDS + (_RESPONSES_ONLY_FIELDS if _is_responses(request) else ())
+    fields = {name: request[name] for name in names if name in request}
     return _hash({"partition": partition.as_list(), "request": fields})
 
 
 def context_hash(request: Mapping[str, Any]) -> str:
     """Hash of everything but the last user message that changes the answer."""
-    rest, _ = split_last_user_message(request.get("messages") or [])
+    field, turns = _turns(request)
+    rest, _ = split_last_user_message(turns)
     context = {name: request[name] for name in _CONTEXT_FIELDS if name in request}
-    context["messages"] = rest
+    context[field] = rest
     return _hash(context)
 
 
 def request_keys(partition: Partition, request: Mapping[str, Any]) -> RequestKeys:
-    """All keys of a chat request (OpenAI or Anthropic shape) in one pass."""
-    _, last_user = split_last_user_message(request.get("messages") or [])
+    """All keys of a chat request (OpenAI or Anthropic shape) or a Responses API request."""
+    _, last_user = split_last_user_message(_turns(request)[1])
     return RequestKeys(
         exact_key=exact_key(partition, request),
         context_hash=context_hash(request),

@@ -42,7 +42,7 @@ HEADER_MAX_TOKENS_CLAMPED = "X-Semcache-Max-Tokens-Clamped"
 # How many messages were dropped from the front of the conversation.
 HEADER_HISTORY_TRIMMED = "X-Semcache-History-Trimmed"
 
-_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens")
+_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _URGENT_VALUES = frozenset({"1", "true", "yes", "on", "high", "urgent"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -136,7 +136,8 @@ def clamp_max_tokens(
     *,
     fill_missing: str | None = None,
 ) -> tuple[dict[str, Any], int | None]:
-    """``body`` with ``max_tokens`` / ``max_completion_tokens`` lowered to the tier's ceiling.
+    """``body`` with ``max_tokens`` / ``max_completion_tokens`` (the Responses API's
+    ``max_output_tokens``) lowered to the tier's ceiling.
 
     Returns the (copied) body and the largest value the client asked for above the ceiling, or
     None when nothing was lowered. ``fill_missing`` names the field to set to the ceiling when

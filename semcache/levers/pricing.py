@@ -60,14 +60,17 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
-        """From a chat completion's ``usage``; ``prompt_tokens`` there includes cached ones."""
+        """From a chat completion's ``usage``, where ``prompt_tokens`` includes cached
+        ones, or a Responses API response's: the same counts named
+        ``input_tokens``, ``input_tokens_details`` and ``output_tokens``."""
         usage = usage or {}
-        details = usage.get("prompt_tokens_details")
+        responses = "prompt_tokens" not in usage and "input_tokens" in usage
+        details = usage.get("input_tokens_details" if responses else "prompt_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-        prompt = _int(usage.get("prompt_tokens"))
+        prompt = _int(usage.get("input_tokens" if responses else "prompt_tokens"))
         return cls(
             input=max(prompt - cached, 0),
-            output=_int(usage.get("completion_tokens")),
+            output=_int(usage.get("output_tokens" if responses else "completion_tokens")),
             cached_read=cached,
         )
 

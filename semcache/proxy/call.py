@@ -74,6 +74,10 @@ class ProxyCall:
     @property
     def partition(self) -> Partition:
         # The wire format is part of the model key: an OpenAI completion must never answer an
-        # Anthropic client, even for the same model name.
-        model = f"{self.wire.provider}:{self.model}"
+        # Anthropic client (or a Responses API one), even for the same model name.
+        return self.partition_in(self.wire.cache_scope)
+
+    def partition_in(self, scope: str) -> Partition:
+        """This call's partition for answers in the format ``scope`` names."""
+        model = f"{scope}:{self.model}"
         return Partition(self.tenant, self.controls.namespace, model, self.controls.doc_version)

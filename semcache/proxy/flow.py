@@ -20,6 +20,7 @@ from ..cache.service import CacheService, LookupResult
 from ..cache.status import CacheStatus, MissReason
 from ..errors import SemcacheError
 from ..upstream.client import UpstreamClient
+from ..wire.base import temperature_bypass
 from .background import BackgroundTasks
 from .call import ProxyCall, ProxyConfig, ProxyResponse
 from .cluster import ClusterFlights
@@ -60,7 +61,7 @@ class ProxyService:
         call.wire.validate(call.body)
         if call.controls.ttl_s is not None:
             self.cache.resolve_ttl(call.controls.ttl_s)  # a bad TTL is a 400 before upstream
-        admission = self.policy.admit(call.caller, call.wire.provider, call.body)
+        admission = self.policy.admit(call.caller, call.wire, call.body)
         call = replace(call, body=admission.body, admission=admission)
         response = await self._serve(call)
         response.headers.update(admission.headers)
@@ -77,10 +78,13 @@ class ProxyService:
     async def _serve(self, call: ProxyCall) -> ProxyResponse:
         controls = call.controls
         keys = request_keys(call.partition, call.body)
-        if call.wire.bypass_reason(call.body, self.config.max_temperature) is not None:
+        reason = call.wire.bypass_reason(call.body, self.config.max_temperature)
+        if reason is not None:
             self.cache.metrics.lookups.labels(CacheStatus.BYPASS).inc()
             response = await self._miss(call, CacheStatus.BYPASS, keys, store=False).run()
-            response.headers["X-Semcache-Miss-Reason"] = _bypass_cause(call.body)
+            response.headers["X-Semcache-Bypass-Reason"] = reason
+            cause = _bypass_cause(call.body, reason, self.config.max_temperature)
+            response.headers["X-Semcache-Miss-Reason"] = cause
             return response
         # A last message over max_query_chars is never embedded: exact layer only, no store
         # (the cache-aside API refuses such a query with a 400; a proxy client still gets its
@@ -259,12 +263,15 @@ class ProxyService:
         return response
 
 
-def _bypass_cause(body: dict[str, Any]) -> str:
-    """The miss reason of a request the wire format bypasses (``bypass_reason``)."""
+def _bypass_cause(body: dict[str, Any], reason: str, max_temperature: float) -> str:
+    """The miss reason of a request the wire format bypasses, for its ``bypass_reason``."""
     n = body.get("n")
     if isinstance(n, int) and not isinstance(n, bool) and n > 1:
         return MissReason.N_GT_1
-    return MissReason.TEMPERATURE
+    if reason == temperature_bypass(body, max_temperature):
+        return MissReason.TEMPERATURE
+    # previous_response_id, conversation, background, stored items or prompts (Responses API)
+    return MissReason.SERVER_STATE
 
 
 async def _iterate(parts: list[bytes]) -> AsyncIterator[bytes]:

@@ -31,7 +31,7 @@ from ..levers.tokens import TokenCounter
 from ..metrics import CacheMetrics
 from ..store.attribution import AttributionStore, UsageRow
 from ..upstream.webhook import post_webhook
-from ..wire.base import ANTHROPIC
+from ..wire.base import ANTHROPIC, Wire
 from .background import BackgroundTasks
 
 __all__ = ["Admission", "Caller", "Policy"]
@@ -102,7 +102,7 @@ class Policy:
 
     # -- before the cache ----------------------------------------------------------------------
 
-    def admit(self, caller: Caller, provider: str, body: dict[str, Any]) -> Admission:
+    def admit(self, caller: Caller, wire: Wire, body: dict[str, Any]) -> Admission:
         """Route, clamp, trim and count the request against its key's quota (429 if over)."""
         requested = str(body["model"])
         models = self.router.plan(requested, caller.task)
@@ -110,26 +110,46 @@ class Policy:
         headers: dict[str, str] = {}
         if models[0] != requested:
             headers["X-Semcache-Routed-Model"] = models[0]
+        prompt = wire.prompt(body)
         policy = self.config.tiers.get(caller.tier)
         if policy is not None:
-            fill = "max_completion_tokens" if provider != ANTHROPIC else None
+            fill = prompt.output_cap
             body, clamped_from = clamp_max_tokens(body, policy, caller.urgent, fill_missing=fill)
-            messages, dropped = trim_history(
-                body["messages"],
-                policy.input_tokens,
-                self.counter,
-                models[0],
-                system=body.get("system"),
-                tools=body.get("tools"),
-            )
-            if dropped:
-                body["messages"] = messages
+            dropped = 0
+            if prompt.trimmable:
+                messages, dropped = trim_history(
+                    body["messages"],
+                    policy.input_tokens,
+                    self.counter,
+                    models[0],
+                    system=body.get("system"),
+                    tools=body.get("tools"),
+                )
+                if dropped:
+                    body["messages"] = messages
+                    prompt = wire.prompt(body)
             headers.update(budget_headers(clamped_from, policy.ceiling(caller.urgent), dropped))
         estimate = self.counter.estimate_chat_tokens(
-            models[0], body["messages"], system=body.get("system"), tools=body.get("tools")
+            models[0], prompt.messages, system=prompt.system, tools=prompt.tools
         )
-        max_out = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        max_out = (
+            body.get("max_tokens")
+            or body.get("max_completion_tokens")
+            or body.get("max_output_tokens")
+            or 0
+        )
         tokens = estimate + (max_out if isinstance(max_out, int) else 0)
+        return self._acquire(caller, body, requested, models, tokens, headers)
+
+    def _acquire(
+        self,
+        caller: Caller,
+        body: dict[str, Any],
+        requested: str,
+        models: list[str],
+        tokens: int,
+        headers: dict[str, str],
+    ) -> Admission:
         self._tiers_by_key[caller.key_id] = caller.tier
         headers.update(self.keys.acquire(caller.key_id, tokens))
         return Admission(body, requested, models, tokens, headers)

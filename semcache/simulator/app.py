@@ -12,6 +12,7 @@ from .anthropic_api import add_anthropic_routes
 from .config import SimulatorConfig
 from .intake import check_api_key
 from .openai_api import add_openai_routes
+from .responses_api import add_responses_routes
 from .state import SimulatorState
 from .wire_errors import WireError, render_anthropic_error, render_openai_error
 
@@ -40,6 +41,7 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
     )
     app.state.simulator = state
     add_openai_routes(app, state)
+    add_responses_routes(app, state)
     add_anthropic_routes(app, state)
 
     @app.get("/v1/models")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .anthropic import ANTHROPIC_WIRE, AnthropicWire
-from .base import ANTHROPIC, OPENAI, Assembler, Wire
+from .base import ANTHROPIC, OPENAI, Assembler, PromptView, Wire
 from .openai import OPENAI_WIRE, OpenAIWire
+from .responses import RESPONSES_WIRE, ResponsesWire
 from .sse import SSEEvent, SSEParser, encode_event
 
 __all__ = [
@@ -12,9 +13,12 @@ __all__ = [
     "ANTHROPIC_WIRE",
     "OPENAI",
     "OPENAI_WIRE",
+    "RESPONSES_WIRE",
     "AnthropicWire",
     "Assembler",
     "OpenAIWire",
+    "PromptView",
+    "ResponsesWire",
     "SSEEvent",
     "SSEParser",
     "Wire",

@@ -8,7 +8,14 @@ import secrets
 from typing import Any
 
 from ..errors import InvalidRequest, SemcacheError
-from .base import ANTHROPIC, Assembler, require_content, require_messages, temperature_bypass
+from .base import (
+    ANTHROPIC,
+    Assembler,
+    PromptView,
+    require_content,
+    require_messages,
+    temperature_bypass,
+)
 from .sse import SSEEvent, encode_event, text_pieces
 
 __all__ = [
@@ -165,6 +172,7 @@ class AnthropicWire:
     provider = ANTHROPIC
     path = "/v1/messages"
     request_id_header = "request-id"
+    cache_scope = ANTHROPIC
 
     def validate(self, body: dict[str, Any]) -> None:
         require_messages(body)
@@ -174,6 +182,9 @@ class AnthropicWire:
             raise InvalidRequest(
                 "max_tokens is required and must be a positive integer", code="invalid_field"
             )
+
+    def prompt(self, body: dict[str, Any]) -> PromptView:
+        return PromptView(body["messages"], body.get("system"), body.get("tools"))
 
     def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None:
         return temperature_bypass(body, max_temperature)

@@ -7,6 +7,7 @@ how an error looks in it. The proxy flow talks to this interface only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import InvalidRequest, SemcacheError
@@ -16,6 +17,7 @@ __all__ = [
     "ANTHROPIC",
     "OPENAI",
     "Assembler",
+    "PromptView",
     "Wire",
     "require_content",
     "require_messages",
@@ -38,6 +40,20 @@ class Assembler(Protocol):
     def result(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True)
+class PromptView:
+    """A request's prompt as the levers count it: chat-shaped messages, system and tools."""
+
+    messages: list[dict[str, Any]]
+    system: Any = None
+    tools: list[Any] | None = None
+    # Whether ``messages`` are the body's own ``messages``, which history trimming may shorten.
+    trimmable: bool = True
+    # The field a tier's ceiling fills in when the request sets no output limit; None where
+    # the format requires one (Anthropic's ``max_tokens``).
+    output_cap: str | None = None
+
+
 class Wire(Protocol):
     """One provider's request and response format."""
 
@@ -45,8 +61,13 @@ class Wire(Protocol):
     path: str
     # The response header the provider's SDK reads its request id from.
     request_id_header: str
+    # The model prefix of this format's cache partitions (docs/ARCHITECTURE.md, "Keys"): an
+    # answer in one format never serves a client of another.
+    cache_scope: str
 
     def validate(self, body: dict[str, Any]) -> None: ...
+
+    def prompt(self, body: dict[str, Any]) -> PromptView: ...
 
     def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None: ...
 

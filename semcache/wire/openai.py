@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidRequest, SemcacheError
-from .base import OPENAI, Assembler, require_messages, temperature_bypass
+from .base import OPENAI, Assembler, PromptView, require_messages, temperature_bypass
 from .sse import SSEEvent, encode_event, text_pieces
 
 __all__ = [
@@ -155,6 +155,7 @@ class OpenAIWire:
     provider = OPENAI
     path = "/chat/completions"
     request_id_header = "x-request-id"
+    cache_scope = OPENAI
 
     def validate(self, body: dict[str, Any]) -> None:
         require_messages(body)
@@ -167,6 +168,12 @@ class OpenAIWire:
         n = body.get("n", 1)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidRequest("n must be a positive integer", code="invalid_field")
+
+    def prompt(self, body: dict[str, Any]) -> PromptView:
+        tools = body.get("tools")
+        return PromptView(
+            body["messages"], body.get("system"), tools, output_cap="max_completion_tokens"
+        )
 
     def bypass_reason(self, body: dict[str, Any], max_temperature: float) -> str | None:
         if body.get("n", 1) > 1:
