@@ -34,6 +34,7 @@ class MissReason(StrEnum):
     NO_CACHE = "no-cache"  # Cache-Control: no-cache (REFRESH)
     N_GT_1 = "n-gt-1"  # n > 1 asks for several answers (BYPASS)
     TEMPERATURE = "temperature"  # temperature over the ceiling (BYPASS)
+    SERVER_STATE = "server-state"  # what the upstream stores decides the answer (BYPASS)
 
 
 def outcome_headers(
