@@ -8,6 +8,7 @@ emptied before each test). FAISS index files and SQLite file upgrades are SQLite
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -329,4 +330,38 @@ def test_postgres_store_answers_503_while_the_server_is_down_and_recovers(
     assert [c.entry.query for c in store.search(P, unit(2), context_hash="ctx", now=0, k=1)] == [
         "query 2"
     ]
+    store.close()
+
+
+def test_postgres_tenant_counts_follow_every_write(pg_database: PgDatabase) -> None:
+    pg_database.reset()
+    store = PostgresStore(pg_database.url, DIM)
+
+    def counted() -> dict[str, int]:
+        with store.engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT tenant, entries FROM tenant_entries").all()
+            real = conn.exec_driver_sql("SELECT tenant, count(*) FROM entries GROUP BY tenant")
+            assert {t: n for t, n in rows if n} == dict(real.all())
+        return {t: n for t, n in rows if n}
+
+    other = Partition("globex", *P.as_list()[1:])
+    for n in range(6):
+        store.put(new(n, ttl=5 if n < 2 else 500), max_entries=100)
+    store.put(new(9, partition=other), max_entries=100)
+    store.put(new(3), max_entries=100)  # replaces k3
+    assert counted() == {"acme": 6, "globex": 1}
+    assert store.sweep_expired(now=1010.0) == 2
+    assert store.delete("acme", "e2-acme")
+    assert store.invalidate("globex") == 1
+    assert counted() == {"acme": 3}
+    # Eight threads storing for one tenant at its limit: the count and the limit hold.
+    threads = [
+        threading.Thread(target=store.put, args=(new(100 + i),), kwargs={"max_entries": 5})
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counted() == {"acme": 5}
     store.close()

@@ -37,9 +37,14 @@ import psycopg
 import xxhash
 from pgvector.psycopg import register_vector
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
     Engine,
     Float,
+    MetaData,
+    String,
+    Table,
     bindparam,
     create_engine,
     delete,
@@ -137,6 +142,16 @@ _NEAREST = (
     )
     .order_by(_DISTANCE)
     .limit(bindparam("k"))
+)
+# Per-tenant entry counts (revision 0005: PostgreSQL only, kept by triggers on entries).
+tenant_entries = Table(
+    "tenant_entries",
+    MetaData(),
+    Column("tenant", String(200), primary_key=True),
+    Column("entries", BigInteger, nullable=False),
+)
+_TENANT_COUNT = select(tenant_entries.c.entries).where(
+    tenant_entries.c.tenant == bindparam("tenant")
 )
 _INSERT = (
     entries.insert()
@@ -396,15 +411,14 @@ class PostgresStore:
         return stored, evicted
 
     def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> int:
-        count = conn.execute(
-            select(func.count()).select_from(entries).where(entries.c.tenant == tenant)
-        ).scalar_one()
+        # Kept by triggers (revision 0005), including this transaction's own insert; the
+        # insert locked the tenant's row, so concurrent stores of one tenant count in turn.
+        count = conn.execute(_TENANT_COUNT, {"tenant": tenant}).scalar() or 0
         excess = count - max_entries
         if excess <= 0:
             return 0
-        # SKIP LOCKED: two replicas evicting for one tenant at once pick different victims
-        # instead of waiting on each other. Each counts what its snapshot holds, so under
-        # concurrent stores a tenant can hold a few entries over the limit for a moment.
+        # SKIP LOCKED: victims another transaction holds (being replaced) are passed over,
+        # so evictions never wait on stores of the same tenant.
         victims = (
             select(entries.c.row_id)
             .where(entries.c.tenant == tenant)
