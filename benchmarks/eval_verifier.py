@@ -58,7 +58,6 @@ from semcache.bench.scoring import RecordingDecision  # noqa: E402
 from semcache.cache.service import HIT_EXACT  # noqa: E402
 from semcache.cache.verifier import VerifiedDecision  # noqa: E402
 from semcache.embed import Encoder  # noqa: E402
-from semcache.errors import ConfigError  # noqa: E402
 
 OPERATING_POINTS = (0.01, 0.02, 0.05)
 
@@ -136,15 +135,7 @@ def _verifier_sweep(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="shared data folder (default $SEMCACHE_SHARED_DATA)",
-    )
+    ds.add_shared_data_option(parser)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--only", action="append")
     parser.add_argument("--artifact-dir", type=Path, default=None)
@@ -159,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = {n: json.loads(p.read_text()) for n, p in done.items() if p.is_file()}
         (args.out / "verifier.md").write_text(_markdown(reports), encoding="utf-8")
         return 0
-    try:
-        data_dir = ds.shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
+    data_dir = ds.shared_data_option(parser, args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     verifier = VerifiedDecision(args.artifact_dir)
