@@ -1,5 +1,5 @@
 """The OpenAI- and Anthropic-compatible proxy endpoints: chat completions, messages, the
-Responses API and the model list."""
+Responses API, embeddings, and the model list."""
 
 from __future__ import annotations
 
@@ -91,6 +91,12 @@ async def messages(request: Request) -> Response:
 @router.post("/v1/responses")
 async def responses(request: Request) -> Response:
     return await _handle(request, RESPONSES_WIRE)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    call = await _call(request, OPENAI_WIRE)
+    return _render(await services_of(request).proxy.embeddings.handle(call))
 
 
 @router.get("/v1/models")

@@ -4,7 +4,7 @@ docs/ARCHITECTURE.md, "Keys": the exact key is xxh3_128 of the canonical JSON of
 plus every request field that changes the answer; the context hash covers everything but the
 last user message; the semantic text is the last user message with its text parts joined.
 A chat request holds its turns in ``messages``; a Responses API request in ``input`` (a string,
-or a list of input items).
+or a list of input items); an embeddings request is keyed item by item (``embedding_keys``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "RequestKeys",
     "canonical_json",
     "context_hash",
+    "embedding_keys",
     "exact_key",
     "message_text",
     "normalize_query",
@@ -181,4 +182,23 @@ def request_keys(partition: Partition, request: Mapping[str, Any]) -> RequestKey
         exact_key=exact_key(partition, request),
         context_hash=context_hash(request),
         semantic_text=message_text(last_user) if last_user is not None else "",
+    )
+
+
+# Embedding entries are found by their exact key only; they share one context hash.
+_EMBEDDING_CONTEXT = _hash({"embedding": True})
+
+
+def embedding_keys(partition: Partition, item: Any, dimensions: int | None) -> RequestKeys:
+    """The keys of one item of an embeddings request (a string or a list of token ids).
+
+    The answer is the item's vector: the partition (its model), the item and ``dimensions``
+    decide it. ``encoding_format`` does not: an entry answers either format. There is no
+    semantic text, since a rewording has a vector of its own.
+    """
+    request = {"embedding": item, "dimensions": dimensions}
+    return RequestKeys(
+        exact_key=_hash({"partition": partition.as_list(), "request": request}),
+        context_hash=_EMBEDDING_CONTEXT,
+        semantic_text="",
     )

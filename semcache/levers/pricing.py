@@ -60,8 +60,8 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage:
-        """From a chat completion's ``usage``, where ``prompt_tokens`` includes cached
-        ones, or a Responses API response's: the same counts named
+        """From a chat completion's or an embedding's ``usage``, where ``prompt_tokens``
+        includes cached ones, or a Responses API response's: the same counts named
         ``input_tokens``, ``input_tokens_details`` and ``output_tokens``."""
         usage = usage or {}
         responses = "prompt_tokens" not in usage and "input_tokens" in usage

@@ -25,6 +25,7 @@ from .background import BackgroundTasks
 from .call import ProxyCall, ProxyConfig, ProxyResponse
 from .cluster import ClusterFlights
 from .controls import RequestControls
+from .embeddings import EmbeddingsProxy
 from .miss import Miss, MissEnvironment
 from .policy import Policy
 from .singleflight import Flight, FlightAbandoned, SingleFlight
@@ -56,6 +57,7 @@ class ProxyService:
         self._env = MissEnvironment(
             cache, upstream, policy, self.flights, BackgroundTasks("storing a proxied answer")
         )
+        self.embeddings = EmbeddingsProxy(self._env)
 
     async def handle(self, call: ProxyCall) -> ProxyResponse:
         call.wire.validate(call.body)

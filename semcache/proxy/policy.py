@@ -141,6 +141,12 @@ class Policy:
         tokens = estimate + (max_out if isinstance(max_out, int) else 0)
         return self._acquire(caller, body, requested, models, tokens, headers)
 
+    def admit_tokens(self, caller: Caller, body: dict[str, Any], tokens: int) -> Admission:
+        """Admit a request that is not routed, clamped or trimmed (embeddings): its key's
+        quota only, for ``tokens`` prompt tokens."""
+        model = str(body["model"])
+        return self._acquire(caller, body, model, [model], tokens, {})
+
     def _acquire(
         self,
         caller: Caller,

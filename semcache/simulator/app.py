@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from .anthropic_api import add_anthropic_routes
 from .config import SimulatorConfig
+from .embeddings_api import add_embeddings_routes
 from .intake import check_api_key
 from .openai_api import add_openai_routes
 from .responses_api import add_responses_routes
@@ -42,6 +43,7 @@ def create_simulator_app(config: SimulatorConfig) -> FastAPI:
     app.state.simulator = state
     add_openai_routes(app, state)
     add_responses_routes(app, state)
+    add_embeddings_routes(app, state)
     add_anthropic_routes(app, state)
 
     @app.get("/v1/models")
