@@ -26,8 +26,11 @@ class StoreWorkers:
     """Runs blocking store calls off the event loop, reads and writes apart."""
 
     def __init__(
-        self, *, read_threads: int = 4, write_threads: int = 2, max_waiting_writes: int = 32
+        self, *, read_threads: int = 4, write_threads: int = 2, max_waiting_writes: int = 512
     ) -> None:
+        # The bound only sheds a pile-up: a burst of a few hundred concurrent stores (a bulk
+        # load, the hit-rate harness at --concurrency 64) is normal work and must queue, each
+        # write still waiting at most store_write_timeout_s for SQLite's lock.
         # Threads start on first use, not here.
         self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="semcache-read")
         self._writes = ThreadPoolExecutor(write_threads, thread_name_prefix="semcache-write")
