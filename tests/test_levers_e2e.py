@@ -465,3 +465,19 @@ def test_usage_and_report_sum_to_the_rows(server: ServerProcess, data_dir: Path)
     assert int(rows[-1]["requests"]) == count
     assert float(rows[-1]["cost_usd"]) == pytest.approx(cost, abs=1e-6)
     assert sum(int(r["requests"]) for r in rows[:-1]) == count
+
+
+def test_report_by_day_writes_its_csv_with_every_grouping(data_dir: Path) -> None:
+    """The README's `report --group-by tenant,feature,day --csv` crashed with IndexError (the
+    TOTAL row had no flag column) and wrote no CSV."""
+    for group_by in ("tenant,feature,day", "day", "tenant,user,feature,model,day,status"):
+        out = data_dir / f"report-{group_by.replace(',', '-')}.csv"
+        result = subprocess.run(
+            [sys.executable, "-m", "semcache", "report", "--data-dir", str(data_dir / "data"),
+             "--group-by", group_by, "--since", "2020-01-01", "--csv", str(out)],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.DictReader(out.open()))
+        assert rows and "flag" in rows[0]
+        assert rows[-1][group_by.split(",")[0]] == "TOTAL" and rows[-1]["flag"] == ""
