@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import importlib.metadata
 import logging
+import platform
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .api import cache_aside, ops, proxy, usage
+from .api import cache_aside, dashboard, ops, proxy, usage
 from .api.auth import KeyRing
 from .api.deps import Services, principal_of
 from .api.errors import install_error_handlers
+from .api.requestlog import RequestLogMiddleware
 from .cache.decision import HitDecision, ThresholdDecision
 from .cache.service import CacheConfig, CacheService
 from .cache.verifier import VerifiedDecision
@@ -30,8 +34,10 @@ from .metrics import CacheMetrics
 from .proxy.call import ProxyConfig
 from .proxy.flow import ProxyService
 from .proxy.policy import Policy
+from .store.base import CacheStore
 from .store.factory import open_store
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
+from .upstream.probe import UpstreamProbe
 from .upstream.retry import RetryPolicy
 
 __all__ = ["build_services", "create_app", "load_encoder"]
@@ -91,7 +97,10 @@ def build_services(
     ``decision`` (a hit decision and its cosine threshold) replaces the one the settings
     name; benchmarks pass one that records its scores.
     """
+    # Everything a typo can break is read before the model loads, so it fails in a second.
     keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
+    levers = load_levers(settings.levers_file)
+    pricing = PricingTable.load(settings.pricing_file or None)
     encoder = encoder or load_encoder(settings)
     store = open_store(
         settings.resolved_database_url,
@@ -113,9 +122,8 @@ def build_services(
     cache = CacheService(
         cache_config(settings, threshold), store, batcher, decision=chosen, metrics=metrics
     )
-    upstream = UpstreamClient(upstream_config(settings))
-    levers = load_levers(settings.levers_file)
-    pricing = PricingTable.load(settings.pricing_file or None)
+    track_store(metrics, store, settings)
+    upstream = UpstreamClient(upstream_config(settings), observer=metrics)
     attribution = store.attribution()
     policy = Policy(levers, pricing, TokenCounter(), attribution, metrics)
     policy.seed_spend()
@@ -129,9 +137,69 @@ def build_services(
         policy,
     )
     usage = UsageService(attribution, levers, policy.flush)
+    probe = None
+    if settings.upstream_probe_interval_s > 0 and configured_upstreams(settings):
+        probe = UpstreamProbe(
+            configured_upstreams(settings),
+            interval_s=settings.upstream_probe_interval_s,
+            timeout_s=min(settings.upstream_connect_timeout_s, 5.0),
+        )
     return Services(
-        settings, keyring, encoder, store, batcher, metrics, cache, upstream, proxy, usage
+        settings,
+        keyring,
+        encoder,
+        store,
+        batcher,
+        metrics,
+        cache,
+        upstream,
+        proxy,
+        usage,
+        probe=probe,
     )
+
+
+def configured_upstreams(settings: Settings) -> dict[str, str]:
+    """The upstreams semcache is set up to call: a key or a base URL of its own given, or
+    every one when clients send their own keys. These are the ones /readyz probes."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    out: dict[str, str] = {}
+    for name in ("openai", "anthropic"):
+        url = getattr(settings, f"{name}_base_url")
+        key = getattr(settings, f"{name}_api_key")
+        if key or url != defaults[f"{name}_base_url"] or settings.forward_client_key:
+            out[name] = url
+    return out
+
+
+def track_store(metrics: CacheMetrics, store: CacheStore, settings: Settings) -> None:
+    """Index gauges and build info for ``/metrics``."""
+    backend = "postgres" if settings.resolved_database_url.startswith("postgresql") else "faiss"
+    faiss_dir = Path(settings.data_dir) / "faiss"
+
+    def size() -> float:
+        if backend == "faiss":
+            return float(sum(f.stat().st_size for f in faiss_dir.rglob("*") if f.is_file()))
+        measure = getattr(store, "index_size_bytes", None)
+        return float(measure()) if callable(measure) else float("nan")
+
+    metrics.track_index(backend, store.count_entries, size)
+    metrics.build.info(
+        {
+            "version": _version(),
+            "python": platform.python_version(),
+            "runtime": settings.inference_runtime,
+            "store": backend,
+            "hit_decision": settings.hit_decision,
+        }
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("semcache")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def upstream_config(settings: Settings) -> UpstreamConfig:
@@ -183,6 +251,7 @@ def create_app(services: Services) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks = [
+            *([asyncio.create_task(services.probe.run())] if services.probe else []),
             asyncio.create_task(_every(settings.sweep_interval_s, services.cache.sweep, "sweep")),
             asyncio.create_task(_every(1.0, services.cache.flush_hits, "hit flush")),
             asyncio.create_task(_every(1.0, services.proxy.policy.flush, "attribution flush")),
@@ -231,8 +300,16 @@ def create_app(services: Services) -> FastAPI:
             return JSONResponse(app.openapi())
 
     install_error_handlers(app)
+    app.add_middleware(
+        RequestLogMiddleware,
+        journal=services.journal,
+        enabled=settings.log_requests,
+        log_prompts=settings.log_prompts,
+    )
     app.include_router(ops.router)
     app.include_router(cache_aside.router)
     app.include_router(proxy.router)
     app.include_router(usage.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     return app

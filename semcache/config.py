@@ -70,10 +70,11 @@ class Settings:
     )
     api_keys: str = _setting(
         "",
-        "Comma-separated key=tenant[:tier] pairs; empty with no keys file means one open tenant.",
+        "Comma-separated key=tenant[:tier[:admin]] pairs (admin: the dashboard shows every "
+        "tenant); empty with no keys file means one open tenant.",
     )
     api_keys_file: str = _setting(
-        "", "File of key=tenant[:tier] lines (# comments allowed), added to api_keys."
+        "", "File of key=tenant[:tier[:admin]] lines (# comments allowed), added to api_keys."
     )
     insecure: bool = _setting(
         False, "Allow binding a non-loopback address with no API keys configured."
@@ -145,6 +146,21 @@ class Settings:
         2.0, "How long a lookup waits for others to share its encoder call, in milliseconds."
     )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting(
+        "text",
+        "Format of every log line on stderr, semcache's and uvicorn's: text or json (one "
+        "object per line).",
+    )
+    log_requests: bool = _setting(
+        True, "Log one line per request (the request log); probes and scrapes only at debug."
+    )
+    log_prompts: bool = _setting(
+        False, "Put the prompt's last user message in the request log (off: no prompt text)."
+    )
+    upstream_probe_interval_s: float = _setting(
+        10.0,
+        "Seconds between /readyz's TCP probes of each configured upstream; 0 turns them off.",
+    )
     levers_file: str = _setting(
         "",
         "TOML file of tiers, rate limits, model TPM budgets, spend budgets, routing, prompt-cache "
@@ -302,6 +318,7 @@ _BOUNDS: dict[str, _Rule] = {
             "stale_if_error_s",
             "openai_read_timeout_s",
             "anthropic_read_timeout_s",
+            "upstream_probe_interval_s",
         ),
         _NOT_NEGATIVE,
     ),
@@ -310,6 +327,7 @@ _CHOICES = {
     "hit_decision": ("verified", "cosine"),
     "inference_runtime": ("onnx", "torch"),
     "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
 }
 _BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 

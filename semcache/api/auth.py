@@ -23,6 +23,9 @@ class Principal:
     tier: str = "default"
     # A stable, non-secret name for the key, for per-key rate limits.
     key_id: str = ""
+    # An admin key (``key=tenant:tier:admin``) sees every tenant on the dashboard; for
+    # everything else it is a key of its own tenant.
+    admin: bool = False
 
 
 class KeyRing:
@@ -37,7 +40,9 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, api_keys: str, api_keys_file: str = "") -> KeyRing:
-        """Parse ``key=tenant[:tier]`` pairs from a comma-separated string and a file."""
+        """Parse ``key=tenant[:tier[:admin]]`` pairs from a comma-separated string and a file.
+
+        An empty tier is ``default`` (``key=ops::admin``)."""
         keys: dict[str, Principal] = {}
         entries = [("api_keys", item) for item in api_keys.split(",") if item.strip()]
         if api_keys_file:
@@ -54,17 +59,34 @@ class KeyRing:
             ]
         for source, item in entries:
             key, sep, who = item.strip().partition("=")
-            tenant, _, tier = who.strip().partition(":")
+            tenant, _, rest = who.strip().partition(":")
+            tier, _, role = rest.partition(":")
             if not sep or not key.strip() or not tenant.strip():
-                raise ConfigError(f"{source}: expected key=tenant[:tier], got {item.strip()!r}")
+                # The key itself is never echoed: a typo must not put a secret in a log.
+                raise ConfigError(f"{source}: expected key=tenant[:tier[:admin]]")
+            if role.strip() not in ("", "admin"):
+                raise ConfigError(
+                    f"{source}: unknown key attribute {role.strip()!r}; the only one is admin"
+                )
             key_id = xxhash.xxh3_64_hexdigest(key.strip().encode())
-            keys[key.strip()] = Principal(tenant.strip(), tier.strip() or "default", key_id)
+            keys[key.strip()] = Principal(
+                tenant.strip(), tier.strip() or "default", key_id, admin=role.strip() == "admin"
+            )
         return cls(keys)
+
+    @property
+    def admins(self) -> int:
+        """How many of the keys are admin keys."""
+        return sum(p.admin for p in self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
     def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
         """The principal for a request's ``Authorization: Bearer`` or ``x-api-key`` header."""
         if self.open:
-            return Principal(OPEN_TENANT, key_id=OPEN_TENANT)
+            # One open tenant on loopback: whoever can reach it runs it.
+            return Principal(OPEN_TENANT, key_id=OPEN_TENANT, admin=True)
         key = None
         if authorization:
             scheme, _, value = authorization.partition(" ")

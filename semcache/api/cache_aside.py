@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from ..errors import InvalidRequest
+from ..requestlog import note
 from ..store.base import Entry, Partition
 from .body import read_model
 from .deps import principal_of, services_of
@@ -68,6 +69,13 @@ class InvalidateBody(BaseModel):
     all: bool = False
 
 
+def _note_query(log_prompts: bool, body: _Scoped) -> None:
+    """The request log's model (and, with ``log_prompts``, the query) of a cache call."""
+    note(model=body.model)
+    if log_prompts:
+        note(prompt=body.query)
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
@@ -98,6 +106,7 @@ async def lookup(request: Request) -> JSONResponse:
     cache.check_query(body.query)
     partition = Partition(principal.tenant, body.namespace, body.model, body.doc_version)
     threshold = None if body.threshold is None else float(body.threshold)
+    _note_query(services.settings.log_prompts, body)
     result = await cache.lookup(partition, body.chat_request(), threshold=threshold)
     payload = {
         "hit": result.hit,
@@ -107,6 +116,12 @@ async def lookup(request: Request) -> JSONResponse:
         "miss_reason": result.miss_reason,
         "verifier_score": result.verifier_score,
     }
+    note(
+        cache=str(result.status),
+        similarity=result.similarity,
+        miss_reason=result.miss_reason,
+        verifier_score=result.verifier_score,
+    )
     return JSONResponse(payload, headers=result.headers(cache.clock()))
 
 
@@ -119,6 +134,7 @@ async def store(request: Request) -> JSONResponse:
     cache.check_query(body.query)
     partition = Partition(principal.tenant, body.namespace, body.model, body.doc_version)
     ttl = None if body.ttl_s is None else float(body.ttl_s)
+    _note_query(services.settings.log_prompts, body)
     entry = await cache.store(
         partition, body.chat_request(), body.response, ttl_s=ttl, metadata=body.metadata
     )
@@ -144,6 +160,7 @@ async def report_wrong_hit(entry_id: str, request: Request) -> dict[str, Any]:
     entry, similarity = await services.cache.report_wrong_hit(
         principal.tenant, entry_id, body.query
     )
+    note(entry_id=entry.entry_id, similarity=similarity, model=entry.partition.model)
     return {"id": entry.entry_id, "similarity": similarity, "hit_floor": entry.hit_floor}
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
@@ -13,8 +13,10 @@ from ..embed.encoder import Encoder
 from ..levers.usage import UsageService
 from ..metrics import CacheMetrics
 from ..proxy.flow import ProxyService
+from ..requestlog import RequestJournal, note
 from ..store.base import CacheStore
 from ..upstream.client import UpstreamClient
+from ..upstream.probe import UpstreamProbe
 from .auth import KeyRing, Principal
 
 __all__ = ["Services", "principal_of", "services_of"]
@@ -34,6 +36,10 @@ class Services:
     upstream: UpstreamClient
     proxy: ProxyService
     usage: UsageService
+    # The last requests of this process, for the dashboard's recent lists.
+    journal: RequestJournal = field(default_factory=RequestJournal)
+    # Reachability of the configured upstreams, for /readyz (None: nothing probed).
+    probe: UpstreamProbe | None = None
 
 
 def services_of(request: Request) -> Services:
@@ -42,7 +48,9 @@ def services_of(request: Request) -> Services:
 
 
 def principal_of(request: Request) -> Principal:
-    """The authenticated caller, or a 401."""
-    return services_of(request).keyring.authenticate(
+    """The authenticated caller, or a 401; its tenant goes into the request log."""
+    principal = services_of(request).keyring.authenticate(
         request.headers.get("authorization"), request.headers.get("x-api-key")
     )
+    note(tenant=principal.tenant)
+    return principal

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ClientError, InvalidRequest, NotFound, SemcacheError
+from ..requestlog import note
 from ..wire import ANTHROPIC_WIRE, OPENAI_WIRE, Wire
 
 __all__ = ["error_response", "install_error_handlers", "wire_of_path"]
@@ -28,7 +29,8 @@ def wire_of_path(path: str) -> Wire:
 
 
 def error_response(error: SemcacheError, wire: Wire = OPENAI_WIRE) -> JSONResponse:
-    """The HTTP response for one semcache error."""
+    """The HTTP response for one semcache error (its code goes into the request log)."""
+    note(error=error.code)
     return JSONResponse(
         wire.error_body(error), status_code=error.status_code, headers=error.headers
     )

@@ -24,13 +24,28 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """The store answers, so lookups and stores can be served."""
+    """``ready``: the store answers and every configured upstream was reachable at its last
+    probe. ``degraded`` (still 200: hits and the cache API are served) when an upstream is
+    not. ``unavailable`` (503) when the store is not."""
     services = services_of(request)
+    upstreams = services.probe.report() if services.probe else {}
+    degraded = services.probe is not None and services.probe.degraded
     try:
         await asyncio.to_thread(services.store.check)
     except StorageError as exc:
-        return JSONResponse({"status": "unavailable", "reason": exc.message}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        failed = {
+            "status": "unavailable",
+            "reason": exc.message,
+            "store": {"status": "unavailable", "reason": exc.message},
+            "upstreams": upstreams,
+        }
+        return JSONResponse(failed, status_code=503)
+    status = "degraded" if degraded else "ready"
+    body: dict[str, object] = {"status": status, "store": {"status": "ok"}, "upstreams": upstreams}
+    if degraded:
+        down = [name for name, u in upstreams.items() if u.get("reachable") is False]
+        body["reason"] = "unreachable upstream: " + ", ".join(down)
+    return JSONResponse(body)
 
 
 @router.get("/metrics")

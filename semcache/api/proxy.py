@@ -3,16 +3,19 @@ Responses API, embeddings, and the model list."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, SemcacheError
 from ..levers.budgets import is_urgent
 from ..proxy.call import ProxyCall, ProxyResponse
 from ..proxy.controls import RequestControls
 from ..proxy.policy import Caller
+from ..requestlog import note, prompt_text
 from ..wire import ANTHROPIC, ANTHROPIC_WIRE, OPENAI, OPENAI_WIRE, RESPONSES_WIRE, Wire
 from .body import read_json
 from .deps import principal_of, services_of
@@ -41,7 +44,20 @@ def _client_key(request: Request) -> str | None:
 
 async def _handle(request: Request, wire: Wire) -> Response:
     call = await _call(request, wire)
-    return _render(await services_of(request).proxy.handle(call))
+    return _render(await _answer(request, call, services_of(request).proxy.handle))
+
+
+async def _answer(
+    request: Request, call: ProxyCall, handle: Callable[[ProxyCall], Awaitable[ProxyResponse]]
+) -> ProxyResponse:
+    """The flow's answer; a request refused or failed on the way is an attribution row too."""
+    started = time.perf_counter()
+    try:
+        return await handle(call)
+    except SemcacheError as exc:
+        policy = services_of(request).proxy.policy
+        policy.reject(call.caller, str(call.body.get("model", "")), exc, started)
+        raise
 
 
 async def _call(request: Request, wire: Wire) -> ProxyCall:
@@ -52,6 +68,9 @@ async def _call(request: Request, wire: Wire) -> ProxyCall:
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_body")
     controls = RequestControls.from_headers(request.headers)
+    note(model=str(body.get("model", "")), feature=controls.feature, user=controls.user)
+    if services.settings.log_prompts:
+        note(prompt=prompt_text(body))
     caller = Caller(
         tenant=principal.tenant,
         tier=principal.tier,

@@ -243,6 +243,9 @@ class CacheService:
             chosen = await asyncio.to_thread(
                 self.decision.choose, keys.semantic_text, candidates, threshold
             )
+        if any(c.similarity >= threshold for c in candidates):
+            kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
+            self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
         if chosen is None:
             return await self._rejected(partition, keys, vector, candidates, threshold, now)
         # A store that committed between the exact probe and the search shows up here as the

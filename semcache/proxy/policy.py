@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..errors import UpstreamUnavailable
+from ..errors import RateLimited, SemcacheError, UpstreamUnavailable
 from ..levers.budgets import budget_headers, clamp_max_tokens, trim_history
 from ..levers.config import LeversConfig
 from ..levers.pricing import PricingTable, Usage, format_usd
@@ -29,6 +29,7 @@ from ..levers.routing import Router
 from ..levers.spend import BudgetBreach, SpendBudgets, scopes_for
 from ..levers.tokens import TokenCounter
 from ..metrics import CacheMetrics
+from ..requestlog import note
 from ..store.attribution import AttributionStore, UsageRow
 from ..upstream.webhook import post_webhook
 from ..wire.base import ANTHROPIC, Wire
@@ -233,6 +234,45 @@ class Policy:
         scopes = scopes_for(caller.tenant, caller.user, caller.feature)
         self.spend.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
         self.metrics.record_cost(model, status, spent, saved, cache_saved)
+        row = UsageRow(
+            ts=now,
+            day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
+            tenant=caller.tenant,
+            user=caller.user or "",
+            feature=caller.feature or "",
+            model=model,
+            status=status,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.output,
+            cached_tokens=usage.cached_read,
+            cost_usd=float(spent) if spent is not None else None,
+            saved_usd=float(saved),
+            prompt_cache_saved_usd=float(cache_saved or 0),
+            latency_ms=(time.perf_counter() - admission.started) * 1000,
+        )
+        self._pending.append(row)
+        note(
+            model=model,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            cost_usd=row.cost_usd,
+            saved_usd=row.saved_usd,
+        )
+        return headers
+
+    def reject(self, caller: Caller, model: str, error: SemcacheError, started: float) -> str:
+        """An attribution row for a request that got no answer, with the status that says why
+        (REJECTED-RATE, REJECTED-BUDGET, REJECTED-<4xx> or ERROR-<5xx>); returns it."""
+        if isinstance(error, RateLimited):
+            budget = error.code == "budget_exceeded"
+            status = "REJECTED-BUDGET" if budget else "REJECTED-RATE"
+            self.metrics.rejections.labels("budget" if budget else "rate_limit").inc()
+        elif error.status_code < 500:
+            status = f"REJECTED-{error.status_code}"
+            self.metrics.rejections.labels("client_error").inc()
+        else:
+            status = f"ERROR-{error.status_code}"
+        now = time.time()
         self._pending.append(
             UsageRow(
                 ts=now,
@@ -242,16 +282,17 @@ class Policy:
                 feature=caller.feature or "",
                 model=model,
                 status=status,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.output,
-                cached_tokens=usage.cached_read,
-                cost_usd=float(spent) if spent is not None else None,
-                saved_usd=float(saved),
-                prompt_cache_saved_usd=float(cache_saved or 0),
-                latency_ms=(time.perf_counter() - admission.started) * 1000,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cached_tokens=0,
+                cost_usd=0.0,
+                saved_usd=0.0,
+                prompt_cache_saved_usd=0.0,
+                latency_ms=(time.perf_counter() - started) * 1000,
             )
         )
-        return headers
+        note(cache=status, model=model)
+        return status
 
     def rate_headers(self, caller: Caller) -> dict[str, str]:
         return self.keys.headers(caller.key_id)

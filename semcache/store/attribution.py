@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, case, func, insert, select
+from sqlalchemy import Engine, Integer, case, cast, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .schema import metadata, requests
@@ -129,6 +129,58 @@ class AttributionStore:
             {"key": {g: row._mapping[g] for g in group_by}, **_sums(row._mapping)} for row in rows
         ]
         return {"total": _sums(total), "groups": groups}
+
+    def timeline(
+        self,
+        *,
+        tenant: str | None,
+        since: float,
+        until: float,
+        bucket_s: float,
+        origin: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per time bucket and status: requests, USD spent and saved, mean latency. Buckets
+        are ``bucket_s`` wide from ``origin`` (default ``since``; at most ``since``). Oldest
+        bucket first; buckets with no rows are left out."""
+        origin = since if origin is None else min(origin, since)
+        conditions = [requests.c.ts >= since, requests.c.ts < until]
+        if tenant is not None:
+            conditions.append(requests.c.tenant == tenant)
+        offset = (requests.c.ts - origin) / bucket_s
+        # SQLite truncates a cast (offset >= 0, so it floors); PostgreSQL's rounds.
+        index = (
+            cast(offset, Integer) if self.engine.dialect.name == "sqlite" else func.floor(offset)
+        )
+        bucket = index.label("bucket")
+        query = (
+            select(
+                bucket,
+                requests.c.status,
+                func.count().label("requests"),
+                func.coalesce(func.sum(requests.c.cost_usd), 0.0).label("cost_usd"),
+                func.coalesce(func.sum(requests.c.saved_usd), 0.0).label("saved_usd"),
+                func.avg(requests.c.latency_ms).label("latency_ms"),
+            )
+            .where(*conditions)
+            .group_by(bucket, requests.c.status)
+            .order_by(bucket, requests.c.status)
+        )
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise storage_error("cannot read attribution rows", exc) from exc
+        return [
+            {
+                "start": origin + int(row.bucket) * bucket_s,
+                "status": row.status,
+                "requests": int(row.requests),
+                "cost_usd": round(float(row.cost_usd), 9),
+                "saved_usd": round(float(row.saved_usd), 9),
+                "latency_ms": round(float(row.latency_ms or 0.0), 2),
+            }
+            for row in found
+        ]
 
     def rows(
         self, *, tenant: str | None = None, since: float | None = None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -22,7 +23,13 @@ from ..errors import (
 from ..wire.base import OPENAI
 from .retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
-__all__ = ["ProviderEndpoint", "UpstreamClient", "UpstreamConfig", "UpstreamReply"]
+__all__ = [
+    "ProviderEndpoint",
+    "UpstreamClient",
+    "UpstreamConfig",
+    "UpstreamObserver",
+    "UpstreamReply",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,24 @@ class UpstreamConfig:
             if (pattern.endswith("*") and header.startswith(pattern[:-1])) or header == pattern:
                 return True
         return False
+
+
+class UpstreamObserver(Protocol):
+    """Told about every upstream call attempt (semcache.metrics.CacheMetrics is one)."""
+
+    def upstream_attempt(self, provider: str, model: str, status: str, seconds: float) -> None:
+        """An attempt ended: ``status`` is the HTTP status, ``timeout`` or ``connect_error``."""
+
+    def upstream_retry(self, provider: str, model: str, status: str) -> None:
+        """An attempt that ended with ``status`` is being retried."""
+
+
+class _NoObserver:
+    def upstream_attempt(self, provider: str, model: str, status: str, seconds: float) -> None:
+        pass
+
+    def upstream_retry(self, provider: str, model: str, status: str) -> None:
+        pass
 
 
 class UpstreamReply:
@@ -116,9 +141,14 @@ class UpstreamClient:
     """One pooled httpx client per process; ``send`` returns only 200 responses."""
 
     def __init__(
-        self, config: UpstreamConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: UpstreamConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        observer: UpstreamObserver | None = None,
     ):
         self.config = config
+        self.observer: UpstreamObserver = observer or _NoObserver()
         timeout = httpx.Timeout(
             config.read_timeout_s, connect=config.connect_timeout_s, pool=config.connect_timeout_s
         )
@@ -184,10 +214,12 @@ class UpstreamClient:
         """
         url, headers = self._url_and_headers(provider, path, client_key, client_headers or {})
         content = json.dumps(body).encode()
+        model = str(body.get("model", ""))
         attempt = 0
         while True:
             error: SemcacheError
             retry_after: float | None = None
+            started = time.perf_counter()
             try:
                 request = self._http.build_request(
                     "POST", url, content=content, headers=headers, timeout=self._timeout(provider)
@@ -196,21 +228,31 @@ class UpstreamClient:
             except httpx.TimeoutException as exc:
                 error = UpstreamTimeout(f"{provider} upstream timed out ({type(exc).__name__})")
                 error.__cause__ = exc
+                status = "timeout"
             except httpx.TransportError as exc:
                 error = _transport_error(provider, exc)
                 error.__cause__ = exc
+                status = "connect_error" if isinstance(error, UpstreamUnavailable) else "broken"
             else:
+                status = str(response.status_code)
                 if response.status_code == 200:
+                    seconds = time.perf_counter() - started
+                    self.observer.upstream_attempt(provider, model, status, seconds)
                     return UpstreamReply(provider, response)
                 raw = await response.aread()
                 await response.aclose()
                 error = upstream_error(provider, response.status_code, raw, response.headers)
                 if response.status_code not in RETRYABLE_STATUSES:
+                    self.observer.upstream_attempt(
+                        provider, model, status, time.perf_counter() - started
+                    )
                     raise error
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
+            self.observer.upstream_attempt(provider, model, status, time.perf_counter() - started)
             delay = self.config.retry.delay(attempt, retry_after)
             if delay is None:
                 raise error
+            self.observer.upstream_retry(provider, model, status)
             log.info("retrying %s %s in %.2fs after: %s", provider, path, delay, error.message)
             await asyncio.sleep(delay)
             attempt += 1
