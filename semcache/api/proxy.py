@@ -115,7 +115,7 @@ async def responses(request: Request) -> Response:
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     call = await _call(request, OPENAI_WIRE)
-    return _render(await services_of(request).proxy.embeddings.handle(call))
+    return _render(await _answer(request, call, services_of(request).proxy.embeddings.handle))
 
 
 @router.get("/v1/models")
