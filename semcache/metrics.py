@@ -130,8 +130,8 @@ class CacheMetrics:
         )
         self.index_bytes = Gauge(
             "semcache_index_size_bytes",
-            "Size of the vector index, by store backend (FAISS files on disk; pgvector's "
-            "table and index).",
+            "Size of the vector index, by store backend: the FAISS files on disk (NaN on "
+            "postgres, where the vectors are a column of the entries table).",
             ["backend"],
             registry=self.registry,
         )
