@@ -83,10 +83,10 @@ class Settings:
         "", "Local sentence-transformers model path; empty means the bundled all-MiniLM-L6-v2."
     )
     embedding_threads: int = _setting(
-        1,
+        0,
         "Intra-op threads of the encoder and of the verifier (ONNX Runtime's per model, torch's "
-        "per process); 1 keeps lookup latency steady when other work shares the cores, more "
-        "helps batch throughput on an idle machine; 0 keeps the runtime's default.",
+        "per process); 0 means 2 on onnx (faster on 2 cores, also when other work shares them) "
+        "and 1 on torch (whose threads stall each other when other work shares the cores).",
     )
     inference_runtime: str = _setting(
         "onnx",

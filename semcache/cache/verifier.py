@@ -53,6 +53,7 @@ from ..embed.encoder import bundled_model_path
 from ..embed.runtime import (
     RUNTIMES,
     OnnxModel,
+    default_threads,
     export_module,
     length_groups,
     load_onnx,
@@ -204,7 +205,7 @@ class VerifiedDecision:
         model_path: str | os.PathLike[str] | None = None,
         runtime: str = "onnx",
         models_dir: str | os.PathLike[str] | None = None,
-        threads: int | None = 1,
+        threads: int | None = None,
     ) -> None:
         folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
         self.meta = VerifierMeta.read(folder / "verifier.json")
@@ -237,7 +238,7 @@ class VerifiedDecision:
                 "verifier",
                 digest,
                 _export_verifier(artifact, Path(model_path) if model_path else None),
-                threads,
+                threads or default_threads(runtime),
             )
         else:
             from .verifier_model import load_pair_model

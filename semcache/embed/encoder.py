@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from .runtime import (
     RUNTIMES,
     OnnxModel,
+    default_threads,
     export_module,
     length_groups,
     load_onnx,
@@ -96,14 +97,15 @@ class Encoder:
 
     ``runtime`` is ``onnx`` or ``torch`` (module doc); ``models_dir`` is where the onnx runtime
     caches its export (default: ``semcache.embed.runtime.default_models_dir()``). ``threads``
-    is the runtime's intra-op thread count (torch's is per process); 0 or None keeps its default.
+    is the runtime's intra-op thread count (torch's is per process); 0 or None means
+    ``semcache.embed.runtime.default_threads(runtime)``: 2 on onnx, 1 on torch.
     """
 
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        threads: int | None = 1,
+        threads: int | None = None,
         runtime: str = "onnx",
         models_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -123,20 +125,20 @@ class Encoder:
         # torch modules are not documented as safe for concurrent forward passes; the
         # micro-batcher already sends one batch at a time, this guards direct callers.
         self._lock = threading.Lock()
+        self.threads = threads or default_threads(runtime)
         if runtime == "torch":
-            self.dim: int = self._load_torch(path, threads)
+            self.dim: int = self._load_torch(path, self.threads)
         else:
-            self.dim = self._load_onnx(path, threads, models_dir)
+            self.dim = self._load_onnx(path, self.threads, models_dir)
 
-    def _load_torch(self, path: Path, threads: int | None) -> int:
+    def _load_torch(self, path: Path, threads: int) -> int:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if threads:
-            # torch's thread pool is per process. With two intra-op threads and another busy
-            # process on a 2-core machine, one single-query encode went from 8 ms to ~490 ms
-            # (OpenMP threads waiting on each other); one thread keeps lookups steady.
-            torch.set_num_threads(threads)
+        # torch's thread pool is per process. With two intra-op threads and another busy
+        # process on a 2-core machine, one single-query encode went from 8 ms to ~490 ms
+        # (OpenMP threads waiting on each other); one thread (the default) keeps lookups steady.
+        torch.set_num_threads(threads)
 
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -152,7 +154,7 @@ class Encoder:
         return int(dim)
 
     def _load_onnx(
-        self, path: Path, threads: int | None, models_dir: str | os.PathLike[str] | None
+        self, path: Path, threads: int, models_dir: str | os.PathLike[str] | None
     ) -> int:
         from tokenizers import Tokenizer
 

@@ -39,6 +39,7 @@ __all__ = [
     "RUNTIMES",
     "OnnxModel",
     "default_models_dir",
+    "default_threads",
     "export_module",
     "length_groups",
     "load_onnx",
@@ -56,6 +57,20 @@ FIXED_COST_TOKENS = 8
 _CHUNK = 1 << 20
 # Export on the calling thread with this many torch threads at most (the export is short).
 _EXPORT_THREADS = 2
+
+
+def default_threads(runtime: str) -> int:
+    """Intra-op threads when none are named: 2 on onnx (at most the CPU count), 1 on torch.
+
+    Measured on the 2-core machine (``benchmarks/results/verifier_latency.md``): ONNX Runtime on
+    2 threads cut a verified lookup's p50 by about a third and raised 16-caller throughput, also
+    with two busy processes on the cores (its idle threads sleep). torch's OpenMP threads stall
+    each other when other work shares the cores (one encode went from 8 ms to ~490 ms), so
+    torch keeps 1.
+    """
+    if runtime == "torch":
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
 
 
 def default_models_dir() -> Path:
