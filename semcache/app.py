@@ -36,6 +36,7 @@ from .proxy.flow import ProxyService
 from .proxy.policy import Policy
 from .store.base import CacheStore
 from .store.factory import open_store
+from .telemetry import build_tracing
 from .upstream.client import ProviderEndpoint, UpstreamClient, UpstreamConfig
 from .upstream.probe import UpstreamProbe
 from .upstream.retry import RetryPolicy
@@ -101,6 +102,7 @@ def build_services(
     keyring = KeyRing.from_settings(settings.api_keys, settings.api_keys_file)
     levers = load_levers(settings.levers_file)
     pricing = PricingTable.load(settings.pricing_file or None)
+    tracing = build_tracing(settings)
     encoder = encoder or load_encoder(settings)
     store = open_store(
         settings.resolved_database_url,
@@ -120,7 +122,12 @@ def build_services(
     )
     chosen, threshold = decision or hit_decision(settings)
     cache = CacheService(
-        cache_config(settings, threshold), store, batcher, decision=chosen, metrics=metrics
+        cache_config(settings, threshold),
+        store,
+        batcher,
+        decision=chosen,
+        metrics=metrics,
+        tracing=tracing,
     )
     track_store(metrics, store, settings)
     upstream = UpstreamClient(upstream_config(settings), observer=metrics)
@@ -135,6 +142,7 @@ def build_services(
         cache,
         upstream,
         policy,
+        tracing=tracing,
     )
     usage = UsageService(attribution, levers, policy.flush)
     probe = None
@@ -156,6 +164,7 @@ def build_services(
         proxy,
         usage,
         probe=probe,
+        tracing=tracing,
     )
 
 
@@ -278,6 +287,8 @@ def create_app(services: Services) -> FastAPI:
             await services.upstream.aclose()
             await asyncio.to_thread(services.cache.close)
             await asyncio.to_thread(services.store.close)
+            # Last, so the spans of the stores drained above go out too.
+            await asyncio.to_thread(services.tracing.shutdown)
 
     guarded = not services.keyring.open
     app = FastAPI(
@@ -305,6 +316,7 @@ def create_app(services: Services) -> FastAPI:
         journal=services.journal,
         enabled=settings.log_requests,
         log_prompts=settings.log_prompts,
+        tracing=services.tracing,
     )
     app.include_router(ops.router)
     app.include_router(cache_aside.router)

@@ -157,6 +157,15 @@ class Settings:
     log_prompts: bool = _setting(
         False, "Put the prompt's last user message in the request log (off: no prompt text)."
     )
+    otel_endpoint: str = _setting(
+        "",
+        "OTLP/HTTP endpoint traces are sent to (a base URL, /v1/traces is added unless given); "
+        "empty means OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, and "
+        "no traces when neither is set.",
+    )
+    otel_service_name: str = _setting(
+        "", "service.name of the traces; empty means OTEL_SERVICE_NAME, else semcache."
+    )
     upstream_probe_interval_s: float = _setting(
         10.0,
         "Seconds between /readyz's TCP probes of each configured upstream; 0 turns them off.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,9 +16,11 @@ KEY = "sk-proxy-test"
 
 @contextmanager
 def semcache_in_front_of(
-    sim: RunningSimulator, data_dir: Path, **settings: str
+    sim: RunningSimulator, data_dir: Path, env: Mapping[str, str] | None = None, **settings: str
 ) -> Iterator[ServerProcess]:
-    env = {
+    """A server in front of ``sim`` with ``settings`` (SEMCACHE_<NAME>) and other variables
+    (``env``, such as OTEL_*)."""
+    server_env = {
         "SEMCACHE_API_KEYS": f"{KEY}=proxy-tenant",
         "SEMCACHE_OPENAI_BASE_URL": sim.openai_base_url,
         "SEMCACHE_OPENAI_API_KEY": "sk-upstream-openai",
@@ -29,9 +31,10 @@ def semcache_in_front_of(
         "SEMCACHE_UPSTREAM_BACKOFF_MAX_S": "0.2",
         "SEMCACHE_UPSTREAM_READ_TIMEOUT_S": "1.5",
         **{f"SEMCACHE_{k.upper()}": v for k, v in settings.items()},
+        **(env or {}),
     }
     server = ServerProcess(
-        ["serve", "--data-dir", str(data_dir)], env=env, log_path=data_dir / "server.log"
+        ["serve", "--data-dir", str(data_dir)], env=server_env, log_path=data_dir / "server.log"
     )
     with server:
         yield server

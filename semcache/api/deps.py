@@ -15,6 +15,7 @@ from ..metrics import CacheMetrics
 from ..proxy.flow import ProxyService
 from ..requestlog import RequestJournal, note
 from ..store.base import CacheStore
+from ..telemetry import Tracing
 from ..upstream.client import UpstreamClient
 from ..upstream.probe import UpstreamProbe
 from .auth import KeyRing, Principal
@@ -40,6 +41,8 @@ class Services:
     journal: RequestJournal = field(default_factory=RequestJournal)
     # Reachability of the configured upstreams, for /readyz (None: nothing probed).
     probe: UpstreamProbe | None = None
+    # Where spans go; off (a no-op) when no OTLP endpoint is configured.
+    tracing: Tracing = field(default_factory=Tracing.off)
 
 
 def services_of(request: Request) -> Services:

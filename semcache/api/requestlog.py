@@ -5,18 +5,25 @@ request's record (``semcache.requestlog``), lets the app run, then adds what the
 headers say (``X-Semcache-Status``, ``-Similarity``, ``-Miss-Reason``, ``-Model``,
 ``-Cost-USD``) to what the handlers noted (tenant, model, tokens, cost, upstream time) and logs
 it. API keys are never part of it; the prompt only with ``log_prompts = true``.
+
+The same place opens the request's trace span (``semcache.telemetry``) and, at the end, puts
+the record's fields on it as attributes: the cache status, similarity, miss reason, cost,
+model and tokens. Probes and scrapes get no span, or they would be most of the traces.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
 from typing import Any
 
+from opentelemetry.trace import INVALID_SPAN, Span, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..requestlog import REQUEST_LOGGER, RequestJournal, elapsed_ms, open_record
+from ..telemetry import Tracing
 
 __all__ = ["QUIET_PATHS", "RequestLogMiddleware"]
 
@@ -63,6 +70,29 @@ FIELDS = (
     "prompt",
 )
 _NUMBERS = ("similarity", "verifier_score", "cost_usd", "saved_usd")
+# Span attribute of each request-log field (GenAI and HTTP semantic conventions where they
+# name one). Never the prompt: traces leave the process.
+_SPAN_ATTRIBUTES = {
+    "request_id": "semcache.request_id",
+    "tenant": "semcache.tenant",
+    "route": "http.route",
+    "status": "http.response.status_code",
+    "cache": "semcache.cache_status",
+    "similarity": "semcache.similarity",
+    "miss_reason": "semcache.miss_reason",
+    "verifier_score": "semcache.verifier_score",
+    "bypass_reason": "semcache.bypass_reason",
+    "model": "gen_ai.request.model",
+    "prompt_tokens": "gen_ai.usage.input_tokens",
+    "completion_tokens": "gen_ai.usage.output_tokens",
+    "cost_usd": "semcache.cost_usd",
+    "saved_usd": "semcache.saved_usd",
+    "upstream_ms": "semcache.upstream_ms",
+    "error": "error.type",
+    "entry_id": "semcache.entry_id",
+    "feature": "semcache.feature",
+    "user": "semcache.user",
+}
 
 
 class RequestLogMiddleware:
@@ -75,11 +105,13 @@ class RequestLogMiddleware:
         journal: RequestJournal,
         enabled: bool = True,
         log_prompts: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.journal = journal
         self.enabled = enabled
         self.log_prompts = log_prompts
+        self.tracing = tracing or Tracing.off()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,15 +136,22 @@ class RequestLogMiddleware:
                     message = {**message, "headers": headers}
             await send(message)
 
-        with open_record() as record:
+        with self._span(scope) as span, open_record() as record:
             try:
                 await self.app(scope, receive, send_and_watch)
             finally:
-                self._finish(scope, record, seen, started)
+                fields = self._finish(scope, record, seen, started)
+                _describe(span, scope, fields)
+
+    def _span(self, scope: Scope) -> contextlib.AbstractContextManager[Span]:
+        if not self.tracing.enabled or scope.get("path", "") in QUIET_PATHS:
+            return contextlib.nullcontext(INVALID_SPAN)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        return self.tracing.request(scope.get("method", ""), headers)
 
     def _finish(
         self, scope: Scope, record: dict[str, Any], seen: dict[str, Any], started: float
-    ) -> None:
+    ) -> dict[str, Any]:
         route = scope.get("route")
         path = getattr(route, "path", None) or scope.get("path", "")
         values: dict[str, Any] = {
@@ -149,3 +188,18 @@ class RequestLogMiddleware:
                 fields["status"],
                 extra={"fields": shown, "in_message": ("method", "route", "status")},
             )
+        return fields
+
+
+def _describe(span: Span, scope: Scope, fields: dict[str, Any]) -> None:
+    """Name the request's span after its route and put the request log's fields on it."""
+    if not span.is_recording():
+        return
+    span.update_name(f"{fields['method']} {fields['route']}")
+    span.set_attribute("url.path", scope.get("path", ""))
+    for name, attribute in _SPAN_ATTRIBUTES.items():
+        value = fields.get(name)
+        if isinstance(value, str | int | float | bool):
+            span.set_attribute(attribute, value)
+    if fields["status"] >= 500:
+        span.set_status(StatusCode.ERROR, str(fields.get("error", fields["status"])))

@@ -19,6 +19,7 @@ from ..cache.keys import RequestKeys, request_keys
 from ..cache.service import CacheService, LookupResult
 from ..cache.status import CacheStatus, MissReason
 from ..errors import SemcacheError
+from ..telemetry import Tracing
 from ..upstream.client import UpstreamClient
 from ..wire.base import temperature_bypass
 from .background import BackgroundTasks
@@ -42,7 +43,13 @@ class ProxyService:
     """Answers chat requests from the cache or the upstream, storing what the upstream says."""
 
     def __init__(
-        self, config: ProxyConfig, cache: CacheService, upstream: UpstreamClient, policy: Policy
+        self,
+        config: ProxyConfig,
+        cache: CacheService,
+        upstream: UpstreamClient,
+        policy: Policy,
+        *,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -55,7 +62,12 @@ class ProxyService:
             on_land=self.cluster.landed if self.cluster else None
         )
         self._env = MissEnvironment(
-            cache, upstream, policy, self.flights, BackgroundTasks("storing a proxied answer")
+            cache,
+            upstream,
+            policy,
+            self.flights,
+            BackgroundTasks("storing a proxied answer"),
+            tracing or Tracing.off(),
         )
         self.embeddings = EmbeddingsProxy(self._env)
 

@@ -15,17 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from ..cache.keys import RequestKeys
 from ..cache.service import CacheService
 from ..cache.status import CacheStatus
 from ..errors import SemcacheError, StorageError, UpstreamBadResponse, UpstreamTimeout
 from ..levers.routing import classify_failure
+from ..telemetry import Attributes, Tracing
 from ..upstream.client import UpstreamClient, UpstreamReply
 from ..wire.sse import SSEParser
 from .background import BackgroundTasks
 from .call import ProxyCall, ProxyResponse
-from .policy import Policy
+from .policy import Policy, usage_of
 from .singleflight import Flight, FlightAbandoned, SingleFlight
 
 __all__ = ["Miss", "MissEnvironment"]
@@ -44,6 +46,7 @@ class MissEnvironment:
     policy: Policy
     flights: SingleFlight[Answer]
     background: BackgroundTasks
+    tracing: Tracing
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Miss:
     async def run(self) -> ProxyResponse:
         """Call the upstream, falling back along the route's models; relay or return."""
         call = self.call
-        model, reply, tried = await self._send_with_fallbacks()
+        model, reply, tried, span = await self._send_with_fallbacks()
         headers = upstream_headers(reply.headers)
         headers.update({"X-Semcache-Status": str(self.status), "X-Semcache-Model": model})
         if tried:
@@ -71,19 +74,24 @@ class Miss:
         # which should get its chance again once it recovers.
         self.store = self.store and model == call.model
         if call.stream:
-            relay = self._relay(reply, model)
+            relay = self._relay(reply, model, span)
             if self.flight is not None:
                 # The relay ends the flight when it runs; if it never runs (the client left
                 # before the first byte, or rendering failed), dropping it ends the flight.
                 loop = asyncio.get_running_loop()
                 weakref.finalize(relay, _abandon_soon, loop, self.env.flights, *self.flight)
             return ProxyResponse(headers, stream=relay)
-        answer = reply.json()
+        try:
+            answer = reply.json()
+        except SemcacheError as exc:
+            _answered(span, call.wire.provider, None, exc.message)
+            raise
+        _answered(span, call.wire.provider, answer)
         headers.update(call.account(self.env.policy, self.status, model, answer, True))
         self._finish(answer)
         return ProxyResponse(headers, body=answer)
 
-    async def _send_with_fallbacks(self) -> tuple[str, UpstreamReply, list[str]]:
+    async def _send_with_fallbacks(self) -> tuple[str, UpstreamReply, list[str], Span]:
         call = self.call
         policy = self.env.policy
         assert call.admission is not None
@@ -94,14 +102,7 @@ class Miss:
             body = call.wire.upstream_body({**call.body, "model": model})
             body = policy.annotate(call.caller, call.wire.provider, body)
             try:
-                reply = await self.env.upstream.send(
-                    call.wire.provider,
-                    call.wire.path,
-                    body,
-                    stream=call.stream,
-                    client_key=call.client_key,
-                    client_headers=call.client_headers,
-                )
+                reply, span = await self._send(model, body, position)
             except SemcacheError as exc:
                 kind = classify_failure(
                     exc.status_code,
@@ -115,10 +116,46 @@ class Miss:
                     continue
                 raise
             policy.router.report_success(model)
-            return model, reply, tried
+            return model, reply, tried, span
         raise AssertionError("a route always has at least one model")
 
-    async def _relay(self, reply: UpstreamReply, model: str) -> AsyncIterator[bytes]:
+    async def _send(
+        self, model: str, body: dict[str, Any], position: int
+    ) -> tuple[UpstreamReply, Span]:
+        """One upstream attempt in its span (retries included). The span of an attempt that
+        failed is ended here; a successful one's stays open until its answer has been read,
+        which for a stream is when the relay ends (``_answered``)."""
+        call = self.call
+        tracing = self.env.tracing
+        attributes: Attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": call.wire.provider,
+            # The older name of the same attribute, which some backends still read.
+            "gen_ai.system": call.wire.provider,
+            "gen_ai.request.model": model,
+            "semcache.fallback_position": position,
+        }
+        span = tracing.start("semcache.upstream", attributes, kind=SpanKind.CLIENT)
+        try:
+            with tracing.current(span):
+                reply = await self.env.upstream.send(
+                    call.wire.provider,
+                    call.wire.path,
+                    body,
+                    stream=call.stream,
+                    client_key=call.client_key,
+                    client_headers=call.client_headers,
+                )
+        except BaseException as exc:
+            if isinstance(exc, SemcacheError):
+                span.set_attribute("http.response.status_code", exc.status_code)
+                span.set_attribute("error.type", exc.code)
+            span.end()
+            raise
+        span.set_attribute("http.response.status_code", 200)
+        return reply, span
+
+    async def _relay(self, reply: UpstreamReply, model: str, span: Span) -> AsyncIterator[bytes]:
         """Forward each upstream event as it arrives; store the answer if the stream completed.
 
         Caching never delays the first byte: events go out as they come, and the answer is
@@ -128,6 +165,7 @@ class Miss:
         parser = SSEParser()
         assembler = call.wire.assembler()
         finished = False
+        answer: Answer | None = None
         try:
             try:
                 async for chunk in reply.chunks():
@@ -153,6 +191,8 @@ class Miss:
                 # Tell the client the answer is cut short; a truncated answer is never stored.
                 yield call.wire.error_event("the upstream stream ended before the answer completed")
         finally:
+            broke = None if finished else "the upstream stream ended before the answer completed"
+            _answered(span, call.wire.provider, answer, broke)
             if self.flight is not None and not finished:
                 # Stream cut short, or the client went away: followers must not wait forever.
                 key, pending = self.flight
@@ -181,14 +221,18 @@ class Miss:
     async def _store(self, answer: Answer) -> None:
         cache = self.env.cache
         try:
-            await cache.store(
-                self.call.partition,
-                self.call.body,
-                answer,
-                ttl_s=self.call.controls.ttl_s,
-                keys=self.keys,
-                vector=self.vector,
-            )
+            # A child of the request's span (the task copied its context), though the request
+            # may have ended before the store does.
+            with self.env.tracing.span("semcache.store") as span:
+                entry = await cache.store(
+                    self.call.partition,
+                    self.call.body,
+                    answer,
+                    ttl_s=self.call.controls.ttl_s,
+                    keys=self.keys,
+                    vector=self.vector,
+                )
+                span.set_attribute("semcache.entry_id", entry.entry_id)
         except StorageError as exc:
             # The client still gets its answer; the store is only a missed chance to save.
             cache.metrics.store_failures.inc()
@@ -200,6 +244,21 @@ class Miss:
 # semcache enforces its own rate limits its x-ratelimit-* replace these (proxy/flow.py).
 _PASSED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _PASSED_NAMES = frozenset({"x-request-id", "request-id", "openai-processing-ms", "openai-version"})
+
+
+def _answered(span: Span, provider: str, answer: Answer | None, error: str | None = None) -> None:
+    """End an upstream call's span with what its answer says: tokens, the answering model."""
+    if span.is_recording():
+        if answer is not None:
+            usage = usage_of(provider, answer)
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", usage.output)
+            for key in ("model", "id"):
+                if isinstance(answer.get(key), str):
+                    span.set_attribute(f"gen_ai.response.{key}", answer[key])
+        if error is not None:
+            span.set_status(StatusCode.ERROR, error)
+    span.end()
 
 
 def upstream_headers(headers: dict[str, str]) -> dict[str, str]:
