@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +23,6 @@ from ..embed.batcher import MicroBatcher
 from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
-from ..telemetry import Tracing
 from .decision import BatchHitDecision, HitDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
 from .status import CacheStatus, MissReason, outcome_headers
@@ -38,6 +37,8 @@ __all__ = [
     "CacheService",
     "CacheStatus",
     "LookupResult",
+    "PreparedStore",
+    "StoreItem",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,26 @@ class LookupResult:
         return headers
 
 
+@dataclass(frozen=True)
+class StoreItem:
+    """One answer to store, as ``CacheService.store`` takes it."""
+
+    partition: Partition
+    request: Mapping[str, Any]
+    response: Any
+    ttl_s: float | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PreparedStore:
+    """A ``StoreItem`` that passed the store's checks, with its keys and TTL in seconds."""
+
+    item: StoreItem
+    keys: RequestKeys
+    ttl_s: float
+
+
 class CacheService:
     """Lookup and store over one ``CacheStore``, shared by the cache-aside API and the proxy."""
 
@@ -111,11 +132,8 @@ class CacheService:
         metrics: CacheMetrics | None = None,
         clock: Callable[[], float] = time.time,
         workers: StoreWorkers | None = None,
-        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
-        # Spans around the lookup's steps (docs/ARCHITECTURE.md, "Traces").
-        self.tracing = tracing or Tracing.off()
         self.storage = store
         self.batcher = batcher
         self.decision: HitDecision = decision or ThresholdDecision()
@@ -220,46 +238,35 @@ class CacheService:
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:
-        tracing = self.tracing
-        with tracing.span("semcache.exact_lookup") as span:
-            exact = await self.workers.read(
-                self.storage.get_exact, partition.tenant, keys.exact_key, now
-            )
-            span.set_attribute("semcache.found", exact is not None)
+        exact = await self.workers.read(
+            self.storage.get_exact, partition.tenant, keys.exact_key, now
+        )
         if exact is not None:
             return LookupResult(HIT_EXACT, exact, 1.0, keys)
         if not semantic or not keys.semantic_text.strip():
             return LookupResult(MISS, keys=keys, miss_reason=MissReason.NO_CANDIDATE)
-        with tracing.span("semcache.embed"):
-            vector = await self.batcher.embed(keys.semantic_text)
-        with tracing.span("semcache.search", {"semcache.search_k": self.config.search_k}) as span:
-            candidates = await self.workers.read(
-                self.storage.search,
-                partition,
-                vector,
-                context_hash=keys.context_hash,
-                now=now,
-                k=self.config.search_k,
-            )
-            span.set_attribute("semcache.candidates", len(candidates))
-            if candidates:
-                span.set_attribute("semcache.similarity", _best(candidates))
+        vector = await self.batcher.embed(keys.semantic_text)
+        candidates = await self.workers.read(
+            self.storage.search,
+            partition,
+            vector,
+            context_hash=keys.context_hash,
+            now=now,
+            k=self.config.search_k,
+        )
         if not candidates:
             reason = await self._filtered(partition, keys, vector, threshold, now)
             return LookupResult(
                 MISS, keys=keys, vector=vector, miss_reason=reason or MissReason.NO_CANDIDATE
             )
-        kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
-        with tracing.span("semcache.verify", {"semcache.hit_decision": kind}) as span:
-            if self.decision_batcher is not None:
-                submitted = (keys.semantic_text, candidates, threshold)
-                chosen = await self.decision_batcher.submit(submitted)
-            else:
-                chosen = await asyncio.to_thread(
-                    self.decision.choose, keys.semantic_text, candidates, threshold
-                )
-            span.set_attribute("semcache.accepted", chosen is not None)
+        if self.decision_batcher is not None:
+            chosen = await self.decision_batcher.submit((keys.semantic_text, candidates, threshold))
+        else:
+            chosen = await asyncio.to_thread(
+                self.decision.choose, keys.semantic_text, candidates, threshold
+            )
         if any(c.similarity >= threshold for c in candidates):
+            kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
             self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
         if chosen is None:
             return await self._rejected(partition, keys, vector, candidates, threshold, now)
@@ -311,6 +318,14 @@ class CacheService:
             score = max((s for s, _ in pairs), default=None)
         return replace(result, miss_reason=MissReason.VERIFIER_REJECTED, verifier_score=score)
 
+    def prepare_store(self, item: StoreItem, keys: RequestKeys | None = None) -> PreparedStore:
+        """The item's keys and TTL, checked as ``store`` checks them (``InvalidRequest``)."""
+        ttl = self.resolve_ttl(item.ttl_s)
+        keys = keys or request_keys(item.partition, item.request)
+        if keys.semantic_text:
+            self.check_query(keys.semantic_text)
+        return PreparedStore(item, keys, ttl)
+
     async def store(
         self,
         partition: Partition,
@@ -323,32 +338,52 @@ class CacheService:
         vector: np.ndarray | None = None,
     ) -> Entry:
         """Embed and write one entry; evict the tenant's least recently used past its limit."""
-        ttl = self.resolve_ttl(ttl_s)
-        keys = keys or request_keys(partition, request)
-        if keys.semantic_text:
-            self.check_query(keys.semantic_text)
-        if vector is None:
-            vector = await self.batcher.embed(keys.semantic_text or " ")
-        now = self.clock()
-        new = NewEntry(
-            entry_id=secrets.token_hex(16),
-            partition=partition,
-            exact_key=keys.exact_key,
-            context_hash=keys.context_hash,
-            query=keys.semantic_text,
-            response=response,
-            embedding=vector,
-            created_at=now,
-            expires_at=now + ttl,
-            metadata=dict(metadata or {}),
+        prepared = self.prepare_store(
+            StoreItem(partition, request, response, ttl_s, metadata), keys
         )
+        if vector is None:
+            vector = await self.batcher.embed(prepared.keys.semantic_text or " ")
+        new = self._new_entry(prepared, vector, self.clock())
         entry, evicted = await self.workers.write(
             self.storage.put, new, max_entries=self.config.max_entries_per_tenant
         )
-        self.metrics.stores.inc()
+        self._stored(1, evicted)
+        return entry
+
+    async def store_many(self, batch: Sequence[PreparedStore]) -> list[Entry]:
+        """Write a batch (each item from ``prepare_store``) all or nothing: the texts embedded
+        in shared encoder batches, the rows in one transaction (``CacheStore.put_many``: a
+        request repeated in the batch keeps its last answer). One entry per item, in order."""
+        if not batch:
+            return []
+        vectors = await self.batcher.embed_many([p.keys.semantic_text or " " for p in batch])
+        now = self.clock()
+        new = [self._new_entry(p, v, now) for p, v in zip(batch, vectors, strict=True)]
+        entries, evicted = await self.workers.write(
+            self.storage.put_many, new, max_entries=self.config.max_entries_per_tenant
+        )
+        self._stored(len(new), evicted)
+        return entries
+
+    def _new_entry(self, prepared: PreparedStore, vector: np.ndarray, now: float) -> NewEntry:
+        item, keys = prepared.item, prepared.keys
+        return NewEntry(
+            entry_id=secrets.token_hex(16),
+            partition=item.partition,
+            exact_key=keys.exact_key,
+            context_hash=keys.context_hash,
+            query=keys.semantic_text,
+            response=item.response,
+            embedding=vector,
+            created_at=now,
+            expires_at=now + prepared.ttl_s,
+            metadata=dict(item.metadata or {}),
+        )
+
+    def _stored(self, stores: int, evicted: int) -> None:
+        self.metrics.stores.inc(stores)
         if evicted:
             self.metrics.evictions.labels("lru").inc(evicted)
-        return entry
 
     # -- management ------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ __all__ = [
     "Partition",
     "TenantStats",
     "filtered_reason",
+    "last_per_key",
     "partition_key",
 ]
 
@@ -94,6 +95,35 @@ class NewEntry:
     expires_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def stored(self, row_id: int) -> Entry:
+        """This entry as a store returns it once written under ``row_id``."""
+        return Entry(
+            entry_id=self.entry_id,
+            row_id=row_id,
+            partition=self.partition,
+            exact_key=self.exact_key,
+            context_hash=self.context_hash,
+            query=self.query,
+            response=self.response,
+            metadata=dict(self.metadata),
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            last_used_at=self.created_at,
+            hit_count=0,
+        )
+
+
+def last_per_key(batch: Sequence[NewEntry]) -> tuple[list[NewEntry], list[int]]:
+    """What ``put_many`` writes of ``batch``: each (tenant, exact key) once, its last entry (what
+    putting them in turn would leave), in batch order; and for each entry of the batch the
+    position, in that list, of the one written for its key."""
+    last: dict[tuple[str, str], int] = {}
+    for n, entry in enumerate(batch):
+        last[(entry.partition.tenant, entry.exact_key)] = n
+    kept = sorted(last.values())
+    slot = {n: i for i, n in enumerate(kept)}
+    return [batch[n] for n in kept], [slot[last[(e.partition.tenant, e.exact_key)]] for e in batch]
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -138,6 +168,13 @@ class CacheStore(Protocol):
     def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
         """Write an entry (replacing one with the same exact key); evict the tenant's least
         recently used entries past ``max_entries``. Returns the entry and how many were evicted."""
+        ...
+
+    def put_many(self, batch: Sequence[NewEntry], *, max_entries: int) -> tuple[list[Entry], int]:
+        """Write a batch in one transaction, all of it or (raising) none: what ``put`` of each
+        in turn would leave, an exact key repeated in the batch stored once with its last
+        entry (``last_per_key``); then evict past ``max_entries``. Returns, for each entry of
+        the batch in order, the entry now stored for its key, and how many were evicted."""
         ...
 
     def get(self, tenant: str, entry_id: str) -> Entry | None:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ from .base import (
     Partition,
     TenantStats,
     filtered_reason,
+    last_per_key,
 )
 from .flights import FlightClaims
 from .migrate import upgrade
@@ -156,7 +158,12 @@ _TENANT_COUNT = select(tenant_entries.c.entries).where(
 _INSERT = (
     entries.insert()
     .values(embedding=bindparam("vector", type_=_BinaryVector()))
-    .returning(entries.c.row_id)
+    .returning(entries.c.row_id, sort_by_parameter_order=True)
+)
+# Transaction-scoped advisory locks on a put's exact keys, taken one by one in array order
+# (unnest yields the elements in order, and the aggregate consumes them as they come).
+_LOCK_KEYS = text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS t(k)"
 )
 _WRONG_HIT = (
     update(entries)
@@ -360,8 +367,37 @@ class PostgresStore:
     # -- CacheStore ---------------------------------------------------------------------------
 
     def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
+        stored, evicted = self.put_many([entry], max_entries=max_entries)
+        return stored[0], evicted
+
+    def put_many(self, batch: Sequence[NewEntry], *, max_entries: int) -> tuple[list[Entry], int]:
+        written, slots = last_per_key(batch)
+        if not written:
+            return [], 0
+        rows = [self._row(e) for e in written]
+        keys_of: dict[str, list[str]] = defaultdict(list)
+        for e in written:
+            keys_of[e.partition.tenant].append(e.exact_key)
+        # Two replicas storing the same request at once take turns here, so the second
+        # replaces the first's answer instead of failing on the unique exact key; locked in
+        # key order, so two batches sharing keys never deadlock.
+        locks = sorted({_lock_key("put", e.partition.tenant, e.exact_key) for e in written})
+        with self._transaction() as conn:
+            conn.execute(_LOCK_KEYS, {"keys": locks})
+            # Storing an exact key again replaces the answer: same request, newest response.
+            for tenant, keys in keys_of.items():
+                conn.execute(
+                    delete(entries).where(entries.c.tenant == tenant, entries.c.exact_key.in_(keys))
+                )
+            # One multi-row INSERT (SQLAlchemy's insertmanyvalues), ids in batch order.
+            row_ids = [int(r) for r in conn.execute(_INSERT, rows).scalars().all()]
+            evicted = sum(self._evict_lru(conn, tenant, max_entries) for tenant in keys_of)
+        stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
+        return [stored[slot] for slot in slots], evicted
+
+    def _row(self, entry: NewEntry) -> dict[str, Any]:
         p = entry.partition
-        row = {
+        return {
             "entry_id": entry.entry_id,
             "tenant": p.tenant,
             "namespace": p.namespace,
@@ -379,36 +415,6 @@ class PostgresStore:
             "last_used_at": entry.created_at,
             "hit_count": 0,
         }
-        with self._transaction() as conn:
-            # Two replicas storing the same request at once take turns here, so the second
-            # replaces the first's answer instead of failing on the unique exact key.
-            conn.execute(
-                select(func.pg_advisory_xact_lock(bindparam("key"))),
-                {"key": _lock_key("put", p.tenant, entry.exact_key)},
-            )
-            # Storing an exact key again replaces the answer: same request, newest response.
-            conn.execute(
-                delete(entries).where(
-                    entries.c.tenant == p.tenant, entries.c.exact_key == entry.exact_key
-                )
-            )
-            row_id = conn.execute(_INSERT, row).scalar_one()
-            evicted = self._evict_lru(conn, p.tenant, max_entries)
-        stored = Entry(
-            entry_id=entry.entry_id,
-            row_id=int(row_id),
-            partition=p,
-            exact_key=entry.exact_key,
-            context_hash=entry.context_hash,
-            query=entry.query,
-            response=entry.response,
-            metadata=dict(entry.metadata),
-            created_at=entry.created_at,
-            expires_at=entry.expires_at,
-            last_used_at=entry.created_at,
-            hit_count=0,
-        )
-        return stored, evicted
 
     def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> int:
         # Kept by triggers (revision 0005), including this transaction's own insert; the

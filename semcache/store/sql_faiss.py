@@ -26,6 +26,7 @@ from .base import (
     Partition,
     TenantStats,
     filtered_reason,
+    last_per_key,
 )
 from .schema import entries
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 # A candidate list shorter than this after context/expiry filtering triggers a wider search,
 # so entries of other conversations that crowd the nearest neighbours cannot hide a match.
 _MAX_SEARCH_K = 1024
+_INSERT = entries.insert().returning(entries.c.row_id, sort_by_parameter_order=True)
 
 
 class SqlFaissStore:
@@ -132,58 +134,52 @@ class SqlFaissStore:
     # -- CacheStore ---------------------------------------------------------------------------
 
     def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
-        p = entry.partition
-        vector = np.ascontiguousarray(entry.embedding, dtype=np.float32).reshape(self.dim)
-        row = {
-            "entry_id": entry.entry_id,
-            "tenant": p.tenant,
-            "namespace": p.namespace,
-            "model": p.model,
-            "doc_version": p.doc_version,
-            "partition_key": p.key,
-            "exact_key": entry.exact_key,
-            "context_hash": entry.context_hash,
-            "query": entry.query,
-            "response": json.dumps(entry.response, ensure_ascii=False),
-            "metadata": json.dumps(entry.metadata, ensure_ascii=False),
-            "embedding": vector.tobytes(),
-            "created_at": entry.created_at,
-            "expires_at": entry.expires_at,
-            "last_used_at": entry.created_at,
-            "hit_count": 0,
-        }
+        stored, evicted = self.put_many([entry], max_entries=max_entries)
+        return stored[0], evicted
+
+    def put_many(self, batch: Sequence[NewEntry], *, max_entries: int) -> tuple[list[Entry], int]:
+        written, slots = last_per_key(batch)
+        if not written:
+            return [], 0
+        vectors = np.vstack([self._vector(e.embedding) for e in written])
+        rows = [_row(e, vector.tobytes()) for e, vector in zip(written, vectors, strict=True)]
+        keys_of: dict[str, list[str]] = defaultdict(list)
+        for e in written:
+            keys_of[e.partition.tenant].append(e.exact_key)
         with self._writing():
             with self._transaction() as conn:
                 # Storing an exact key again replaces the answer: same request, newest response.
-                replaced = conn.execute(
-                    delete(entries)
-                    .where(entries.c.tenant == p.tenant, entries.c.exact_key == entry.exact_key)
-                    .returning(entries.c.row_id, entries.c.partition_key)
-                ).all()
-                inserted = conn.execute(entries.insert().values(**row)).inserted_primary_key
-                assert inserted is not None
-                row_id = inserted[0]
-                evicted = self._evict_lru(conn, p.tenant, max_entries)
+                replaced = [
+                    gone
+                    for tenant, keys in keys_of.items()
+                    for gone in conn.execute(
+                        delete(entries)
+                        .where(entries.c.tenant == tenant, entries.c.exact_key.in_(keys))
+                        .returning(entries.c.row_id, entries.c.partition_key)
+                    ).all()
+                ]
+                # One multi-row INSERT (SQLAlchemy's insertmanyvalues), ids in batch order.
+                row_ids = [int(r) for r in conn.execute(_INSERT, rows).scalars().all()]
+                evicted = [
+                    gone
+                    for tenant in keys_of
+                    for gone in self._evict_lru(conn, tenant, max_entries)
+                ]
             # Vectors change after SQL committed and before the next writer, so the indexes
-            # never hold a row SQL rejected, and change in the same order as SQL.
+            # never hold a row SQL rejected, and change in the same order as SQL: added first,
+            # so that a row of this batch evicted at once is removed again.
+            by_partition: dict[str, list[int]] = defaultdict(list)
+            for n, e in enumerate(written):
+                by_partition[e.partition.key].append(n)
+            for key, positions in by_partition.items():
+                self.vectors.add(key, [row_ids[n] for n in positions], vectors[positions])
             for old_id, key in [*replaced, *evicted]:
                 self.vectors.remove(key, [old_id])
-            self.vectors.add(p.key, int(row_id), vector)
-        stored = Entry(
-            entry_id=entry.entry_id,
-            row_id=int(row_id),
-            partition=p,
-            exact_key=entry.exact_key,
-            context_hash=entry.context_hash,
-            query=entry.query,
-            response=entry.response,
-            metadata=dict(entry.metadata),
-            created_at=entry.created_at,
-            expires_at=entry.expires_at,
-            last_used_at=entry.created_at,
-            hit_count=0,
-        )
-        return stored, len(evicted)
+        stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
+        return [stored[slot] for slot in slots], len(evicted)
+
+    def _vector(self, vector: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
 
     def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> list[Any]:
         count = conn.execute(
@@ -286,7 +282,7 @@ class SqlFaissStore:
     def record_wrong_hit(
         self, tenant: str, entry_id: str, vector: np.ndarray
     ) -> tuple[Entry, float] | None:
-        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
+        query = self._vector(vector)
         where = (entries.c.tenant == tenant, entries.c.entry_id == entry_id)
         with self._writing(), self._transaction() as conn:
             row = conn.execute(
@@ -400,6 +396,28 @@ class SqlFaissStore:
             self.flush()
         finally:
             self.engine.dispose()
+
+
+def _row(entry: NewEntry, embedding: bytes) -> dict[str, Any]:
+    p = entry.partition
+    return {
+        "entry_id": entry.entry_id,
+        "tenant": p.tenant,
+        "namespace": p.namespace,
+        "model": p.model,
+        "doc_version": p.doc_version,
+        "partition_key": p.key,
+        "exact_key": entry.exact_key,
+        "context_hash": entry.context_hash,
+        "query": entry.query,
+        "response": json.dumps(entry.response, ensure_ascii=False),
+        "metadata": json.dumps(entry.metadata, ensure_ascii=False),
+        "embedding": embedding,
+        "created_at": entry.created_at,
+        "expires_at": entry.expires_at,
+        "last_used_at": entry.created_at,
+        "hit_count": 0,
+    }
 
 
 def _may_hit(entry: Entry, similarity: float) -> bool:

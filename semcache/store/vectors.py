@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import faiss
@@ -46,13 +46,14 @@ class VectorIndexes:
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.faiss"
 
-    def add(self, key: str, row_id: int, vector: np.ndarray) -> None:
-        """Add one vector under its SQL row id."""
+    def add(self, key: str, row_ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Add vectors (an ``(n, dim)`` matrix) under their SQL row ids, in one FAISS call."""
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(row_ids), self.dim)
         with self._lock:
             index = self._indexes.get(key)
             if index is None:
                 index = self._indexes[key] = self._new_index()
-            index.add_with_ids(_as_matrix(vector, self.dim), np.array([row_id], dtype=np.int64))
+            index.add_with_ids(matrix, np.array(row_ids, dtype=np.int64))
             self._dirty.add(key)
 
     def remove(self, key: str, row_ids: Iterable[int]) -> None:
