@@ -23,6 +23,7 @@ from ..embed.batcher import MicroBatcher
 from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
+from ..telemetry import Tracing
 from .decision import BatchHitDecision, HitDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
 from .status import CacheStatus, MissReason, outcome_headers
@@ -132,8 +133,11 @@ class CacheService:
         metrics: CacheMetrics | None = None,
         clock: Callable[[], float] = time.time,
         workers: StoreWorkers | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        # Spans around the lookup's steps (docs/ARCHITECTURE.md, "Traces").
+        self.tracing = tracing or Tracing.off()
         self.storage = store
         self.batcher = batcher
         self.decision: HitDecision = decision or ThresholdDecision()
@@ -238,35 +242,46 @@ class CacheService:
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:
-        exact = await self.workers.read(
-            self.storage.get_exact, partition.tenant, keys.exact_key, now
-        )
+        tracing = self.tracing
+        with tracing.span("semcache.exact_lookup") as span:
+            exact = await self.workers.read(
+                self.storage.get_exact, partition.tenant, keys.exact_key, now
+            )
+            span.set_attribute("semcache.found", exact is not None)
         if exact is not None:
             return LookupResult(HIT_EXACT, exact, 1.0, keys)
         if not semantic or not keys.semantic_text.strip():
             return LookupResult(MISS, keys=keys, miss_reason=MissReason.NO_CANDIDATE)
-        vector = await self.batcher.embed(keys.semantic_text)
-        candidates = await self.workers.read(
-            self.storage.search,
-            partition,
-            vector,
-            context_hash=keys.context_hash,
-            now=now,
-            k=self.config.search_k,
-        )
+        with tracing.span("semcache.embed"):
+            vector = await self.batcher.embed(keys.semantic_text)
+        with tracing.span("semcache.search", {"semcache.search_k": self.config.search_k}) as span:
+            candidates = await self.workers.read(
+                self.storage.search,
+                partition,
+                vector,
+                context_hash=keys.context_hash,
+                now=now,
+                k=self.config.search_k,
+            )
+            span.set_attribute("semcache.candidates", len(candidates))
+            if candidates:
+                span.set_attribute("semcache.similarity", _best(candidates))
         if not candidates:
             reason = await self._filtered(partition, keys, vector, threshold, now)
             return LookupResult(
                 MISS, keys=keys, vector=vector, miss_reason=reason or MissReason.NO_CANDIDATE
             )
-        if self.decision_batcher is not None:
-            chosen = await self.decision_batcher.submit((keys.semantic_text, candidates, threshold))
-        else:
-            chosen = await asyncio.to_thread(
-                self.decision.choose, keys.semantic_text, candidates, threshold
-            )
+        kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
+        with tracing.span("semcache.verify", {"semcache.hit_decision": kind}) as span:
+            if self.decision_batcher is not None:
+                submitted = (keys.semantic_text, candidates, threshold)
+                chosen = await self.decision_batcher.submit(submitted)
+            else:
+                chosen = await asyncio.to_thread(
+                    self.decision.choose, keys.semantic_text, candidates, threshold
+                )
+            span.set_attribute("semcache.accepted", chosen is not None)
         if any(c.similarity >= threshold for c in candidates):
-            kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
             self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
         if chosen is None:
             return await self._rejected(partition, keys, vector, candidates, threshold, now)
