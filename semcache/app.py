@@ -132,7 +132,18 @@ def build_services(
     track_store(metrics, store, settings)
     upstream = UpstreamClient(upstream_config(settings), observer=metrics)
     attribution = store.attribution()
-    policy = Policy(levers, pricing, TokenCounter(), attribution, metrics)
+    # On a shared store (PostgreSQL) rate limits and spend budgets hold for every replica.
+    shared_buckets = getattr(store, "shared_buckets", None)
+    spend_ledger = getattr(store, "spend_ledger", None)
+    policy = Policy(
+        levers,
+        pricing,
+        TokenCounter(),
+        attribution,
+        metrics,
+        buckets=shared_buckets() if shared_buckets else None,
+        ledger=spend_ledger() if spend_ledger else None,
+    )
     policy.seed_spend()
     proxy = ProxyService(
         ProxyConfig(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from postgres_helpers import pg_database, pg_server  # noqa: F401  (fixtures)
+from postgres_helpers import PgServer, pg_database, pg_server  # noqa: F401  (fixtures)
+from replicas import CLUSTER_KEYS, CLUSTER_LEVERS, CLUSTER_TENANTS, start_replicas
 from servers import ServerProcess
 from simulator_helpers import RunningSimulator, serve_simulator
 
@@ -42,6 +44,44 @@ def cache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
     )
     with server:
         yield server
+
+
+@dataclass
+class Cluster:
+    """Three replicas on one PostgreSQL database, with their own upstream simulator."""
+
+    replicas: list[ServerProcess]
+    sim: RunningSimulator
+    database_url: str
+    data: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
+    """Three `semcache serve` replicas on one PostgreSQL database, shared by the behaviour
+    suite (test_cache_api, through a round-robin client) and the cross-replica tests."""
+    database = pg_server.create_database("cluster")
+    data = tmp_path_factory.mktemp("cluster")
+    levers = data / "levers.toml"
+    levers.write_text(CLUSTER_LEVERS)
+    keys = ",".join(
+        f"{key}={CLUSTER_TENANTS.get(name, name)}" for name, key in CLUSTER_KEYS.items()
+    )
+    with serve_simulator() as sim:
+        env = {
+            "SEMCACHE_API_KEYS": keys,
+            "SEMCACHE_LEVERS_FILE": str(levers),
+            "SEMCACHE_SWEEP_INTERVAL_S": "0.5",
+            "SEMCACHE_OPENAI_BASE_URL": sim.openai_base_url,
+            "SEMCACHE_OPENAI_API_KEY": "sk-upstream-openai",
+            "SEMCACHE_UPSTREAM_FORWARD_HEADERS": "x-sim-*",
+        }
+        try:
+            with start_replicas(3, database.url, data, env) as replicas:
+                yield Cluster(replicas, sim, database.url, data, env)
+        finally:
+            database.drop()
 
 
 @pytest.fixture()

@@ -49,33 +49,39 @@ def test_reset_durations_look_like_openai() -> None:
 def test_key_limiter_rpm_and_headers() -> None:
     clock = FakeClock()
     limiter = KeyLimiter(RateLimits(rpm=2, tpm=1000), clock)
-    headers = limiter.acquire("k", 100)
+    headers = asyncio.run(limiter.acquire("k", 100))
     assert headers["x-ratelimit-limit-requests"] == "2"
     assert headers["x-ratelimit-remaining-requests"] == "1"
     assert headers["x-ratelimit-remaining-tokens"] == "900"
     assert headers["x-ratelimit-reset-requests"] == "30s"
     assert headers["x-ratelimit-reset-tokens"] == "6s"
-    limiter.acquire("k", 100)
+    asyncio.run(limiter.acquire("k", 100))
     with pytest.raises(RateLimited) as err:
-        limiter.acquire("k", 100)
+        asyncio.run(limiter.acquire("k", 100))
     assert err.value.status_code == 429
     assert err.value.headers["Retry-After"] == "30"
     assert err.value.headers["x-ratelimit-remaining-requests"] == "0"
     assert "RPM" in err.value.message
-    limiter.acquire("other", 100)  # keys are independent
+    asyncio.run(limiter.acquire("other", 100))  # keys are independent
 
 
 def test_key_limiter_tpm_refusal_keeps_the_request_slot_and_settles() -> None:
     clock = FakeClock()
     limiter = KeyLimiter(lambda key: RateLimits(rpm=10, tpm=600), clock)
-    limiter.acquire("k", 500)
+    asyncio.run(limiter.acquire("k", 500))
     with pytest.raises(RateLimited, match="TPM"):
-        limiter.acquire("k", 200)
-    assert limiter.headers("k")["x-ratelimit-remaining-requests"] == "9"
-    limiter.settle("k", 500, 100)  # actual usage was lower: 400 back
-    limiter.acquire("k", 200)
+        asyncio.run(limiter.acquire("k", 200))
+    assert asyncio.run(limiter.headers("k"))["x-ratelimit-remaining-requests"] == "9"
+    asyncio.run(limiter.settle("k", 500, 100))  # actual usage was lower: 400 back
+    asyncio.run(limiter.acquire("k", 200))
     with pytest.raises(RateLimited, match="too large"):
-        limiter.acquire("k", 601)
+        asyncio.run(limiter.acquire("k", 601))
+    assert asyncio.run(limiter.headers("k"))["x-ratelimit-remaining-requests"] == "8"
+
+
+def test_a_key_without_limits_gets_no_headers() -> None:
+    limiter = KeyLimiter(RateLimits())
+    assert asyncio.run(limiter.acquire("k", 10**9)) == {}
 
 
 async def _spin() -> None:
@@ -132,7 +138,7 @@ def test_model_queue_waits_in_real_time_and_settles() -> None:
         queue = ModelQueue("m", tpm=60_000)  # 1000 tokens a second, real clock
         await queue.acquire(60_000, max_wait_s=0)
         await asyncio.wait_for(queue.acquire(20, max_wait_s=1.0), timeout=1.0)
-        queue.settle(60_000, 0)  # nothing was used after all: the budget comes back
+        await queue.settle(60_000, 0)  # nothing was used after all: the budget comes back
         await asyncio.wait_for(queue.acquire(50_000, max_wait_s=0), timeout=0.1)
 
     asyncio.run(run())

@@ -14,12 +14,22 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import RateLimited
 
-__all__ = ["KeyLimiter", "ModelQueue", "RateLimits", "TokenBucket", "format_reset"]
+__all__ = [
+    "BucketSpec",
+    "Buckets",
+    "KeyLimiter",
+    "MemoryBuckets",
+    "ModelQueue",
+    "RateLimits",
+    "TokenBucket",
+    "format_reset",
+]
 
 Clock = Callable[[], float]
 
@@ -51,6 +61,16 @@ class TokenBucket:
         self._clock = clock
         self._level = float(capacity)
         self._at = clock()
+
+    @classmethod
+    def snapshot(
+        cls, capacity: float, refill_per_s: float, level: float, now: float
+    ) -> TokenBucket:
+        """A bucket frozen at ``level`` at time ``now`` (a shared bucket's row, read at the
+        database's clock): for reading its level and waits, not for taking."""
+        bucket = cls(capacity, refill_per_s, clock=lambda: now)
+        bucket._level = level
+        return bucket
 
     def _refill(self) -> None:
         now = self._clock()
@@ -97,6 +117,68 @@ class RateLimits:
     tpm: int | None = None
 
 
+@dataclass(frozen=True)
+class BucketSpec:
+    """A named bucket: what it holds when full and how fast it refills."""
+
+    name: str
+    capacity: float
+    refill_per_s: float
+
+    @classmethod
+    def per_minute(cls, name: str, limit: int) -> BucketSpec:
+        return cls(name, float(limit), limit / 60)
+
+
+class Buckets(Protocol):
+    """Where bucket levels live: this process (``MemoryBuckets``) or the shared store, so
+    that a limit holds for every replica together (``semcache.store.counters``)."""
+
+    async def take(
+        self, wants: Sequence[tuple[BucketSpec, float]]
+    ) -> tuple[bool, list[TokenBucket]]:
+        """All or nothing: take each ``n`` if every bucket holds its ``n`` now. Returns
+        whether they were taken and each bucket as it stands afterwards."""
+        ...
+
+    async def settle(self, spec: BucketSpec, estimated: float, actual: float) -> None: ...
+
+    async def peek(self, specs: Sequence[BucketSpec]) -> list[TokenBucket]: ...
+
+
+class MemoryBuckets:
+    """Buckets in this process; a bucket whose spec changed (a key's new tier) starts full."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[BucketSpec, TokenBucket]] = {}
+
+    def _get(self, spec: BucketSpec) -> TokenBucket:
+        found = self._buckets.get(spec.name)
+        if found is None or found[0] != spec:
+            found = (spec, TokenBucket(spec.capacity, spec.refill_per_s, self._clock))
+            self._buckets[spec.name] = found
+        return found[1]
+
+    # No await inside: on the event loop each call is atomic, which keeps a queue's head
+    # and a key's two buckets consistent without a lock.
+    async def take(
+        self, wants: Sequence[tuple[BucketSpec, float]]
+    ) -> tuple[bool, list[TokenBucket]]:
+        buckets = [self._get(spec) for spec, _ in wants]
+        if any(b.time_until(n) > 0 for b, (_, n) in zip(buckets, wants, strict=True)):
+            return False, buckets
+        for bucket, (_, n) in zip(buckets, wants, strict=True):
+            bucket.try_take(n)
+        return True, buckets
+
+    async def settle(self, spec: BucketSpec, estimated: float, actual: float) -> None:
+        self._get(spec).settle(estimated, actual)
+
+    async def peek(self, specs: Sequence[BucketSpec]) -> list[TokenBucket]:
+        return [self._get(spec) for spec in specs]
+
+
 def _retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
@@ -105,73 +187,76 @@ class KeyLimiter:
     """RPM and TPM token buckets per API key, with OpenAI-style response headers."""
 
     def __init__(
-        self, limits: RateLimits | Callable[[str], RateLimits], clock: Clock = time.monotonic
+        self,
+        limits: RateLimits | Callable[[str], RateLimits],
+        clock: Clock = time.monotonic,
+        buckets: Buckets | None = None,
     ) -> None:
         self._limits = limits if callable(limits) else (lambda _key: limits)
-        self._clock = clock
-        self._buckets: dict[str, tuple[RateLimits, TokenBucket | None, TokenBucket | None]] = {}
+        self.buckets: Buckets = buckets if buckets is not None else MemoryBuckets(clock)
 
-    def _get(self, key: str) -> tuple[RateLimits, TokenBucket | None, TokenBucket | None]:
+    def _specs(self, key: str) -> list[tuple[str, int, BucketSpec]]:
         limits = self._limits(key)
-        entry = self._buckets.get(key)
-        if entry is None or entry[0] != limits:  # new key, or its tier changed
-            requests = TokenBucket(limits.rpm, limits.rpm / 60, self._clock) if limits.rpm else None
-            tokens = TokenBucket(limits.tpm, limits.tpm / 60, self._clock) if limits.tpm else None
-            entry = (limits, requests, tokens)
-            self._buckets[key] = entry
-        return entry
+        out = []
+        for name, limit in (("requests", limits.rpm), ("tokens", limits.tpm)):
+            if limit:
+                out.append((name, limit, BucketSpec.per_minute(f"key:{name}:{key}", limit)))
+        return out
 
-    def headers(self, key: str) -> dict[str, str]:
-        """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the limits ``key`` has."""
-        limits, requests, tokens = self._get(key)
+    @staticmethod
+    def _render(
+        specs: list[tuple[str, int, BucketSpec]], buckets: list[TokenBucket]
+    ) -> dict[str, str]:
         out: dict[str, str] = {}
-        for name, limit, bucket in (
-            ("requests", limits.rpm, requests),
-            ("tokens", limits.tpm, tokens),
-        ):
-            if bucket is None:
-                continue
+        for (name, limit, _), bucket in zip(specs, buckets, strict=True):
             out[f"x-ratelimit-limit-{name}"] = str(limit)
             out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(bucket.level)))
             out[f"x-ratelimit-reset-{name}"] = format_reset(bucket.time_until_full())
         return out
 
-    def acquire(self, key: str, tokens: int) -> dict[str, str]:
+    async def headers(self, key: str) -> dict[str, str]:
+        """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the limits ``key`` has."""
+        specs = self._specs(key)
+        return self._render(specs, await self.buckets.peek([s for _, _, s in specs]))
+
+    async def acquire(self, key: str, tokens: int) -> dict[str, str]:
         """Count one request of ``tokens`` estimated tokens, or raise ``RateLimited`` (429).
 
         Returns the headers to send with the answer. Both limits are checked before either is
         charged, so a request refused for tokens does not use up a request slot.
         """
-        limits, requests, bucket = self._get(key)
+        specs = self._specs(key)
+        if not specs:
+            return {}
+        wants = [(spec, 1 if name == "requests" else tokens) for name, _, spec in specs]
+        too_large = any(n > spec.capacity for spec, n in wants)
+        taken, buckets = await self.buckets.take(wants)
+        if taken and not too_large:
+            return self._render(specs, buckets)
         waits: list[tuple[float, str]] = []
-        if requests is not None and requests.time_until(1) > 0:
-            waits.append((requests.time_until(1), f"requests per minute (RPM): limit {limits.rpm}"))
-        if bucket is not None and bucket.time_until(tokens) > 0:
-            need = bucket.time_until(tokens)
-            what = f"tokens per minute (TPM): limit {limits.tpm}, requested {tokens}"
-            waits.append((need, what))
-        if waits:
-            wait, what = max(waits)
-            headers = self.headers(key)
-            headers["Retry-After"] = _retry_after(wait if math.isfinite(wait) else 60)
-            if math.isfinite(wait):
-                message = (
-                    f"Rate limit reached for {what}. Please try again in {format_reset(wait)}."
+        for (name, limit, _), bucket, (_, n) in zip(specs, buckets, wants, strict=True):
+            wait = bucket.time_until(n)
+            if wait > 0:
+                what = (
+                    f"requests per minute (RPM): limit {limit}"
+                    if name == "requests"
+                    else f"tokens per minute (TPM): limit {limit}, requested {tokens}"
                 )
-            else:
-                message = f"Request too large for {what}."
-            raise RateLimited(message, headers=headers)
-        if requests is not None:
-            requests.try_take(1)
-        if bucket is not None:
-            bucket.try_take(tokens)
-        return self.headers(key)
+                waits.append((wait, what))
+        wait, what = max(waits)
+        headers = self._render(specs, buckets)
+        headers["Retry-After"] = _retry_after(wait if math.isfinite(wait) else 60)
+        if math.isfinite(wait):
+            message = f"Rate limit reached for {what}. Please try again in {format_reset(wait)}."
+        else:
+            message = f"Request too large for {what}."
+        raise RateLimited(message, headers=headers)
 
-    def settle(self, key: str, estimated: int, actual: int) -> None:
+    async def settle(self, key: str, estimated: int, actual: int) -> None:
         """Correct the tokens charged for a finished request to what it used."""
-        _, _, bucket = self._get(key)
-        if bucket is not None:
-            bucket.settle(estimated, actual)
+        for name, _, spec in self._specs(key):
+            if name == "tokens":
+                await self.buckets.settle(spec, estimated, actual)
 
 
 class ModelQueue:
@@ -180,14 +265,27 @@ class ModelQueue:
     ``acquire`` returns once the caller's tokens are taken, or raises ``RateLimited`` when they
     were not available within ``max_wait_s``. One pump task serves the queue: it wakes when the
     head's tokens will have refilled, when a deadline passes, or when ``wake()`` is called (on
-    arrivals, settlements, and by tests that drive an injected clock).
+    arrivals, settlements, and by tests that drive an injected clock). With shared buckets the
+    budget holds for every replica together; the order is first come first served within a
+    replica, and replicas' queues take from the budget as their heads fit.
     """
 
-    def __init__(self, model: str, tpm: int, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        model: str,
+        tpm: int,
+        clock: Clock = time.monotonic,
+        buckets: Buckets | None = None,
+        recheck_s: float | None = None,
+    ) -> None:
         self.model = model
+        # Shared buckets are refunded by other replicas' settlements, which do not wake this
+        # queue: it looks again this often instead of sleeping until its own refill estimate.
+        self._recheck_s = recheck_s
         self.tpm = tpm
         self._clock = clock
-        self._bucket = TokenBucket(tpm, tpm / 60, clock)
+        self._spec = BucketSpec.per_minute(f"model:{model}", tpm)
+        self._buckets: Buckets = buckets if buckets is not None else MemoryBuckets(clock)
         self._waiters: deque[tuple[int, float, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -199,8 +297,8 @@ class ModelQueue:
     def wake(self) -> None:
         self._wakeup.set()
 
-    def _refusal(self, tokens: int, ahead: int) -> RateLimited:
-        wait = (ahead + tokens - self._bucket.level) / self._bucket.refill_per_s
+    def _refusal(self, tokens: int, ahead: int, bucket: TokenBucket) -> RateLimited:
+        wait = (ahead + tokens - bucket.level) / bucket.refill_per_s
         return RateLimited(
             f"Upstream model {self.model} is at its token budget ({self.tpm} TPM); "
             f"no capacity for {tokens} tokens in time.",
@@ -215,7 +313,7 @@ class ModelQueue:
                 f"of {self.tpm} TPM.",
                 headers={"Retry-After": "60"},
             )
-        if not self._waiters and self._bucket.try_take(tokens):
+        if not self._waiters and (await self._buckets.take([(self._spec, tokens)]))[0]:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (tokens, self._clock() + max_wait_s, future)
@@ -232,14 +330,15 @@ class ModelQueue:
                 self.wake()
             raise
 
-    def settle(self, estimated: int, actual: int) -> None:
+    async def settle(self, estimated: int, actual: int) -> None:
         """Correct a finished call's tokens; a refund may let the next caller in."""
-        self._bucket.settle(estimated, actual)
+        await self._buckets.settle(self._spec, estimated, actual)
         self.wake()
 
     async def _serve(self) -> None:
         while self._waiters:
             self._wakeup.clear()
+            (bucket,) = await self._buckets.peek([self._spec])
             now = self._clock()
             # Expire those past their deadline, wherever they are in the queue.
             ahead = 0
@@ -249,17 +348,24 @@ class ModelQueue:
                     self._waiters.remove(entry)
                 elif now >= deadline:
                     self._waiters.remove(entry)
-                    future.set_exception(self._refusal(tokens, ahead))
+                    future.set_exception(self._refusal(tokens, ahead, bucket))
                 else:
                     ahead += tokens
-            # Admit from the head while the bucket holds enough.
-            while self._waiters and self._bucket.try_take(self._waiters[0][0]):
-                self._waiters.popleft()[2].set_result(None)
+            # Admit from the head while the budget holds enough.
+            while self._waiters:
+                head = self._waiters[0]
+                taken, (bucket,) = await self._buckets.take([(self._spec, head[0])])
+                if not taken:
+                    break
+                if head in self._waiters and not head[2].done():
+                    self._waiters.remove(head)
+                    head[2].set_result(None)
+                else:  # it left (cancelled) while a shared take was in flight: refund
+                    await self._buckets.settle(self._spec, head[0], 0)
             if not self._waiters:
                 break
-            head_wait = self._bucket.time_until(self._waiters[0][0])
+            head_wait = bucket.time_until(self._waiters[0][0])
             next_deadline = min(d for _, d, _ in self._waiters) - now
+            sleep = min(head_wait, next_deadline, self._recheck_s or math.inf)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wakeup.wait(), timeout=max(0.0, min(head_wait, next_deadline))
-                )
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, sleep))

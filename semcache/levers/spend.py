@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import (
     AfterValidator,
@@ -46,6 +46,7 @@ __all__ = [
     "SpendLimits",
     "SpendSchema",
     "SpendTotals",
+    "WrittenLedger",
     "dollars",
     "period_bounds",
     "scopes_for",
@@ -224,6 +225,14 @@ class SpendLedger(Protocol):
     def record(self, scope: Scope, when: datetime, spent: Decimal, saved: Decimal) -> None: ...
 
     def totals(self, scope: Scope, since: datetime, until: datetime) -> SpendTotals: ...
+
+
+@runtime_checkable
+class WrittenLedger(SpendLedger, Protocol):
+    """A ledger that keeps ``record`` calls pending until ``flush`` writes them elsewhere (the
+    shared store's rows, ``semcache.store.counters.SharedSpendLedger``)."""
+
+    def flush(self) -> None: ...
 
 
 class MemorySpendLedger:

@@ -71,7 +71,7 @@ class EmbeddingsProxy:
         if call.controls.ttl_s is not None:
             cache.resolve_ttl(call.controls.ttl_s)  # a bad TTL is a 400 before upstream
         counted = [self._count(request.model, item) for item in request.items]
-        admission = policy.admit_tokens(call.caller, call.body, sum(counted))
+        admission = await policy.admit_tokens(call.caller, call.body, sum(counted))
         call = replace(call, admission=admission)
         partition = call.partition_in(EMBEDDINGS_SCOPE)
         keys = [embedding_keys(partition, item, request.dimensions) for item in request.items]

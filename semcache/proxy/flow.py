@@ -75,7 +75,7 @@ class ProxyService:
         call.wire.validate(call.body)
         if call.controls.ttl_s is not None:
             self.cache.resolve_ttl(call.controls.ttl_s)  # a bad TTL is a 400 before upstream
-        admission = self.policy.admit(call.caller, call.wire, call.body)
+        admission = await self.policy.admit(call.caller, call.wire, call.body)
         call = replace(call, body=admission.body, admission=admission)
         response = await self._serve(call)
         response.headers.update(admission.headers)

@@ -24,9 +24,9 @@ from ..levers.budgets import budget_headers, clamp_max_tokens, trim_history
 from ..levers.config import LeversConfig
 from ..levers.pricing import PricingTable, Usage, format_usd
 from ..levers.prompt_cache import annotate_anthropic, annotate_openai
-from ..levers.ratelimit import KeyLimiter, ModelQueue
+from ..levers.ratelimit import Buckets, KeyLimiter, ModelQueue
 from ..levers.routing import Router
-from ..levers.spend import BudgetBreach, SpendBudgets, scopes_for
+from ..levers.spend import BudgetBreach, SpendBudgets, SpendLedger, WrittenLedger, scopes_for
 from ..levers.tokens import TokenCounter
 from ..metrics import CacheMetrics
 from ..requestlog import note
@@ -38,6 +38,12 @@ from .background import BackgroundTasks
 __all__ = ["Admission", "Caller", "Policy"]
 
 log = logging.getLogger(__name__)
+
+# Below this many characters of prompt, counting tokens inline costs less than the hop to a
+# worker thread (``TokenCounter`` counts a few thousand characters in well under 0.1 ms); a
+# longer prompt is counted off the event loop, where a 100k-character history cannot stall
+# every other request.
+_INLINE_COUNT_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,12 @@ def usage_of(provider: str, answer: dict[str, Any] | None) -> Usage:
 
 
 class Policy:
-    """Applies the levers; one per app instance, used from the event loop only."""
+    """Applies the levers; one per app instance, used from the event loop only.
+
+    ``buckets`` and ``ledger`` are where rate-limit levels and spend totals live: this
+    process's memory by default, or the shared store's rows (``semcache.store.counters``) so
+    that limits and budgets hold for every replica together.
+    """
 
     def __init__(
         self,
@@ -82,6 +93,9 @@ class Policy:
         counter: TokenCounter,
         attribution: AttributionStore,
         metrics: CacheMetrics,
+        *,
+        buckets: Buckets | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self.config = config
         self.pricing = pricing
@@ -94,20 +108,48 @@ class Policy:
             cooldown_s=config.cooldown_s,
         )
         self._tiers_by_key: dict[str, str] = {}
-        self.keys = KeyLimiter(lambda key: config.limits_for(self._tiers_by_key.get(key, "")))
-        self.spend = SpendBudgets(config.spend)
-        self._queues = {model: ModelQueue(model, tpm) for model, tpm in config.model_tpm.items()}
+        self.keys = KeyLimiter(
+            lambda key: config.limits_for(self._tiers_by_key.get(key, "")), buckets=buckets
+        )
+        self.spend = SpendBudgets(config.spend, ledger)
+        # A shared ledger is read in a worker thread and written right after each call.
+        self._shared_ledger = ledger if isinstance(ledger, WrittenLedger) else None
+        self._ledger_dirty = asyncio.Event()
+        self._ledger_writer: asyncio.Task[None] | None = None
+        self._queues = {
+            model: ModelQueue(model, tpm, buckets=buckets, recheck_s=0.2 if buckets else None)
+            for model, tpm in config.model_tpm.items()
+        }
         self._pending: list[UsageRow] = []
         self._alerted: set[tuple[str, str, str]] = set()
         self._background = BackgroundTasks("a spend alert webhook")
+        self._settlements = BackgroundTasks("settling a rate limit")
 
     # -- before the cache ----------------------------------------------------------------------
 
-    def admit(self, caller: Caller, wire: Wire, body: dict[str, Any]) -> Admission:
+    async def admit(self, caller: Caller, wire: Wire, body: dict[str, Any]) -> Admission:
         """Route, clamp, trim and count the request against its key's quota (429 if over)."""
         requested = str(body["model"])
         models = self.router.plan(requested, caller.task)
         body = {**body, "model": models[0]}
+        if _prompt_chars(body) < _INLINE_COUNT_CHARS:
+            body, headers, tokens = self._shape(caller, wire, body, requested, models)
+        else:
+            body, headers, tokens = await asyncio.to_thread(
+                self._shape, caller, wire, body, requested, models
+            )
+        return await self._acquire(caller, body, requested, models, tokens, headers)
+
+    def _shape(
+        self,
+        caller: Caller,
+        wire: Wire,
+        body: dict[str, Any],
+        requested: str,
+        models: list[str],
+    ) -> tuple[dict[str, Any], dict[str, str], int]:
+        """The tier's clamp and trim, and the tokens the request is counted for: the body to
+        send, the headers saying what changed, and the estimate (prompt plus max output)."""
         headers: dict[str, str] = {}
         if models[0] != requested:
             headers["X-Semcache-Routed-Model"] = models[0]
@@ -139,16 +181,15 @@ class Policy:
             or body.get("max_output_tokens")
             or 0
         )
-        tokens = estimate + (max_out if isinstance(max_out, int) else 0)
-        return self._acquire(caller, body, requested, models, tokens, headers)
+        return body, headers, estimate + (max_out if isinstance(max_out, int) else 0)
 
-    def admit_tokens(self, caller: Caller, body: dict[str, Any], tokens: int) -> Admission:
+    async def admit_tokens(self, caller: Caller, body: dict[str, Any], tokens: int) -> Admission:
         """Admit a request that is not routed, clamped or trimmed (embeddings): its key's
         quota only, for ``tokens`` prompt tokens."""
         model = str(body["model"])
-        return self._acquire(caller, body, model, [model], tokens, {})
+        return await self._acquire(caller, body, model, [model], tokens, {})
 
-    def _acquire(
+    async def _acquire(
         self,
         caller: Caller,
         body: dict[str, Any],
@@ -158,7 +199,7 @@ class Policy:
         headers: dict[str, str],
     ) -> Admission:
         self._tiers_by_key[caller.key_id] = caller.tier
-        headers.update(self.keys.acquire(caller.key_id, tokens))
+        headers.update(await self.keys.acquire(caller.key_id, tokens))
         return Admission(body, requested, models, tokens, headers)
 
     # -- on a miss, before the upstream -----------------------------------------------------------
@@ -168,7 +209,10 @@ class Policy:
         now = datetime.now(UTC)
         estimate = self.pricing.estimate(model, admission.estimated_tokens, 0).usd or Decimal(0)
         scopes = scopes_for(caller.tenant, caller.user, caller.feature)
-        decision = self.spend.check(scopes, now, pending=estimate)
+        if self._shared_ledger is not None:
+            decision = await asyncio.to_thread(self.spend.check, scopes, now, estimate)
+        else:
+            decision = self.spend.check(scopes, now, pending=estimate)
         for breach in decision.alerts:
             self._alert(breach)
         decision.raise_if_blocked(now)
@@ -208,9 +252,9 @@ class Policy:
         usage = usage_of(provider, answer)
         cost = self.pricing.cost(model, usage)
         actual = usage.prompt_tokens + usage.output
-        self.keys.settle(caller.key_id, admission.estimated_tokens, actual if from_upstream else 0)
-        for queued_model, tokens in admission.queued.items():
-            self._queues[queued_model].settle(tokens, actual if queued_model == model else 0)
+        self._settlements.spawn(
+            self._settle(caller, admission, model, actual if from_upstream else 0)
+        )
         headers: dict[str, str] = {}
         spent: Decimal | None
         cache_saved: Decimal | None
@@ -233,6 +277,8 @@ class Policy:
         now = time.time()
         scopes = scopes_for(caller.tenant, caller.user, caller.feature)
         self.spend.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
+        if self._shared_ledger is not None:
+            self._write_spend_soon()
         self.metrics.record_cost(model, status, spent, saved, cache_saved)
         row = UsageRow(
             ts=now,
@@ -294,8 +340,31 @@ class Policy:
         note(cache=status, model=model)
         return status
 
-    def rate_headers(self, caller: Caller) -> dict[str, str]:
-        return self.keys.headers(caller.key_id)
+    async def _settle(self, caller: Caller, admission: Admission, model: str, actual: int) -> None:
+        """Correct the key's and the models' token charges to what the call used."""
+        await self.keys.settle(caller.key_id, admission.estimated_tokens, actual)
+        for queued_model, tokens in admission.queued.items():
+            used = actual if queued_model == model else 0
+            await self._queues[queued_model].settle(tokens, used)
+
+    def _write_spend_soon(self) -> None:
+        """Have the shared ledger written now; calls accounted meanwhile go in the next write."""
+        self._ledger_dirty.set()
+        if self._ledger_writer is None or self._ledger_writer.done():
+            self._ledger_writer = asyncio.create_task(self._write_spend())
+
+    async def _write_spend(self) -> None:
+        ledger = self._shared_ledger
+        assert ledger is not None
+        while self._ledger_dirty.is_set():
+            self._ledger_dirty.clear()
+            try:
+                await asyncio.to_thread(ledger.flush)
+            except SemcacheError as exc:
+                # The totals stay pending in this process (counted by its own checks) and go
+                # in the next write; the attribution flush retries the same way.
+                log.warning("spend not written yet: %s", exc.message)
+                return
 
     async def flush(self) -> int:
         """Write queued attribution rows in one transaction."""
@@ -309,7 +378,10 @@ class Policy:
         return len(pending)
 
     def seed_spend(self) -> None:
-        """Load this month's spend from the attribution rows, so budgets survive a restart."""
+        """Load this month's spend from the attribution rows, so budgets survive a restart.
+        A shared ledger keeps its own rows and needs none."""
+        if self._shared_ledger is not None:
+            return
         start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         for row in self.attribution.rows(since=start.timestamp()):
             scopes = scopes_for(row["tenant"], row["user"] or None, row["feature"] or None)
@@ -329,8 +401,12 @@ class Policy:
             self._background.spawn(self._post_alert(breach))
 
     async def drain(self) -> None:
-        """Wait for alert webhooks still being posted (at shutdown; each is bounded by 5 s)."""
+        """Wait for alert webhooks still being posted (at shutdown; each is bounded by 5 s),
+        settlements, and the shared ledger's last write."""
         await self._background.drain()
+        await self._settlements.drain()
+        if self._shared_ledger is not None:
+            await asyncio.to_thread(self._shared_ledger.flush)
 
     async def _post_alert(self, breach: BudgetBreach) -> None:
         payload = {
@@ -347,3 +423,15 @@ class Policy:
             # An alert that cannot be delivered must not fail the request; the log line and
             # the metric above still record it.
             log.warning("spend alert webhook failed: %s", exc.message)
+
+
+def _prompt_chars(body: dict[str, Any]) -> int:
+    """About how much text the token counter would read: the size of the parts it counts."""
+    total = 0
+    for name in ("messages", "input", "system", "tools", "instructions"):
+        value = body.get(name)
+        if isinstance(value, str):
+            total += len(value)
+        elif value is not None:
+            total += len(repr(value))
+    return total

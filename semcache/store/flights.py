@@ -13,8 +13,8 @@ from sqlalchemy import Engine, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from .pg_errors import pg_storage_error
 from .schema import flights
-from .sqlite import storage_error
 
 __all__ = ["FlightClaims"]
 
@@ -45,7 +45,7 @@ class FlightClaims:
                     self._claim, {"key": key, "owner": owner, "ttl": self.ttl_s}
                 ).first()
         except SQLAlchemyError as exc:
-            raise storage_error("cannot claim an upstream call", exc) from exc
+            raise pg_storage_error("cannot claim an upstream call", exc) from exc
         return won is not None
 
     def renew(self, key: str, owner: str) -> bool:
@@ -58,7 +58,7 @@ class FlightClaims:
                     .values(expires_at=func.extract("epoch", func.clock_timestamp()) + self.ttl_s)
                 )
         except SQLAlchemyError as exc:
-            raise storage_error("cannot renew an upstream call's claim", exc) from exc
+            raise pg_storage_error("cannot renew an upstream call's claim", exc) from exc
         return bool(result.rowcount)
 
     def held(self, key: str) -> bool:
@@ -72,7 +72,7 @@ class FlightClaims:
                     )
                 ).first()
         except SQLAlchemyError as exc:
-            raise storage_error("cannot read an upstream call's claim", exc) from exc
+            raise pg_storage_error("cannot read an upstream call's claim", exc) from exc
         return row is not None
 
     def release(self, key: str, owner: str) -> None:
@@ -83,4 +83,4 @@ class FlightClaims:
                     delete(flights).where(flights.c.exact_key == key, flights.c.owner == owner)
                 )
         except SQLAlchemyError as exc:
-            raise storage_error("cannot release an upstream call's claim", exc) from exc
+            raise pg_storage_error("cannot release an upstream call's claim", exc) from exc

@@ -58,7 +58,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.types import UserDefinedType
 
 from ..errors import StorageError
@@ -73,8 +72,10 @@ from .base import (
     filtered_reason,
     last_per_key,
 )
+from .counters import SharedBuckets, SharedSpendLedger
 from .flights import FlightClaims
 from .migrate import upgrade
+from .pg_errors import pg_storage_error
 from .schema import entries
 
 __all__ = ["PostgresOptions", "PostgresStore", "is_postgres_url", "pg_storage_error"]
@@ -246,52 +247,6 @@ def _safe(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(unparsable)"
-
-
-# SQLSTATEs that mean "retry shortly": serialization failure, deadlock, lock timeout, query
-# cancelled (statement_timeout), too many connections, server starting or shutting down.
-_BUSY = {"40001", "40P01", "55P03", "57014", "53300"}
-_DOWN_CLASSES = ("08", "57P")
-_FULL = {"53100"}
-
-
-def pg_storage_error(action: str, exc: BaseException) -> StorageError:
-    """A ``StorageError`` naming the cause in a few words (the full error goes to the log)."""
-    log.warning("%s: %s", action, exc)
-    if isinstance(exc, PoolTimeout):
-        return StorageError(
-            f"{action}: every database connection of this process is in use; retry shortly",
-            code="store_busy",
-            headers={"Retry-After": "1"},
-        )
-    orig = getattr(exc, "orig", exc)
-    sqlstate = getattr(orig, "sqlstate", None) or ""
-    diag = getattr(orig, "diag", None)
-    primary = getattr(diag, "message_primary", None) if diag is not None else None
-    if sqlstate in _BUSY:
-        return StorageError(
-            f"{action}: the database is busy ({primary or 'lock timeout'}); retry shortly",
-            code="store_busy",
-            headers={"Retry-After": "1"},
-        )
-    if sqlstate in _FULL:
-        return StorageError(f"{action}: the database server's disk is full", code="store_full")
-    disconnected = bool(getattr(exc, "connection_invalidated", False))
-    if (
-        disconnected
-        or sqlstate.startswith(_DOWN_CLASSES)
-        or (not sqlstate and type(orig).__name__ == "OperationalError")
-    ):
-        # A connection error carries no statement: its first line says what libpq met.
-        detail = primary or str(orig).split("\n", 1)[0][:300]
-        return StorageError(
-            f"{action}: the database is unreachable ({detail}); retry shortly",
-            code="store_unavailable",
-            headers={"Retry-After": "1"},
-        )
-    # The server's primary message only: str(orig) would carry the statement (LINE 1: ...).
-    reason = primary or type(orig).__name__
-    return StorageError(f"{action}: {reason}")
 
 
 def _lock_key(*parts: str) -> int:
@@ -591,6 +546,14 @@ class PostgresStore:
     def flight_claims(self) -> FlightClaims:
         """Cross-replica single-flight: which replica calls upstream for an exact key."""
         return FlightClaims(self.engine)
+
+    def shared_buckets(self) -> SharedBuckets:
+        """Rate-limit buckets every replica on this database takes from."""
+        return SharedBuckets(self.engine)
+
+    def spend_ledger(self) -> SharedSpendLedger:
+        """Spend totals every replica's budget checks read."""
+        return SharedSpendLedger(self.engine)
 
     def flush(self) -> None:
         """Nothing to persist: the vectors are rows, committed with their entries."""
