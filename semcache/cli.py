@@ -82,9 +82,10 @@ def _command_modules() -> list[Callable[[Any], None]]:
     """The ``register(subparsers)`` functions of the packages that add commands."""
     from .bench.cli import register as bench
     from .db_command import register as db
+    from .import_command import register as import_file
     from .usage_report import register as report
 
-    return [bench, report, db]
+    return [bench, report, db, import_file]
 
 
 # Set by ./scripts/serve to the caller's working directory (not a setting).

@@ -17,7 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import InvalidRequest, PayloadTooLarge
 
-__all__ = ["MAX_JSON_DEPTH", "describe_validation_error", "parse_json", "read_json", "read_model"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "describe_validation_error",
+    "field_problems",
+    "parse_json",
+    "read_json",
+    "read_model",
+]
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -42,22 +49,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     return parse_json(b"".join(chunks))
 
 
-def parse_json(raw: bytes) -> Any:
-    """Strictly parsed JSON (see the module docstring); ``InvalidRequest`` otherwise."""
+def parse_json(raw: bytes, what: str = "the request body") -> Any:
+    """Strictly parsed JSON (see the module docstring); ``InvalidRequest`` otherwise, its
+    message naming the JSON as ``what``."""
     if not raw.strip():
-        raise InvalidRequest("the request body is empty; send a JSON object", code="empty_body")
+        raise InvalidRequest(f"{what} is empty; send a JSON object", code="empty_body")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(
-            f"the request body is not valid UTF-8 (byte {exc.start}); encode it as UTF-8",
+            f"{what} is not valid UTF-8 (byte {exc.start}); encode it as UTF-8",
             code="invalid_utf8",
         ) from exc
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column "
             f"{exc.colno} (NaN, Infinity, lone surrogates and numbers beyond a double are "
             "not JSON)",
             code="invalid_json",
@@ -65,7 +73,7 @@ def parse_json(raw: bytes) -> Any:
     # Counting brackets is C-fast; only a body that could be too deep is walked.
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(value) > MAX_JSON_DEPTH:
         raise InvalidRequest(
-            f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+            f"{what} nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
             code="invalid_json",
         )
     return value
@@ -106,11 +114,16 @@ async def read_model(request: Request, model: type[Model], max_bytes: int) -> Mo
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One readable sentence per invalid field."""
+    return "invalid request body: " + field_problems(exc)
+
+
+def field_problems(exc: ValidationError) -> str:
+    """``field.path: what is wrong`` for each invalid field, joined by semicolons."""
     problems = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "body"
         problems.append(f"{where}: {error['msg']}")
-    return "invalid request body: " + "; ".join(problems)
+    return "; ".join(problems)
 
 
 def _too_large(size: int, limit: int) -> str:

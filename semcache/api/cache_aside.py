@@ -9,18 +9,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from ..cache.service import CacheService, PreparedStore, StoreItem
 from ..errors import InvalidRequest
 from ..requestlog import note
 from ..store.base import Entry, Partition
 from .body import read_model
 from .deps import principal_of, services_of
 
-__all__ = ["router"]
+__all__ = ["MAX_BATCH_ENTRIES", "StoreBody", "prepare_store", "router"]
 
 router = APIRouter(prefix="/v1/cache")
 
 Name = Annotated[StrictStr, Field(max_length=200)]
 Number = StrictFloat | StrictInt
+# Most entries one POST /v1/cache/store/batch takes: a batch is embedded and written whole
+# (one transaction) before the answer, so a bigger one would hold a request for many seconds.
+MAX_BATCH_ENTRIES = 1000
 
 
 class ChatMessage(BaseModel):
@@ -54,6 +58,11 @@ class StoreBody(_Scoped):
     response: Any = Field(...)
     ttl_s: Number | None = None
     metadata: dict[str, Any] | None = None
+
+
+class StoreBatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entries: list[StoreBody] = Field(max_length=MAX_BATCH_ENTRIES)
 
 
 class WrongHitBody(BaseModel):
@@ -125,22 +134,52 @@ async def lookup(request: Request) -> JSONResponse:
     return JSONResponse(payload, headers=result.headers(cache.clock()))
 
 
+def prepare_store(cache: CacheService, tenant: str, body: StoreBody) -> PreparedStore:
+    """A store body checked as ``POST /v1/cache/store`` checks it (``InvalidRequest``)."""
+    cache.check_query(body.query)
+    partition = Partition(tenant, body.namespace, body.model, body.doc_version)
+    ttl = None if body.ttl_s is None else float(body.ttl_s)
+    return cache.prepare_store(
+        StoreItem(partition, body.chat_request(), body.response, ttl, body.metadata)
+    )
+
+
+# The store checks' codes and the field of the body each one is about.
+_FIELD_OF = {"empty_query": "query", "query_too_long": "query", "invalid_ttl": "ttl_s"}
+
+
+def _stored_json(entry: Entry) -> dict[str, Any]:
+    return {"id": entry.entry_id, "expires_at": _iso(entry.expires_at)}
+
+
 @router.post("/store", status_code=201)
 async def store(request: Request) -> JSONResponse:
     services = services_of(request)
     principal = principal_of(request)
     body = await read_model(request, StoreBody, services.settings.max_body_bytes)
-    cache = services.cache
-    cache.check_query(body.query)
-    partition = Partition(principal.tenant, body.namespace, body.model, body.doc_version)
-    ttl = None if body.ttl_s is None else float(body.ttl_s)
     _note_query(services.settings.log_prompts, body)
-    entry = await cache.store(
-        partition, body.chat_request(), body.response, ttl_s=ttl, metadata=body.metadata
-    )
-    return JSONResponse(
-        {"id": entry.entry_id, "expires_at": _iso(entry.expires_at)}, status_code=201
-    )
+    prepared = prepare_store(services.cache, principal.tenant, body)
+    (entry,) = await services.cache.store_many([prepared])
+    return JSONResponse(_stored_json(entry), status_code=201)
+
+
+@router.post("/store/batch", status_code=201)
+async def store_batch(request: Request) -> JSONResponse:
+    """Store up to ``MAX_BATCH_ENTRIES`` entries, all or none: each item means what a
+    ``/store`` body means; the answer lists each one's entry in order."""
+    services = services_of(request)
+    principal = principal_of(request)
+    body = await read_model(request, StoreBatchBody, services.settings.max_body_bytes)
+    prepared = []
+    for n, item in enumerate(body.entries):
+        try:
+            prepared.append(prepare_store(services.cache, principal.tenant, item))
+        except InvalidRequest as exc:
+            field = _FIELD_OF.get(exc.code)
+            where = f"entries.{n}.{field}" if field else f"entries.{n}"
+            raise InvalidRequest(f"{where}: {exc.message}", code=exc.code) from exc
+    stored = await services.cache.store_many(prepared)
+    return JSONResponse({"entries": [_stored_json(e) for e in stored]}, status_code=201)
 
 
 @router.get("/entries/{entry_id}")
