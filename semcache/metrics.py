@@ -130,8 +130,8 @@ class CacheMetrics:
         )
         self.index_bytes = Gauge(
             "semcache_index_size_bytes",
-            "Size of the vector index, by store backend: the FAISS files on disk (NaN on "
-            "postgres, where the vectors are a column of the entries table).",
+            "Size of the vector index, by store backend: the FAISS files on disk, or "
+            "PostgreSQL's HNSW index (pg_relation_size).",
             ["backend"],
             registry=self.registry,
         )

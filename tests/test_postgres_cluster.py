@@ -262,3 +262,21 @@ def test_a_replica_killed_mid_burst_loses_no_acknowledged_store(pg_cluster: Clus
         for n, entry_id in acknowledged.items():
             r = client.get(f"/v1/cache/entries/{entry_id}", headers=bearer("open"))
             assert r.status_code == 200 and r.json()["response"] == {"n": n}, r.text
+
+
+def test_index_metrics_are_cluster_totals(pg_cluster: Cluster) -> None:
+    """Every replica reports the shared index: its entry count and the HNSW index's size."""
+    with httpx.Client(base_url=pg_cluster.replicas[0].url, timeout=30) as client:
+        assert _store(client, 0, uuid.uuid4().hex)[0] == 201
+    seen = set()
+    for server in pg_cluster.replicas:
+        text = httpx.get(server.url + "/metrics", timeout=30).text
+        values = {
+            line.split("{")[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("semcache_index_") and 'backend="postgres"' in line
+        }
+        assert values["semcache_index_size_bytes"] > 0, values
+        assert values["semcache_index_entries"] >= 1, values
+        seen.add(values["semcache_index_entries"])
+    assert len(seen) == 1, seen  # one count, read from the shared rows

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -22,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from proxy_fixtures import openai_client, semcache_in_front_of
+from proxy_fixtures import KEY, openai_client, semcache_in_front_of
 from servers import ServerProcess
 from simulator_helpers import GPT, RunningSimulator, user
 
@@ -262,6 +263,24 @@ def test_a_streamed_miss_ends_its_upstream_span_with_the_stream(
     upstream = children(spans)["semcache.upstream"]
     assert upstream.attributes["gen_ai.usage.output_tokens"] > 0
     assert not upstream.error
+
+
+def test_a_cache_aside_store_and_lookup_are_traced(
+    server: ServerProcess, receiver: OtlpReceiver
+) -> None:
+    query = {"query": "Where do OTLP traces go?", "model": GPT}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as http:
+        stored = http.post("/v1/cache/store", json={**query, "response": {"answer": "4318"}})
+        found = http.post("/v1/cache/lookup", json=query)
+    assert stored.status_code == 201 and found.json()["status"] == "HIT-EXACT"
+    store_spans = receiver.trace_of(stored.headers["x-request-id"], wait_for=("semcache.store",))
+    assert request_span(store_spans).name == "POST /v1/cache/store"
+    store = children(store_spans)["semcache.store"]
+    assert store.attributes["semcache.entry_id"] == stored.json()["id"]
+    lookup_spans = receiver.trace_of(found.headers["x-request-id"])
+    assert request_span(lookup_spans).attributes["semcache.cache_status"] == "HIT-EXACT"
+    assert set(children(lookup_spans)) == {"semcache.exact_lookup"}
 
 
 def test_every_request_is_a_trace_of_its_own(receiver: OtlpReceiver) -> None:

@@ -356,12 +356,14 @@ class CacheService:
         prepared = self.prepare_store(
             StoreItem(partition, request, response, ttl_s, metadata), keys
         )
-        if vector is None:
-            vector = await self.batcher.embed(prepared.keys.semantic_text or " ")
-        new = self._new_entry(prepared, vector, self.clock())
-        entry, evicted = await self.workers.write(
-            self.storage.put, new, max_entries=self.config.max_entries_per_tenant
-        )
+        with self.tracing.span("semcache.store") as span:
+            if vector is None:
+                vector = await self.batcher.embed(prepared.keys.semantic_text or " ")
+            new = self._new_entry(prepared, vector, self.clock())
+            entry, evicted = await self.workers.write(
+                self.storage.put, new, max_entries=self.config.max_entries_per_tenant
+            )
+            span.set_attribute("semcache.entry_id", entry.entry_id)
         self._stored(1, evicted)
         return entry
 
@@ -371,12 +373,15 @@ class CacheService:
         request repeated in the batch keeps its last answer). One entry per item, in order."""
         if not batch:
             return []
-        vectors = await self.batcher.embed_many([p.keys.semantic_text or " " for p in batch])
-        now = self.clock()
-        new = [self._new_entry(p, v, now) for p, v in zip(batch, vectors, strict=True)]
-        entries, evicted = await self.workers.write(
-            self.storage.put_many, new, max_entries=self.config.max_entries_per_tenant
-        )
+        with self.tracing.span("semcache.store", {"semcache.entries": len(batch)}) as span:
+            vectors = await self.batcher.embed_many([p.keys.semantic_text or " " for p in batch])
+            now = self.clock()
+            new = [self._new_entry(p, v, now) for p, v in zip(batch, vectors, strict=True)]
+            entries, evicted = await self.workers.write(
+                self.storage.put_many, new, max_entries=self.config.max_entries_per_tenant
+            )
+            if len(entries) == 1:
+                span.set_attribute("semcache.entry_id", entries[0].entry_id)
         self._stored(len(new), evicted)
         return entries
 

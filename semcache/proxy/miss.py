@@ -221,18 +221,16 @@ class Miss:
     async def _store(self, answer: Answer) -> None:
         cache = self.env.cache
         try:
-            # A child of the request's span (the task copied its context), though the request
-            # may have ended before the store does.
-            with self.env.tracing.span("semcache.store") as span:
-                entry = await cache.store(
-                    self.call.partition,
-                    self.call.body,
-                    answer,
-                    ttl_s=self.call.controls.ttl_s,
-                    keys=self.keys,
-                    vector=self.vector,
-                )
-                span.set_attribute("semcache.entry_id", entry.entry_id)
+            # Its "semcache.store" span is a child of the request's (the task copied its
+            # context), though the request may have ended before the store does.
+            await cache.store(
+                self.call.partition,
+                self.call.body,
+                answer,
+                ttl_s=self.call.controls.ttl_s,
+                keys=self.keys,
+                vector=self.vector,
+            )
         except StorageError as exc:
             # The client still gets its answer; the store is only a missed chance to save.
             cache.metrics.store_failures.inc()

@@ -75,6 +75,7 @@ from .base import (
 from .counters import SharedBuckets, SharedSpendLedger
 from .flights import FlightClaims
 from .migrate import upgrade
+from .migrations.frozen import HNSW_INDEX
 from .pg_errors import pg_storage_error
 from .schema import entries
 
@@ -535,6 +536,16 @@ class PostgresStore:
     def count_entries(self) -> int:
         with self._read() as conn:
             return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
+
+    def index_size_bytes(self) -> int:
+        """The HNSW index's size on the server (the vectors' own column is in the table)."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.pg_relation_size(func.to_regclass(HNSW_INDEX)))
+                ).scalar_one()
+                or 0
+            )
 
     def check(self) -> None:
         with self._read() as conn:
