@@ -252,6 +252,10 @@ class KeyLimiter:
             message = f"Request too large for {what}."
         raise RateLimited(message, headers=headers)
 
+    def limits_tokens(self, key: str) -> bool:
+        """Whether ``key`` has a TPM limit (something for ``settle`` to correct)."""
+        return bool(self._limits(key).tpm)
+
     async def settle(self, key: str, estimated: int, actual: int) -> None:
         """Correct the tokens charged for a finished request to what it used."""
         for name, _, spec in self._specs(key):

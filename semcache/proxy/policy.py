@@ -252,9 +252,10 @@ class Policy:
         usage = usage_of(provider, answer)
         cost = self.pricing.cost(model, usage)
         actual = usage.prompt_tokens + usage.output
-        self._settlements.spawn(
-            self._settle(caller, admission, model, actual if from_upstream else 0)
-        )
+        if admission.queued or self.keys.limits_tokens(caller.key_id):
+            self._settlements.spawn(
+                self._settle(caller, admission, model, actual if from_upstream else 0)
+            )
         headers: dict[str, str] = {}
         spent: Decimal | None
         cache_saved: Decimal | None
