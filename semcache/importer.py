@@ -33,12 +33,15 @@ from tqdm import tqdm
 from .api.auth import OPEN_TENANT
 from .api.body import field_problems, parse_json
 from .api.cache_aside import Name, Number, StoreBody, prepare_store
+from .app import cache_config, load_encoder
 from .cache.service import CacheService, PreparedStore, StoreItem
 from .config import Settings
+from .embed.batcher import MicroBatcher
 from .errors import SemcacheError, StorageError
 from .proxy.call import ProxyCall
 from .proxy.controls import RequestControls
 from .proxy.policy import Caller
+from .store.factory import open_store
 from .wire.openai import OPENAI_WIRE
 
 __all__ = ["ImportSummary", "LineChecker", "import_file", "open_cache", "run"]
@@ -272,10 +275,6 @@ async def run(
 def open_cache(settings: Settings) -> CacheService:
     """The cache service over the configured store and encoder, for storing only (no hit
     decision, so the verifier is never loaded)."""
-    from .app import cache_config, load_encoder
-    from .embed.batcher import MicroBatcher
-    from .store.factory import open_store
-
     encoder = load_encoder(settings)
     store = open_store(
         settings.resolved_database_url,
