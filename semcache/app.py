@@ -72,6 +72,19 @@ def load_encoder(settings: Settings) -> Encoder:
     )
 
 
+def open_configured_store(settings: Settings, dim: int) -> CacheStore:
+    """The store the settings name, for vectors of ``dim`` (``open_store``)."""
+    return open_store(
+        settings.resolved_database_url,
+        data_dir=Path(settings.data_dir),
+        dim=dim,
+        write_timeout_s=settings.store_write_timeout_s,
+        min_free_disk_mb=settings.min_free_disk_mb,
+        pool_size=settings.database_pool_size,
+        ef_search=settings.hnsw_ef_search,
+    )
+
+
 def cache_config(settings: Settings, threshold: float) -> CacheConfig:
     """The cache service's slice of the settings."""
     return CacheConfig(
@@ -104,15 +117,7 @@ def build_services(
     pricing = PricingTable.load(settings.pricing_file or None)
     tracing = build_tracing(settings)
     encoder = encoder or load_encoder(settings)
-    store = open_store(
-        settings.resolved_database_url,
-        data_dir=Path(settings.data_dir),
-        dim=encoder.dim,
-        write_timeout_s=settings.store_write_timeout_s,
-        min_free_disk_mb=settings.min_free_disk_mb,
-        pool_size=settings.database_pool_size,
-        ef_search=settings.hnsw_ef_search,
-    )
+    store = open_configured_store(settings, encoder.dim)
     metrics = CacheMetrics()
     metrics.track_entries(store.count_entries)
     batcher = MicroBatcher(

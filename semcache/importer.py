@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .api.auth import OPEN_TENANT
 from .api.body import field_problems, parse_json
 from .api.cache_aside import Name, Number, StoreBody, prepare_store
-from .app import cache_config, load_encoder
+from .app import cache_config, load_encoder, open_configured_store
 from .cache.service import CacheService, PreparedStore, StoreItem
 from .config import Settings
 from .embed.batcher import MicroBatcher
@@ -41,7 +41,6 @@ from .errors import SemcacheError, StorageError
 from .proxy.call import ProxyCall
 from .proxy.controls import RequestControls
 from .proxy.policy import Caller
-from .store.factory import open_store
 from .wire.openai import OPENAI_WIRE
 
 __all__ = ["ImportSummary", "LineChecker", "import_file", "open_cache", "run"]
@@ -276,15 +275,7 @@ def open_cache(settings: Settings) -> CacheService:
     """The cache service over the configured store and encoder, for storing only (no hit
     decision, so the verifier is never loaded)."""
     encoder = load_encoder(settings)
-    store = open_store(
-        settings.resolved_database_url,
-        data_dir=Path(settings.data_dir),
-        dim=encoder.dim,
-        write_timeout_s=settings.store_write_timeout_s,
-        min_free_disk_mb=settings.min_free_disk_mb,
-        pool_size=settings.database_pool_size,
-        ef_search=settings.hnsw_ef_search,
-    )
+    store = open_configured_store(settings, encoder.dim)
     # Nobody waits for company: a chunk's texts arrive together and fill the batches.
     batcher = MicroBatcher(encoder.encode, max_size=settings.batch_max_size, max_wait_s=0.0)
     # The threshold is for lookups, which an import never makes.
