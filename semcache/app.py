@@ -82,6 +82,8 @@ def open_configured_store(settings: Settings, dim: int) -> CacheStore:
         min_free_disk_mb=settings.min_free_disk_mb,
         pool_size=settings.database_pool_size,
         ef_search=settings.hnsw_ef_search,
+        approximate_min_entries=settings.approximate_index_min_entries,
+        rebuild_deleted_fraction=settings.index_rebuild_deleted_fraction,
     )
 
 

@@ -10,6 +10,7 @@ from .base import CacheStore
 from .postgres import PostgresOptions, PostgresStore, is_postgres_url
 from .sql_faiss import SqlFaissStore
 from .sqlite import StoreOptions
+from .vectors import IndexOptions
 
 __all__ = ["open_store"]
 
@@ -23,6 +24,8 @@ def open_store(
     min_free_disk_mb: float = 64.0,
     pool_size: int = 10,
     ef_search: int = 100,
+    approximate_min_entries: int = IndexOptions.approximate_min_entries,
+    rebuild_deleted_fraction: float = IndexOptions.rebuild_deleted_fraction,
 ) -> CacheStore:
     """Open (creating or upgrading its schema) the store ``database_url`` names. A
     ``postgresql`` URL gets the shared store and needs nothing on local disk; any other gets
@@ -44,4 +47,9 @@ def open_store(
         data_dir / "faiss",
         dim,
         StoreOptions(write_timeout_s=write_timeout_s, min_free_disk_mb=min_free_disk_mb),
+        IndexOptions(
+            approximate_min_entries=approximate_min_entries,
+            ef_search=ef_search,
+            rebuild_deleted_fraction=rebuild_deleted_fraction,
+        ),
     )

@@ -30,7 +30,7 @@ from .base import (
 )
 from .schema import entries
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
-from .vectors import VectorIndexes
+from .vectors import IndexOptions, VectorIndexes
 
 __all__ = ["SqlFaissStore"]
 
@@ -51,12 +51,13 @@ class SqlFaissStore:
         index_dir: Path,
         dim: int,
         options: StoreOptions | None = None,
+        index_options: IndexOptions | None = None,
     ) -> None:
         self.dim = dim
         self.options = options or StoreOptions()
         self.index_dir = index_dir
         self.engine = make_engine(database_url, self.options)
-        self.vectors = VectorIndexes(index_dir, dim)
+        self.vectors = VectorIndexes(index_dir, dim, index_options)
         # SQLite has one writer at a time; serialising writes here keeps SQL and the vector
         # indexes changing in the same order and avoids SQLITE_BUSY on lock upgrades.
         self._write_lock = threading.Lock()
@@ -393,7 +394,7 @@ class SqlFaissStore:
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.vectors.close()
         finally:
             self.engine.dispose()
 

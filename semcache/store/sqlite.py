@@ -142,7 +142,11 @@ def open_schema(engine: Engine, index_dir: Path) -> Upgrade:
         if engine.dialect.name == "sqlite":
             _check_integrity(engine)
         if not existed:
-            orphans = sorted(index_dir.glob("*.faiss")) if index_dir.is_dir() else []
+            orphans = (
+                sorted([*index_dir.glob("*.faiss"), *index_dir.glob("*.hnsw")])
+                if index_dir.is_dir()
+                else []
+            )
             if orphans:
                 raise StorageError(
                     f"the database {engine.url.database} holds no cache tables, but "

@@ -1,19 +1,20 @@
 """FAISS indexes, one per partition: derived data that SQL can always rebuild.
 
-Each partition gets an ``IndexIDMap2`` over an exact inner-product index, keyed by the SQL row id,
-so a search returns row ids that SQL then filters by context hash and expiry. Inner product of
-L2-normalised vectors is cosine similarity, the one scale semcache uses (docs/ARCHITECTURE.md,
-"Similarity scale").
+Each partition's index is keyed by the SQL row id, so a search returns row ids that SQL then
+filters by context hash and expiry. Inner product of L2-normalised vectors is cosine
+similarity, the one scale semcache uses (docs/ARCHITECTURE.md, "Similarity scale"). A partition
+below ``approximate_min_entries`` is exact (``FlatPartition``, ``<key>.faiss``); past it, an HNSW
+graph with tombstones, a snapshot and an append-only log (``HnswPartition``, ``<key>.hnsw`` and
+``<key>.hlog``; see ``faiss_index``). One that shrinks below half the threshold turns exact again.
 
-Files live under ``<data_dir>/faiss/<partition_key>.faiss`` and are written atomically (temp file,
-then rename), so a crash mid-save leaves the previous file; ``reconcile`` then adds what SQL has
-and the file lacks, and drops what the file has and SQL lost.
+Every file is written atomically (temp file, then rename) or appended with CRC-checked
+records, so a crash mid-save leaves a readable state; ``reconcile`` then adds what SQL has and
+the files lack, and drops what the files have and SQL lost.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,94 +22,155 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ..errors import StorageError
+from .faiss_index import FlatPartition, HnswPartition, IndexOptions, load_hnsw
 
-__all__ = ["VectorIndexes"]
+__all__ = ["IndexOptions", "VectorIndexes"]
 
 log = logging.getLogger(__name__)
+
+Partition = FlatPartition | HnswPartition
 
 
 class VectorIndexes:
     """A thread-safe set of per-partition FAISS indexes with atomic persistence."""
 
-    def __init__(self, directory: Path, dim: int) -> None:
+    def __init__(self, directory: Path, dim: int, options: IndexOptions | None = None) -> None:
         self.directory = directory
         self.dim = dim
-        self._indexes: dict[str, faiss.IndexIDMap2] = {}
-        self._dirty: set[str] = set()
-        # One lock for all indexes: FAISS indexes are not safe for a concurrent add and search,
-        # and a flat search over a partition takes well under a millisecond at cache sizes.
+        self.options = options or IndexOptions()
+        self._indexes: dict[str, Partition] = {}
+        # Guards the dict only; each partition has its own reader-writer lock, so searches run
+        # side by side and a large partition's maintenance never blocks another's.
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
 
-    def _new_index(self) -> faiss.IndexIDMap2:
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        d = self.directory
+        return d / f"{key}.faiss", d / f"{key}.hnsw", d / f"{key}.hlog"
 
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{key}.faiss"
-
-    def add(self, key: str, row_ids: Sequence[int], vectors: np.ndarray) -> None:
-        """Add vectors (an ``(n, dim)`` matrix) under their SQL row ids, in one FAISS call."""
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(row_ids), self.dim)
+    def _get(self, key: str) -> Partition | None:
         with self._lock:
-            index = self._indexes.get(key)
-            if index is None:
-                index = self._indexes[key] = self._new_index()
-            index.add_with_ids(matrix, np.array(row_ids, dtype=np.int64))
-            self._dirty.add(key)
+            return self._indexes.get(key)
+
+    def add(
+        self, key: str, row_ids: Sequence[int], vectors: np.ndarray, *, wait: bool = True
+    ) -> None:
+        """Add vectors (an ``(n, dim)`` matrix) under their SQL row ids. A large partition's
+        add waits while its exact segment is full, unless ``wait`` is False (at start, where
+        serving soon matters more than exact scans of what is not merged yet)."""
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(row_ids), self.dim)
+        ids = np.array(row_ids, dtype=np.int64)
+        with self._lock:
+            part = self._indexes.get(key)
+            if part is None:
+                part = self._indexes[key] = FlatPartition(self.dim)
+        if isinstance(part, HnswPartition):
+            part.add(ids, matrix, wait=wait)
+        else:
+            part.add(ids, matrix)
+        if part.kind == "flat" and part.size >= self.options.approximate_min_entries:
+            self._convert(key, part)
+
+    def _convert(self, key: str, part: Partition) -> Partition:
+        """The other kind of index for the same vectors (the caller holds the write path)."""
+        ids, matrix = part.export()
+        new: Partition
+        if part.kind == "flat":
+            new = HnswPartition(self.dim, self.options)
+            log.info("partition %s reached %d entries: approximate index (HNSW)", key, len(ids))
+        else:
+            new = FlatPartition(self.dim)
+            new.dirty = True
+            log.info("partition %s down to %d entries: exact index", key, len(ids))
+        if isinstance(new, HnswPartition):
+            new.add(ids, matrix, wait=False)
+        elif len(ids):
+            new.add(ids, matrix)
+        with self._lock:
+            self._indexes[key] = new
+        if isinstance(part, HnswPartition):
+            part.stop()
+        return new
 
     def remove(self, key: str, row_ids: Iterable[int]) -> None:
         """Remove vectors by row id; unknown ids are ignored."""
         ids = np.fromiter(row_ids, dtype=np.int64)
-        if ids.size == 0:
+        part = self._get(key)
+        if not ids.size or part is None:
             return
-        with self._lock:
-            index = self._indexes.get(key)
-            if index is None:
-                return
-            index.remove_ids(ids)  # type: ignore[arg-type]  # the stubs miss the array overload
-            self._dirty.add(key)
+        part.remove(ids)
+        # Here, not in save: writers are serialised by the store, so no add can land in the
+        # object being replaced.
+        if part.size == 0:
+            self._drop(key, part)
+        elif part.kind == "hnsw" and part.size < self.options.approximate_min_entries // 2:
+            self._convert(key, part)
 
     def search(self, key: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(row id, cosine similarity) of the k nearest vectors, most similar first."""
-        with self._lock:
-            index = self._indexes.get(key)
-            if index is None or index.ntotal == 0:
-                return []
-            scores, ids = index.search(_as_matrix(vector, self.dim), min(k, index.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        part = self._get(key)
+        if part is None:
+            return []
+        return part.search(_as_matrix(vector, self.dim), k)
 
     def size(self, key: str) -> int:
-        with self._lock:
-            index = self._indexes.get(key)
-            return 0 if index is None else int(index.ntotal)
+        part = self._get(key)
+        return 0 if part is None else part.size
 
-    def save(self) -> int:
-        """Write changed indexes to disk atomically; returns how many were written."""
+    def kind(self, key: str) -> str | None:
+        """``flat``, ``hnsw`` or None (no vectors): for tests, benchmarks and metrics."""
+        part = self._get(key)
+        return None if part is None else part.kind
+
+    def partition(self, key: str) -> Partition | None:
+        return self._get(key)
+
+    def save(self, *, closing: bool = False) -> int:
+        """Write what changed (whole small files, log records of large ones, a snapshot when
+        due); returns the bytes written."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with self._save_lock:
+            with self._lock:
+                parts = dict(self._indexes)
+            for key, part in parts.items():
+                flat, snapshot, log_path = self._paths(key)
+                if isinstance(part, FlatPartition):
+                    if part.save(flat):
+                        written += flat.stat().st_size
+                        snapshot.unlink(missing_ok=True)
+                        log_path.unlink(missing_ok=True)
+                else:
+                    wrote = part.save(snapshot, log_path, closing=closing)
+                    if wrote:
+                        flat.unlink(missing_ok=True)
+                    written += wrote
+        return written
+
+    def _drop(self, key: str, part: Partition) -> None:
         with self._lock:
-            dirty = {
-                key: faiss.clone_index(self._indexes[key])
-                for key in self._dirty
-                if key in self._indexes
-            }
-            removed = self._dirty - dirty.keys()
-            self._dirty.clear()
-        for key, index in dirty.items():
-            path = self._path(key)
-            tmp = path.with_suffix(".faiss.tmp")
-            try:
-                if index.ntotal == 0:
-                    path.unlink(missing_ok=True)
-                    continue
-                faiss.write_index(index, str(tmp))
-                os.replace(tmp, path)
-            except (OSError, RuntimeError) as exc:
-                with self._lock:
-                    self._dirty.add(key)
-                raise StorageError(f"cannot save vector index {path}: {exc}") from exc
-        for key in removed:
-            self._path(key).unlink(missing_ok=True)
-        return len(dirty)
+            if self._indexes.get(key) is part:
+                del self._indexes[key]
+        if isinstance(part, HnswPartition):
+            part.stop()
+        for path in self._paths(key):
+            path.unlink(missing_ok=True)
+
+    def wait_idle(self, timeout: float = 600.0) -> bool:
+        """Wait for every large partition's background merge or rebuild to finish."""
+        with self._lock:
+            parts = list(self._indexes.values())
+        return all(p.wait_idle(timeout) for p in parts if isinstance(p, HnswPartition))
+
+    def close(self) -> None:
+        """Stop background work, then save (a snapshot of any large partition with logged
+        adds, so the next start has nothing to merge)."""
+        with self._lock:
+            parts = list(self._indexes.values())
+        for part in parts:
+            if isinstance(part, HnswPartition):
+                part.stop()
+        self.save(closing=True)
 
     def reconcile(
         self,
@@ -126,39 +188,34 @@ class VectorIndexes:
         when the ids disagreed, the sample found a difference, or ``verify_all`` says so.
         Returns counts of what was done.
         """
-        report = {
-            "loaded": 0,
-            "added": 0,
-            "removed": 0,
-            "rebuilt": 0,
-            "dropped_files": 0,
-            "verified": 0,
-            "repaired": 0,
-        }
+        report = dict.fromkeys(
+            ("loaded", "added", "removed", "rebuilt", "dropped_files", "verified", "repaired"), 0
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob("*.faiss.tmp"):
+        for stale in self.directory.glob("*.tmp"):
             stale.unlink(missing_ok=True)
-        for path in self.directory.glob("*.faiss"):
-            if path.stem not in sql_ids:
-                path.unlink(missing_ok=True)
-                report["dropped_files"] += 1
+        for pattern in ("*.faiss", "*.hnsw", "*.hlog"):
+            for path in self.directory.glob(pattern):
+                if path.stem not in sql_ids:
+                    path.unlink(missing_ok=True)
+                    report["dropped_files"] += path.suffix != ".hlog"
         for key, wanted in sql_ids.items():
-            index = self._load(key)
-            if index is None:
-                index = self._new_index()
+            part = self._load(key)
+            if part is None:
+                part = FlatPartition(self.dim)
                 report["rebuilt"] += 1
             else:
                 report["loaded"] += 1
-            have = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
+            have = set(part.live_ids().tolist())
             extra = have - wanted
             if extra:
-                index.remove_ids(np.fromiter(extra, dtype=np.int64))  # type: ignore[arg-type]
+                part.remove(np.fromiter(extra, dtype=np.int64))
                 report["removed"] += len(extra)
             kept = sorted(have & wanted)
             check_all = verify_all or bool(extra) or bool(wanted - have)
-            wrong = _wrong_vectors(index, kept if check_all else _sample(kept), load_vectors)
+            wrong = _wrong_vectors(part, kept if check_all else _sample(kept), load_vectors)
             if wrong and not check_all:
-                wrong = _wrong_vectors(index, kept, load_vectors)
+                wrong = _wrong_vectors(part, kept, load_vectors)
                 check_all = True
             report["verified"] += len(kept) if check_all else min(len(kept), _SAMPLE)
             if wrong:
@@ -168,37 +225,53 @@ class VectorIndexes:
                     key,
                     len(wrong),
                 )
-                index.remove_ids(np.array(wrong, dtype=np.int64))  # type: ignore[arg-type]
+                part.remove(np.array(wrong, dtype=np.int64))
                 report["repaired"] += len(wrong)
             missing = sorted((wanted - have) | set(wrong))
+            with self._lock:
+                self._indexes[key] = part
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 vectors = load_vectors(chunk)
                 ids = [i for i in chunk if i in vectors]
                 if ids:
                     matrix = np.vstack([_as_matrix(vectors[i], self.dim) for i in ids])
-                    index.add_with_ids(matrix, np.array(ids, dtype=np.int64))
+                    self.add(key, ids, matrix, wait=False)
                     report["added"] += len(ids)
-            with self._lock:
-                self._indexes[key] = index
-                if extra or missing:
-                    self._dirty.add(key)
+            part = self._get(key) or part  # add may have made it approximate
+            if extra and isinstance(part, FlatPartition):
+                part.dirty = True
+            large = part.size >= self.options.approximate_min_entries
+            if isinstance(part, FlatPartition) and large:
+                self._convert(key, part)
         return report
 
-    def _load(self, key: str) -> faiss.IndexIDMap2 | None:
-        path = self._path(key)
-        if not path.exists():
+    def _load(self, key: str) -> Partition | None:
+        flat, snapshot, log_path = self._paths(key)
+        if flat.exists() and snapshot.exists():
+            # A crash between writing one kind and deleting the other: the newer is the state.
+            older = flat if flat.stat().st_mtime < snapshot.stat().st_mtime else snapshot
+            older.unlink()
+            if older is snapshot:
+                log_path.unlink(missing_ok=True)
+        if snapshot.exists():
+            try:
+                return load_hnsw(snapshot, log_path, self.dim, self.options)
+            except (ValueError, OSError) as exc:
+                log.warning("vector index %s unreadable (%s); rebuilding from SQL", snapshot, exc)
+                return None
+        if not flat.exists():
             return None
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(flat))
         except RuntimeError as exc:
             # A damaged file is derived data: rebuild it from SQL instead of refusing to start.
-            log.warning("vector index %s unreadable (%s); rebuilding from SQL", path, exc)
+            log.warning("vector index %s unreadable (%s); rebuilding from SQL", flat, exc)
             return None
         if index.d != self.dim or not isinstance(index, faiss.IndexIDMap2):
-            log.warning("vector index %s has the wrong shape; rebuilding from SQL", path)
+            log.warning("vector index %s has the wrong shape; rebuilding from SQL", flat)
             return None
-        return index
+        return FlatPartition(self.dim, index)
 
 
 # Vectors compared per partition on every start when the ids agree: the highest ids (where a
@@ -216,7 +289,7 @@ def _sample(ids: list[int]) -> list[int]:
 
 
 def _wrong_vectors(
-    index: faiss.IndexIDMap2,
+    part: Partition,
     ids: list[int],
     load_vectors: Callable[[list[int]], dict[int, np.ndarray]],
 ) -> list[int]:
@@ -229,12 +302,10 @@ def _wrong_vectors(
             vector = stored.get(row_id)
             if vector is None:
                 continue
-            held = index.reconstruct(row_id)
-            if not np.allclose(held, vector, atol=1e-5):
+            if not np.allclose(part.vector(row_id), vector, atol=1e-5):
                 wrong.append(row_id)
     return wrong
 
 
 def _as_matrix(vector: np.ndarray, dim: int) -> np.ndarray:
-    matrix = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, dim)
-    return matrix
+    return np.ascontiguousarray(vector, dtype=np.float32).reshape(1, dim)

@@ -1,0 +1,204 @@
+"""Large partitions on real FAISS and real SQLite files: the switch to HNSW, tombstones, the
+snapshot + log persistence, rebuilds and a damaged log. A threshold of 200 entries keeps them
+fast; the figures at 1M entries are benchmarks/scale.py's."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store.faiss_index import HnswPartition, IndexOptions
+
+DIM = 16
+P = Partition("acme", "support", "gpt-4o", "v1")
+THRESHOLD = 200
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(seed: int) -> np.ndarray:
+    """A near duplicate of ``unit(seed)`` (cosine about 0.95)."""
+    v = unit(seed) * 0.95 + unit(seed + 100_000) * 0.31
+    return v / np.linalg.norm(v)
+
+
+def new(n: int, ttl: float = 100.0) -> NewEntry:
+    return NewEntry(
+        entry_id=f"e{n}",
+        partition=P,
+        exact_key=f"k{n}",
+        context_hash="ctx",
+        query=f"query {n}",
+        response={"n": n},
+        embedding=unit(n),
+        created_at=1000.0,
+        expires_at=1000.0 + ttl,
+    )
+
+
+def open_store(tmp_path: Path, **options: float) -> SqlFaissStore:
+    return SqlFaissStore(
+        f"sqlite:///{tmp_path / 'db.sqlite'}",
+        tmp_path / "faiss",
+        DIM,
+        index_options=IndexOptions(approximate_min_entries=THRESHOLD, **options),  # type: ignore[arg-type]
+    )
+
+
+def crash(store: SqlFaissStore) -> None:
+    """Stop the store as a killed process would: no save, background threads gone."""
+    part = store.vectors.partition(P.key)
+    if isinstance(part, HnswPartition):
+        part.stop()
+    store.engine.dispose()
+
+
+def hnsw(store: SqlFaissStore) -> HnswPartition:
+    part = store.vectors.partition(P.key)
+    assert isinstance(part, HnswPartition), f"partition is {store.vectors.kind(P.key)}"
+    return part
+
+
+def top(store: SqlFaissStore, vector: np.ndarray, k: int = 1) -> list[str]:
+    found = store.search(P, vector, context_hash="ctx", now=1001.0, k=k)
+    return [c.entry.entry_id for c in found]
+
+
+def test_a_partition_past_the_threshold_turns_hnsw_and_finds_the_nearest(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put_many([new(n) for n in range(THRESHOLD - 1)], max_entries=10_000)
+    assert store.vectors.kind(P.key) == "flat"
+    store.put_many([new(n) for n in range(THRESHOLD - 1, 400)], max_entries=10_000)
+    # Found at once (the exact segment) and once merged into the graph.
+    assert top(store, near(350)) == ["e350"]
+    assert store.vectors.wait_idle(60)
+    assert hnsw(store).graph_size == 400
+    assert [top(store, near(n)) for n in range(0, 400, 7)] == [[f"e{n}"] for n in range(0, 400, 7)]
+    found = store.search(P, unit(5), context_hash="ctx", now=1001.0, k=1)
+    assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
+    store.close()
+    assert (tmp_path / "faiss" / f"{P.key}.hnsw").exists()
+    assert not (tmp_path / "faiss" / f"{P.key}.faiss").exists()
+
+
+def test_deleted_invalidated_and_expired_entries_are_never_returned(tmp_path: Path) -> None:
+    store = open_store(tmp_path, rebuild_deleted_fraction=0.9)
+    store.put_many([new(n, ttl=5 if n % 10 == 0 else 500) for n in range(400)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    for n in range(1, 400, 10):
+        assert store.delete("acme", f"e{n}")
+    assert store.sweep_expired(now=1010.0) == 40
+    gone = {f"e{n}" for n in range(400) if n % 10 in (0, 1)}
+    part = hnsw(store)
+    assert part.deleted == 80
+    for n in range(0, 400, 3):
+        # The index itself filters tombstones (in FAISS): no wasted slots in the top k.
+        raw = store.vectors.search(P.key, unit(n), 5)
+        assert len(raw) == 5
+        ids = top(store, unit(n), k=5)
+        assert not set(ids) & gone
+        assert (ids[0] == f"e{n}") == (f"e{n}" not in gone)
+    row_of = {e: r for r, e in _rows(tmp_path)}
+    live_rows = set(row_of.values())
+    for n in range(0, 400, 3):
+        assert {r for r, _ in store.vectors.search(P.key, unit(n), 5)} <= live_rows
+    store.close()
+
+
+def _rows(tmp_path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        return list(db.execute("SELECT row_id, entry_id FROM entries"))
+
+
+def test_a_restart_loads_snapshot_and_log_and_a_save_writes_only_the_log(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put_many([new(n) for n in range(400)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    store.close()  # a snapshot
+    snapshot = tmp_path / "faiss" / f"{P.key}.hnsw"
+    log = tmp_path / "faiss" / f"{P.key}.hlog"
+    snapshot_bytes = snapshot.stat().st_size
+
+    store = open_store(tmp_path)
+    assert store.reconcile_report["added"] == 0 and store.reconcile_report["loaded"] == 1
+    for n in range(400, 405):
+        store.put(new(n), max_entries=10_000)
+    store.delete("acme", "e3")
+    written = store.vectors.save()
+    # Five add records (id + vector each) and a delete record: the log, not the index.
+    assert 0 < written <= 5 * (9 + 8 + 4 * DIM) + (9 + 8)
+    assert written < snapshot_bytes / 50
+    assert snapshot.stat().st_size == snapshot_bytes
+    assert log.stat().st_size >= written
+    crash(store)
+
+    # Nothing re-embedded or read from SQL: every vector came from the snapshot and the log.
+    store = open_store(tmp_path)
+    report = store.reconcile_report
+    assert (report["added"], report["removed"], report["repaired"]) == (0, 0, 0), report
+    assert top(store, near(402)) == ["e402"]
+    assert "e3" not in top(store, unit(3), k=3)
+    assert store.vectors.size(P.key) == 404
+    store.close()
+
+
+def test_a_rebuild_after_many_deletes_drops_the_tombstones(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    ttls = [5.0] * 150 + [50.0] * 260 + [500.0] * 90
+    store.put_many([new(n, ttl) for n, ttl in enumerate(ttls)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    assert store.sweep_expired(now=1010.0) == 150  # 30% of the graph: past the 20% rebuild
+    assert store.vectors.wait_idle(60)
+    part = hnsw(store)
+    assert (part.deleted, part.graph_size, part.size) == (0, 350, 350)
+    assert [top(store, near(n)) for n in range(150, 500, 9)] == [
+        [f"e{n}"] for n in range(150, 500, 9)
+    ]
+    store.close()
+    again = open_store(tmp_path)
+    assert hnsw(again).deleted == 0 and again.reconcile_report["added"] == 0
+    # Down to under half the threshold: exact again, in a .faiss file.
+    assert again.sweep_expired(now=1060.0) == 260
+    assert again.vectors.kind(P.key) == "flat"
+    assert top(again, near(450)) == ["e450"]
+    again.close()
+    names = sorted(p.suffix for p in (tmp_path / "faiss").iterdir())
+    assert names == [".faiss"]
+
+
+def test_a_damaged_log_is_detected_and_repaired_from_sql(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put_many([new(n) for n in range(300)], max_entries=10_000)
+    store.close()
+    store = open_store(tmp_path)
+    store.put_many([new(n) for n in range(300, 310)], max_entries=10_000)
+    store.vectors.save()
+    log = tmp_path / "faiss" / f"{P.key}.hlog"
+    first = log.stat().st_size
+    store.put_many([new(n) for n in range(310, 320)], max_entries=10_000)
+    store.vectors.save()
+    crash(store)
+    # Flip bytes inside the second record's vectors: right length, wrong numbers.
+    data = bytearray(log.read_bytes())
+    for i in range(first + 200, first + 240):
+        data[i] ^= 0x5A
+    log.write_bytes(bytes(data))
+
+    store = open_store(tmp_path)
+    assert store.reconcile_report["added"] == 10, store.reconcile_report
+    for n in range(300, 320):
+        found = store.search(P, unit(n), context_hash="ctx", now=1001.0, k=1)
+        assert found[0].entry.entry_id == f"e{n}"
+        assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
+    # The damaged log is replaced by a snapshot at the next save.
+    assert hnsw(store).snapshot_needed
+    store.vectors.save()
+    assert log.stat().st_size < first
+    store.close()
