@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from semcache.store import NewEntry, Partition, SqlFaissStore
-from semcache.store.faiss_index import HnswPartition, IndexOptions
+from semcache.store.faiss_index import IndexOptions
+from semcache.store.hnsw_index import HnswPartition
 
 DIM = 16
 P = Partition("acme", "support", "gpt-4o", "v1")

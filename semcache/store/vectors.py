@@ -5,7 +5,8 @@ filters by context hash and expiry. Inner product of L2-normalised vectors is co
 similarity, the one scale semcache uses (docs/ARCHITECTURE.md, "Similarity scale"). A partition
 below ``approximate_min_entries`` is exact (``FlatPartition``, ``<key>.faiss``); past it, an HNSW
 graph with tombstones, a snapshot and an append-only log (``HnswPartition``, ``<key>.hnsw`` and
-``<key>.hlog``; see ``faiss_index``). One that shrinks below half the threshold turns exact again.
+``<key>.hlog``; see ``faiss_index`` and ``hnsw_files``). One that shrinks below half the
+threshold turns exact again.
 
 Every file is written atomically (temp file, then rename) or appended with CRC-checked
 records, so a crash mid-save leaves a readable state; ``reconcile`` then adds what SQL has and
@@ -22,7 +23,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .faiss_index import FlatPartition, HnswPartition, IndexOptions, load_hnsw
+from .faiss_index import FlatPartition, IndexOptions
+from .hnsw_files import load_hnsw, save_hnsw
+from .hnsw_index import HnswPartition
 
 __all__ = ["IndexOptions", "VectorIndexes"]
 
@@ -141,7 +144,7 @@ class VectorIndexes:
                         snapshot.unlink(missing_ok=True)
                         log_path.unlink(missing_ok=True)
                 else:
-                    wrote = part.save(snapshot, log_path, closing=closing)
+                    wrote = save_hnsw(part, snapshot, log_path, closing=closing)
                     if wrote:
                         flat.unlink(missing_ok=True)
                     written += wrote
