@@ -2,9 +2,9 @@
 
 This module has what both kinds share and the exact kind; ``hnsw_index`` the large kind,
 ``hnsw_files`` its files. ``FlatPartition`` is an ``IndexIDMap2`` over ``IndexFlatIP`` keyed
-by SQL row id, saved whole to ``<key>.faiss``: exact, and cheap to rewrite while small. ``HnswPartition`` (past
-``approximate_min_entries``) keeps an ``IndexHNSWFlat`` graph (inner product, so scores stay
-cosine similarities) plus a small exact "fresh" segment:
+by SQL row id, saved whole to ``<key>.faiss``: exact, and cheap to rewrite while small.
+``HnswPartition`` (past ``approximate_min_entries``) keeps an ``IndexHNSWFlat`` graph (inner
+product, so scores stay cosine similarities) plus a small exact "fresh" segment:
 
 - adds land in the fresh segment (a memory copy); a background thread moves them into the
   graph in small chunks, so a search waits at most for one chunk's insertion, and a writer
