@@ -5,6 +5,7 @@ fast; the figures at 1M entries are benchmarks/scale.py's."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -202,4 +203,23 @@ def test_a_damaged_log_is_detected_and_repaired_from_sql(tmp_path: Path) -> None
     assert hnsw(store).snapshot_needed
     store.vectors.save()
     assert log.stat().st_size < first
+    store.close()
+
+
+def test_searches_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.put_many([new(n) for n in range(300)], max_entries=10_000)
+    part = hnsw(store)
+    found: list[list[str]] = []
+    with part.mutation:  # what a snapshot save holds while it writes
+        # A change queued behind the save must not hold up searches either.
+        writer = threading.Thread(target=store.put, args=(new(300),), kwargs={"max_entries": 9999})
+        writer.start()
+        searcher = threading.Thread(target=lambda: found.append(top(store, near(42))))
+        searcher.start()
+        searcher.join(10)
+        assert found == [["e42"]]
+        assert writer.is_alive()
+    writer.join(10)
+    assert top(store, unit(300)) == ["e300"]
     store.close()

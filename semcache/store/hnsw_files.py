@@ -40,14 +40,14 @@ _LOG_HEADER = struct.Struct("<Q")  # generation
 def save_hnsw(part: HnswPartition, snapshot: Path, log_path: Path, *, closing: bool) -> int:
     """Append what changed to the log, or write a new snapshot when one is due; returns the
     bytes written."""
-    with part.lock.shared():
+    with part.mutation:
         due = part.snapshot_needed or part.logged_adds > max(
             part.options.approximate_min_entries,
             part.options.snapshot_log_fraction * part.snapshot_size,
         )
         if due or (closing and part.logged_adds):
             return _write_snapshot(part, snapshot, log_path)
-        # Writers wait for the read lock, so no record is added between these two lines.
+        # Changes wait for ``mutation``, so no record is added between these two lines.
         records, part.pending = part.pending, []
     if not records and part.log_ok:
         return 0
@@ -61,7 +61,7 @@ def save_hnsw(part: HnswPartition, snapshot: Path, log_path: Path, *, closing: b
             os.fsync(f.fileno())
         return sum(len(r) for r in records)
     except OSError as exc:
-        with part.lock.exclusive():
+        with part.mutation:
             part.pending[:0] = records
         raise StorageError(f"cannot append to vector log {log_path}: {exc}") from exc
 
@@ -79,7 +79,7 @@ def _write_log(part: HnswPartition, log_path: Path, records: list[bytes]) -> int
 
 
 def _write_snapshot(part: HnswPartition, snapshot: Path, log_path: Path) -> int:
-    """Under the read lock: searches go on, writers wait for the file."""
+    """Under ``mutation``: searches go on, changes wait for the file."""
     generation = part.generation + 1
     tmp = snapshot.with_name(snapshot.name + ".tmp")
     graph, labels, dead, fresh_ids, fresh = part.state()

@@ -40,6 +40,10 @@ class HnswPartition:
         self.dim = dim
         self.options = options
         self.lock = RWLock()
+        # Held by every change (before the write lock) and by a save instead of the read lock:
+        # a snapshot, seconds of writing at a million vectors, then stops changes but not
+        # searches (a writer queued on the read-write lock would stop those too).
+        self.mutation = threading.Lock()
         self._graph = graph if graph is not None else new_graph(dim)
         self._labels = np.zeros(0, dtype=np.int64)  # graph position -> row id
         self._dead = np.zeros(1, dtype=np.uint8)  # tombstones, one bit per position
@@ -129,7 +133,7 @@ class HnswPartition:
                 and not self._stop.is_set()
             ):
                 self._room.wait(0.5)
-        with self.lock.exclusive():
+        with self.mutation, self.lock.exclusive():
             self._forget(ids)
             self._fresh.add_with_ids(matrix, ids)
             if log_it:
@@ -138,7 +142,7 @@ class HnswPartition:
         self._start_worker()
 
     def remove(self, ids: np.ndarray, *, log_it: bool = True) -> None:
-        with self.lock.exclusive():
+        with self.mutation, self.lock.exclusive():
             dropped = self._forget(ids)
             if log_it and len(dropped):
                 self.pending.append(record(b"D", dropped, None))
@@ -223,7 +227,7 @@ class HnswPartition:
 
     def _merge_some(self) -> bool:
         """Move one chunk of the fresh segment into the graph; False when it was empty."""
-        with self.lock.exclusive():
+        with self.mutation, self.lock.exclusive():
             count = min(_MERGE_CHUNK, int(self._fresh.ntotal))
             if not count:
                 return False
@@ -257,7 +261,7 @@ class HnswPartition:
                 with self.lock.shared():
                     chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
                 graph.add(chunk)
-            with self.lock.exclusive():
+            with self.mutation, self.lock.exclusive():
                 # A row deleted (or replaced) during the build is a tombstone in the new graph.
                 pairs = zip(ids.tolist(), positions.tolist(), strict=True)
                 stale = np.fromiter(
@@ -286,7 +290,7 @@ class HnswPartition:
 
     def state(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The graph, its labels and packed tombstones, the fresh segment's ids and vectors;
-        the caller holds the read lock for as long as it uses the graph."""
+        the caller holds ``mutation`` for as long as it uses the graph."""
         n = self.graph_size
         fresh_ids = faiss.vector_to_array(self._fresh.id_map).astype(np.int64)
         fresh = faiss.downcast_index(self._fresh.index).reconstruct_n(0, len(fresh_ids))
@@ -295,7 +299,7 @@ class HnswPartition:
 
     def install(self, graph: Any, labels: np.ndarray, dead: np.ndarray) -> None:
         """Start from a loaded graph (its labels and packed tombstones)."""
-        with self.lock.exclusive():
+        with self.mutation, self.lock.exclusive():
             self._set_graph(graph, labels, dead)
 
 
