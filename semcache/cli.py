@@ -170,7 +170,7 @@ def serve(settings: Settings) -> int:
         log.warning("no API keys configured: serving one open tenant on %s", settings.host)
     import uvicorn
 
-    from .api.http_protocol import JsonErrorH11Protocol
+    from .api.http_protocol import JsonErrorHttpProtocol
     from .app import build_services, create_app
 
     services = build_services(settings)
@@ -182,7 +182,9 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         log_config=None,
-        http=JsonErrorH11Protocol,
+        # httptools' parser (uvicorn[standard]): h11's parsing and framing were a seventh of an
+        # exact hit's CPU time (benchmarks/results/hot_path_profile.md).
+        http=JsonErrorHttpProtocol,
     )
     server = uvicorn.Server(config)
     url = f"http://{settings.host}:{sock.getsockname()[1]}"

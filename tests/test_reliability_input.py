@@ -220,21 +220,52 @@ def test_mistyped_chat_fields_are_a_400(
     assert words in assert_error(r, 400, "invalid_field")
 
 
-def test_unparseable_http_gets_the_error_shape(server: ServerProcess) -> None:
-    request = (
-        b"POST /v1/cache/lookup HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: -1\r\n\r\n{}"
-    )
+def _exchange(server: ServerProcess, request: bytes) -> bytes:
+    """Send raw bytes, read until the server closes the connection."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request)
         raw = b""
         while chunk := sock.recv(65536):
             raw += chunk
-    head, _, body = raw.partition(b"\r\n\r\n")
+    return raw
+
+
+_LOOKUP_HEAD = b"POST /v1/cache/lookup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        _LOOKUP_HEAD + b"Content-Type: application/json\r\nContent-Length: -1\r\n\r\n{}",
+        _LOOKUP_HEAD + b"Broken header line\r\n\r\n",
+        # A head still unfinished after 16 KiB (a header line that never ends): h11's bound,
+        # which the httptools protocol keeps.
+        _LOOKUP_HEAD + b"X-Padding: " + b"a" * 20_000,
+    ],
+    ids=["negative-content-length", "broken-header", "endless-header"],
+)
+def test_unparseable_http_gets_the_error_shape(server: ServerProcess, request_bytes: bytes) -> None:
+    head, _, body = _exchange(server, request_bytes).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400")
     assert b"application/json" in head.lower()
     error = json.loads(body)["error"]
     assert error["code"] == "invalid_http" and error["type"] == "invalid_request_error"
+
+
+def test_a_large_head_under_the_bound_and_pipelined_requests_are_served(
+    server: ServerProcess,
+) -> None:
+    body = json.dumps({"query": "is a big head fine", "model": "m"}).encode()
+    one = (
+        _LOOKUP_HEAD
+        + f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Padding: {'a' * 12_000}\r\n\r\n".encode()
+        + body
+    )
+    last = one.replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nConnection: close\r\n")
+    # Sent in one write, so the second head starts inside the read that ends the first body.
+    raw = _exchange(server, one + last)
+    assert raw.count(b"HTTP/1.1 200") == 2, raw[:300]
 
 
 # -- NaN and Infinity outside bodies --------------------------------------------------------------
