@@ -205,19 +205,13 @@ class SqlFaissStore:
 
     def get(self, tenant: str, entry_id: str) -> Entry | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(entries).where(entries.c.tenant == tenant, entries.c.entry_id == entry_id)
-            ).first()
+            row = conn.execute(_BY_ID, {"tenant": tenant, "entry_id": entry_id}).first()
         return None if row is None else _entry(row._mapping)
 
     def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(
-                select(entries).where(
-                    entries.c.tenant == tenant,
-                    entries.c.exact_key == exact_key,
-                    entries.c.expires_at > now,
-                )
+                _EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
             ).first()
         return None if row is None else _entry(row._mapping)
 
@@ -270,13 +264,14 @@ class SqlFaissStore:
     ) -> dict[int, Entry]:
         with self._read() as conn:
             rows = conn.execute(
-                select(entries).where(
-                    entries.c.row_id.in_(row_ids),
-                    entries.c.tenant == partition.tenant,
-                    entries.c.partition_key == partition.key,
-                    entries.c.context_hash == context_hash,
-                    entries.c.expires_at > now,
-                )
+                _LIVE,
+                {
+                    "row_ids": list(row_ids),
+                    "tenant": partition.tenant,
+                    "partition_key": partition.key,
+                    "context_hash": context_hash,
+                    "now": now,
+                },
             )
             return {row.row_id: _entry(row._mapping) for row in rows}
 
@@ -426,6 +421,27 @@ def _may_hit(entry: Entry, similarity: float) -> bool:
     # search widens past floored entries as it does past other conversations', so a floored
     # top k cannot hide a match.
     return entry.hit_floor is None or similarity > entry.hit_floor + HIT_FLOOR_MARGIN
+
+
+# The reads on the lookup path, built once: building and caching a fresh select() per call
+# was more than half of an exact lookup's CPU time (benchmarks/results/hot_path_profile.md).
+# They leave out the embedding, which no Entry carries.
+_ENTRY_COLUMNS = [column for column in entries.c if column.name != "embedding"]
+_EXACT = select(*_ENTRY_COLUMNS).where(
+    entries.c.tenant == bindparam("tenant"),
+    entries.c.exact_key == bindparam("exact_key"),
+    entries.c.expires_at > bindparam("now"),
+)
+_BY_ID = select(*_ENTRY_COLUMNS).where(
+    entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
+)
+_LIVE = select(*_ENTRY_COLUMNS).where(
+    entries.c.row_id.in_(bindparam("row_ids", expanding=True)),
+    entries.c.tenant == bindparam("tenant"),
+    entries.c.partition_key == bindparam("partition_key"),
+    entries.c.context_hash == bindparam("context_hash"),
+    entries.c.expires_at > bindparam("now"),
+)
 
 
 def _entry(row: Any) -> Entry:
