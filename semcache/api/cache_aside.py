@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from ..cache.service import CacheService, PreparedStore, StoreItem
@@ -15,6 +14,7 @@ from ..requestlog import note
 from ..store.base import Entry, Partition
 from .body import read_model
 from .deps import principal_of, services_of
+from .responses import JsonResponse
 
 __all__ = ["MAX_BATCH_ENTRIES", "StoreBody", "prepare_store", "router"]
 
@@ -107,7 +107,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
 
 
 @router.post("/lookup")
-async def lookup(request: Request) -> JSONResponse:
+async def lookup(request: Request) -> JsonResponse:
     services = services_of(request)
     principal = principal_of(request)
     body = await read_model(request, LookupBody, services.settings.max_body_bytes)
@@ -131,7 +131,7 @@ async def lookup(request: Request) -> JSONResponse:
         miss_reason=result.miss_reason,
         verifier_score=result.verifier_score,
     )
-    return JSONResponse(payload, headers=result.headers(cache.clock()))
+    return JsonResponse(payload, headers=result.headers(cache.clock()))
 
 
 def prepare_store(cache: CacheService, tenant: str, body: StoreBody) -> PreparedStore:
@@ -153,18 +153,18 @@ def _stored_json(entry: Entry) -> dict[str, Any]:
 
 
 @router.post("/store", status_code=201)
-async def store(request: Request) -> JSONResponse:
+async def store(request: Request) -> JsonResponse:
     services = services_of(request)
     principal = principal_of(request)
     body = await read_model(request, StoreBody, services.settings.max_body_bytes)
     _note_query(services.settings.log_prompts, body)
     prepared = prepare_store(services.cache, principal.tenant, body)
     (entry,) = await services.cache.store_many([prepared])
-    return JSONResponse(_stored_json(entry), status_code=201)
+    return JsonResponse(_stored_json(entry), status_code=201)
 
 
 @router.post("/store/batch", status_code=201)
-async def store_batch(request: Request) -> JSONResponse:
+async def store_batch(request: Request) -> JsonResponse:
     """Store up to ``MAX_BATCH_ENTRIES`` entries, all or none: each item means what a
     ``/store`` body means; the answer lists each one's entry in order."""
     services = services_of(request)
@@ -179,7 +179,7 @@ async def store_batch(request: Request) -> JSONResponse:
             where = f"entries.{n}.{field}" if field else f"entries.{n}"
             raise InvalidRequest(f"{where}: {exc.message}", code=exc.code) from exc
     stored = await services.cache.store_many(prepared)
-    return JSONResponse({"entries": [_stored_json(e) for e in stored]}, status_code=201)
+    return JsonResponse({"entries": [_stored_json(e) for e in stored]}, status_code=201)
 
 
 @router.get("/entries/{entry_id}")

@@ -11,12 +11,12 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ClientError, InvalidRequest, NotFound, SemcacheError
 from ..requestlog import note
 from ..wire import ANTHROPIC_WIRE, OPENAI_WIRE, Wire
+from .responses import JsonResponse
 
 __all__ = ["error_response", "install_error_handlers", "wire_of_path"]
 
@@ -28,10 +28,10 @@ def wire_of_path(path: str) -> Wire:
     return ANTHROPIC_WIRE if path.rstrip("/") == "/v1/messages" else OPENAI_WIRE
 
 
-def error_response(error: SemcacheError, wire: Wire = OPENAI_WIRE) -> JSONResponse:
+def error_response(error: SemcacheError, wire: Wire = OPENAI_WIRE) -> JsonResponse:
     """The HTTP response for one semcache error (its code goes into the request log)."""
     note(error=error.code)
-    return JSONResponse(
+    return JsonResponse(
         wire.error_body(error), status_code=error.status_code, headers=error.headers
     )
 
@@ -39,13 +39,13 @@ def error_response(error: SemcacheError, wire: Wire = OPENAI_WIRE) -> JSONRespon
 def install_error_handlers(app: FastAPI) -> None:
     """Route every failure, ours or the framework's, through ``error_response``."""
 
-    async def semcache_error(request: Request, exc: Exception) -> JSONResponse:
+    async def semcache_error(request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, SemcacheError)
         if not isinstance(exc, ClientError):
             log.warning("%s: %s", type(exc).__name__, exc.message)
         return error_response(exc, wire_of_path(request.url.path))
 
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -53,7 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = InvalidRequest(f"invalid request: {problems}")
         return error_response(error, wire_of_path(request.url.path))
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JsonResponse:
         assert isinstance(exc, StarletteHTTPException)
         wire = wire_of_path(request.url.path)
         if exc.status_code == 404:
@@ -64,7 +64,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error.code = "method_not_allowed"
         return error_response(error, wire)
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JsonResponse:
         # The traceback goes to the log, never to the client.
         log.error("unhandled error", exc_info=exc)
         error = SemcacheError("internal error; the server log has the details")

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from ..errors import InvalidRequest, SemcacheError
 from ..levers.budgets import is_urgent
@@ -19,6 +19,7 @@ from ..requestlog import note, prompt_text
 from ..wire import ANTHROPIC, ANTHROPIC_WIRE, OPENAI, OPENAI_WIRE, RESPONSES_WIRE, Wire
 from .body import read_json
 from .deps import principal_of, services_of
+from .responses import JsonResponse
 
 __all__ = ["router"]
 
@@ -94,7 +95,7 @@ def _render(response: ProxyResponse) -> Response:
     if response.stream is not None:
         headers = {**response.headers, "Cache-Control": "no-cache"}
         return StreamingResponse(response.stream, media_type="text/event-stream", headers=headers)
-    return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
+    return JsonResponse(response.body, status_code=response.status_code, headers=response.headers)
 
 
 @router.post("/v1/chat/completions")
@@ -119,11 +120,11 @@ async def embeddings(request: Request) -> Response:
 
 
 @router.get("/v1/models")
-async def models(request: Request) -> JSONResponse:
+async def models(request: Request) -> JsonResponse:
     """The upstream's model list, in the format of the SDK that asks."""
     services = services_of(request)
     principal_of(request)
     anthropic = "anthropic-version" in request.headers
     provider, path = (ANTHROPIC, "/v1/models") if anthropic else (OPENAI, "/models")
     listing: Any = await services.upstream.get_json(provider, path, client_key=_client_key(request))
-    return JSONResponse(listing)
+    return JsonResponse(listing)
