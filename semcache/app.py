@@ -319,6 +319,10 @@ def create_app(services: Services) -> FastAPI:
         openapi_url=None if guarded else "/openapi.json",
         docs_url=None if guarded else "/docs",
         redoc_url=None if guarded else "/redoc",
+        # FastAPI's own OpenTelemetry, which reads the global providers (and the environment)
+        # on every request: semcache's spans come from its own provider (telemetry.py), and
+        # the check alone was a few percent of an exact hit's CPU time.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     if guarded:
