@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections import deque
@@ -124,9 +126,18 @@ class TextFormatter(logging.Formatter):
         return line.replace("\n", "\n    ")
 
 
+# A text value with one of these is written as a JSON string.
+_NEEDS_QUOTES = re.compile(r'[ "=\n]')
+
+
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    if text == "" or any(c in text for c in ' "=\n'):
+    # Plain numbers as json.dumps writes them, without its call (a request line has several;
+    # an int subclass such as an enum still goes through json.dumps).
+    if type(value) in (int, float) and math.isfinite(value):
+        text = repr(value)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+    if text == "" or _NEEDS_QUOTES.search(text):
         return json.dumps(text)
     return text
 

@@ -106,9 +106,14 @@ class RequestKeys:
     semantic_text: str
 
 
+# json.dumps with these options builds an encoder per call; one shared encoder writes the
+# same text (keys must never change: stored entries are found by them) without that cost.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no insignificant whitespace; strings are kept byte for byte."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def _hash(value: Any) -> str:
