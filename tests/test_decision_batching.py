@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from semcache.cache import CacheConfig, CacheService, Partition
-from semcache.cache.decision import BatchHitDecision, ThresholdDecision
+from semcache.cache.decision import BatchHitDecision, ScoringDecision, ThresholdDecision
 from semcache.embed import MicroBatcher
 from semcache.store import SqlFaissStore
 from semcache.store.base import Candidate
@@ -173,6 +173,54 @@ def test_a_decision_without_choose_many_runs_in_a_worker_thread(tmp_path: Path) 
 
     assert asyncio.run(run()) == "HIT-SEMANTIC"
     assert threads
+    service.storage.close()
+
+
+class ScoringCounter(CountingDecision):
+    """Scores a candidate 0.9 when its query ends like the lookup's, else 0.2; accepts 0.5 and
+    up, as the verifier does. Asking it to score one lookup alone is an error."""
+
+    def scored_many(
+        self, requests: Sequence[tuple[str, Sequence[Candidate], float]]
+    ) -> list[list[tuple[float, Candidate]]]:
+        self.batches.append(len(requests))
+        return [
+            [
+                (0.9 if c.entry.query.split()[-1] == query.split()[-1] else 0.2, c)
+                for c in candidates
+                if c.similarity >= threshold
+            ]
+            for query, candidates, threshold in requests
+        ]
+
+    def accept(self, scored: Sequence[tuple[float, Candidate]]) -> Candidate | None:
+        best = max(scored, key=lambda sc: sc[0], default=None)
+        return best[1] if best is not None and best[0] >= 0.5 else None
+
+    def scored(self, query: str, candidates: Sequence[Candidate], threshold: float) -> Any:
+        raise AssertionError("a rejection's score comes from the pass that rejected it")
+
+
+def test_a_rejected_lookup_keeps_the_score_of_its_one_pass(tmp_path: Path) -> None:
+    decision = ScoringCounter()
+    assert isinstance(decision, ScoringDecision)
+    service, _ = _service(tmp_path, decision)
+
+    async def run() -> list[Any]:
+        await service.store(P, _chat("alpha question one"), "a")
+        results = [
+            await service.lookup(P, _chat("alpha other one")),
+            await service.lookup(P, _chat("alpha other two")),
+        ]
+        await service.batcher.close()
+        await service.stop_batching()
+        return results
+
+    hit, rejected = asyncio.run(run())
+    assert hit.status == "HIT-SEMANTIC" and hit.verifier_score is None
+    assert rejected.status == "MISS" and rejected.miss_reason == "verifier-rejected"
+    assert rejected.verifier_score == pytest.approx(0.2)
+    assert decision.batches == [1, 1]
     service.storage.close()
 
 

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from ..store.base import Candidate
 
-__all__ = ["BatchHitDecision", "HitDecision", "ThresholdDecision"]
+__all__ = ["BatchHitDecision", "HitDecision", "ScoringDecision", "ThresholdDecision"]
 
 
 class HitDecision(Protocol):
@@ -29,6 +29,19 @@ class BatchHitDecision(HitDecision, Protocol):
     def choose_many(
         self, requests: Sequence[tuple[str, Sequence[Candidate], float]]
     ) -> list[Candidate | None]: ...
+
+
+@runtime_checkable
+class ScoringDecision(BatchHitDecision, Protocol):
+    """A batch decision that scores each lookup's candidates, then accepts the best or none
+    (the verifier): the cache service keeps a rejected lookup's best score from the same pass
+    (``X-Semcache-Verifier-Score``) instead of scoring its candidates again."""
+
+    def scored_many(
+        self, requests: Sequence[tuple[str, Sequence[Candidate], float]]
+    ) -> list[list[tuple[float, Candidate]]]: ...
+
+    def accept(self, scored: Sequence[tuple[float, Candidate]]) -> Candidate | None: ...
 
 
 class ThresholdDecision:

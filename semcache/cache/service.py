@@ -24,7 +24,7 @@ from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
 from ..telemetry import Tracing
-from .decision import BatchHitDecision, HitDecision, ThresholdDecision
+from .decision import BatchHitDecision, HitDecision, ScoringDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
 from .status import CacheStatus, MissReason, outcome_headers
 from .workers import StoreWorkers
@@ -143,12 +143,13 @@ class CacheService:
         self.decision: HitDecision = decision or ThresholdDecision()
         # Lookups that reach the decision together share one call (one verifier pass); no
         # lookup waits for company (max_wait 0): those arriving while a pass runs form the next.
-        self.decision_batcher: (
-            MicroBatcher[tuple[str, list[Candidate], float], Candidate | None] | None
-        ) = None
+        # Each gets the candidate chosen (or None) and, from a scoring decision, its best score.
+        self.decision_batcher: MicroBatcher[tuple[str, list[Candidate], float], _Decided] | None = (
+            None
+        )
         if isinstance(self.decision, BatchHitDecision):
             self.decision_batcher = MicroBatcher(
-                self.decision.choose_many,
+                _decide_many(self.decision),
                 max_size=config.decision_batch_max_size,
                 max_wait_s=0.0,
             )
@@ -272,10 +273,11 @@ class CacheService:
                 MISS, keys=keys, vector=vector, miss_reason=reason or MissReason.NO_CANDIDATE
             )
         kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
+        score: float | None = None
         with tracing.span("semcache.verify", {"semcache.hit_decision": kind}) as span:
             if self.decision_batcher is not None:
                 submitted = (keys.semantic_text, candidates, threshold)
-                chosen = await self.decision_batcher.submit(submitted)
+                chosen, score = await self.decision_batcher.submit(submitted)
             else:
                 chosen = await asyncio.to_thread(
                     self.decision.choose, keys.semantic_text, candidates, threshold
@@ -284,7 +286,7 @@ class CacheService:
         if any(c.similarity >= threshold for c in candidates):
             self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
         if chosen is None:
-            return await self._rejected(partition, keys, vector, candidates, threshold, now)
+            return await self._rejected(partition, keys, vector, candidates, threshold, now, score)
         # A store that committed between the exact probe and the search shows up here as the
         # same request: report it as the exact hit it is.
         status = HIT_EXACT if chosen.entry.exact_key == keys.exact_key else HIT_SEMANTIC
@@ -318,17 +320,19 @@ class CacheService:
         candidates: list[Candidate],
         threshold: float,
         now: float,
+        score: float | None = None,
     ) -> LookupResult:
-        """The miss when the hit decision chose none of the candidates, with its reason."""
+        """The miss when the hit decision chose none of the candidates, with its reason and
+        ``score``, the best score of the pass that rejected them when the decision gave it."""
         best = _best(candidates)
         result = LookupResult(MISS, similarity=best, keys=keys, vector=vector)
         if best < threshold:
             reason = await self._filtered(partition, keys, vector, threshold, now)
             return replace(result, miss_reason=reason or MissReason.BELOW_THRESHOLD)
-        score = None
         scored = getattr(self.decision, "scored", None)
-        if scored is not None:
-            # The verifier's pass again, on this miss only: its best probability.
+        if score is None and scored is not None:
+            # A decision that scores but decided without saying: its pass again, on this miss
+            # only, for its best probability.
             pairs = await asyncio.to_thread(scored, keys.semantic_text, candidates, threshold)
             score = max((s for s, _ in pairs), default=None)
         return replace(result, miss_reason=MissReason.VERIFIER_REJECTED, verifier_score=score)
@@ -508,6 +512,31 @@ class CacheService:
         if removed:
             self.metrics.evictions.labels("expired").inc(removed)
         return removed
+
+
+# What a batched hit decision answers a lookup: the candidate chosen (None: a miss) and the
+# best score among its candidates (None when the decision gives no scores, or had none).
+_Decided = tuple[Candidate | None, float | None]
+
+
+def _decide_many(
+    decision: BatchHitDecision,
+) -> Callable[[Sequence[tuple[str, Sequence[Candidate], float]]], list[_Decided]]:
+    """The decision's batch call, each answer with its best score when the decision scores."""
+    if isinstance(decision, ScoringDecision):
+
+        def scored(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[_Decided]:
+            return [
+                (decision.accept(pairs), max((s for s, _ in pairs), default=None))
+                for pairs in decision.scored_many(requests)
+            ]
+
+        return scored
+
+    def chosen(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[_Decided]:
+        return [(candidate, None) for candidate in decision.choose_many(requests)]
+
+    return chosen
 
 
 def _best(candidates: list[Candidate]) -> float:
