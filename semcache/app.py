@@ -83,6 +83,7 @@ def open_configured_store(settings: Settings, dim: int) -> CacheStore:
         pool_size=settings.database_pool_size,
         ef_search=settings.hnsw_ef_search,
         approximate_min_entries=settings.approximate_index_min_entries,
+        approximate_ef_search=settings.approximate_index_ef_search,
         rebuild_deleted_fraction=settings.index_rebuild_deleted_fraction,
     )
 

@@ -65,15 +65,19 @@ class Settings:
     )
     hnsw_ef_search: int = _setting(
         100,
-        "Candidates an HNSW search keeps (pgvector's hnsw.ef_search on PostgreSQL, FAISS's "
-        "efSearch in partitions past approximate_index_min_entries); higher finds the nearest "
-        "entry more often and costs more.",
+        "pgvector's hnsw.ef_search on PostgreSQL: candidates a semantic search keeps; higher "
+        "finds the nearest entry more often and costs more.",
     )
     approximate_index_min_entries: int = _setting(
         20_000,
         "Entries at which a partition's FAISS index turns from exact search into an HNSW graph "
         "(back to exact below half of it); also the most vectors a large partition searches "
         "exactly while they wait to join the graph.",
+    )
+    approximate_index_ef_search: int = _setting(
+        400,
+        "FAISS's efSearch in partitions past approximate_index_min_entries: candidates an HNSW "
+        "search keeps; higher finds the nearest entry more often and costs more.",
     )
     index_rebuild_deleted_fraction: float = _setting(
         0.2,
@@ -311,6 +315,7 @@ _BOUNDS: dict[str, _Rule] = {
     "min_request_threshold": ({"ge": -1, "le": 1}, "must be in [-1, 1]"),
     "hnsw_ef_search": ({"ge": 1, "le": 1000}, "must be between 1 and 1000"),
     "approximate_index_min_entries": ({"ge": 2}, "must be at least 2"),
+    "approximate_index_ef_search": ({"ge": 1, "le": 4096}, "must be between 1 and 4096"),
     "index_rebuild_deleted_fraction": ({"gt": 0, "lt": 1}, "must be between 0 and 1"),
     **dict.fromkeys(
         (

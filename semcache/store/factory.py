@@ -25,6 +25,7 @@ def open_store(
     pool_size: int = 10,
     ef_search: int = 100,
     approximate_min_entries: int = IndexOptions.approximate_min_entries,
+    approximate_ef_search: int = IndexOptions.ef_search,
     rebuild_deleted_fraction: float = IndexOptions.rebuild_deleted_fraction,
 ) -> CacheStore:
     """Open (creating or upgrading its schema) the store ``database_url`` names. A
@@ -49,7 +50,7 @@ def open_store(
         StoreOptions(write_timeout_s=write_timeout_s, min_free_disk_mb=min_free_disk_mb),
         IndexOptions(
             approximate_min_entries=approximate_min_entries,
-            ef_search=ef_search,
+            ef_search=approximate_ef_search,
             rebuild_deleted_fraction=rebuild_deleted_fraction,
         ),
     )
