@@ -71,8 +71,8 @@ class Settings:
     approximate_index_min_entries: int = _setting(
         20_000,
         "Entries at which a partition's FAISS index turns from exact search into an HNSW graph "
-        "(back to exact below half of it); also the most vectors a large partition searches "
-        "exactly while they wait to join the graph.",
+        "(back to exact below half of it); a large partition's stores wait while twice this "
+        "many vectors wait to join its graph (and are searched exactly meanwhile).",
     )
     approximate_index_ef_search: int = _setting(
         400,

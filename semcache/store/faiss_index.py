@@ -8,8 +8,8 @@ product, so scores stay cosine similarities) plus a small exact "fresh" segment:
 
 - adds land in the fresh segment (a memory copy); a background thread moves them into the
   graph in small chunks, so a search waits at most for one chunk's insertion, and a writer
-  waits only while the fresh segment is full (``approximate_min_entries`` vectors, so an exact
-  scan never covers more than a flat partition at the threshold would);
+  waits only while the fresh segment is full (twice ``approximate_min_entries`` vectors, so an
+  exact scan never covers more than twice what a flat partition at the threshold would);
 - HNSW cannot remove, so deletes (expiry included) set a tombstone bit that searches filter
   inside FAISS (``IDSelectorNot(IDSelectorBitmap)``); past ``rebuild_deleted_fraction`` the
   thread rebuilds the graph from the live vectors while the old one serves;

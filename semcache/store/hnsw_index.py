@@ -123,11 +123,13 @@ class HnswPartition:
         self, ids: np.ndarray, matrix: np.ndarray, *, log_it: bool = True, wait: bool = True
     ) -> None:
         """Put vectors in the fresh segment; an id present already is replaced. Waits while
-        the segment is full (the merge thread empties it) unless a rebuild runs."""
+        the segment is full (the merge thread empties it) unless a rebuild runs. Full is twice
+        the threshold: a partition that just crossed it starts with the threshold's worth in
+        the segment, and its stores should not wait for all of those to be merged."""
         with self._room:
             while (
                 wait
-                and self._fresh.ntotal >= self.options.approximate_min_entries
+                and self._fresh.ntotal >= 2 * self.options.approximate_min_entries
                 and not self._rebuilding
                 and self._worker is not None
                 and not self._stop.is_set()
