@@ -15,6 +15,7 @@ the verifier's verdict. Writes benchmarks/results/proxy_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import uuid
@@ -56,6 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.requests
     texts = queries(n)
+    # Other work on the machine moves these figures; the report keeps the load averages.
+    load_start = os.getloadavg()
     sim = ServerProcess(["simulate-upstream"], health_path="/sim/stats")
     with sim, tempfile.TemporaryDirectory() as data:
         env = {"SEMCACHE_API_KEYS": "", "SEMCACHE_OPENAI_BASE_URL": sim.url + "/v1"}
@@ -93,10 +96,17 @@ def main() -> None:
                     results[f"semcache {status} (reworded, verified)"] = picked
     summary = {name: summary_ms(samples) for name, samples in results.items()}
     base = summary["direct upstream"]
+    load = {
+        "start": [round(x, 2) for x in load_start],
+        "end": [round(x, 2) for x in os.getloadavg()],
+    }
     lines = [
         f"# Proxy overhead ({n} sequential non-streamed requests each, simulator with no latency)",
         "",
         f"`python benchmarks/proxy_overhead.py --requests {n}`",
+        "",
+        f"Load averages (1, 5, 15 min) on {os.cpu_count()} CPUs: {load['start']} at the start, "
+        f"{load['end']} at the end.",
         "",
         "| path | median ms | p99 ms | added median ms | added p99 ms |",
         "|---|---|---|---|---|",
@@ -118,7 +128,12 @@ def main() -> None:
     ]
     write_results(
         "proxy_overhead",
-        {"command": f"python benchmarks/proxy_overhead.py --requests {n}", "results": summary},
+        {
+            "command": f"python benchmarks/proxy_overhead.py --requests {n}",
+            "cpus": os.cpu_count(),
+            "loadavg": load,
+            "results": summary,
+        },
         "\n".join(lines),
     )
 
