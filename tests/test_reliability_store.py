@@ -318,6 +318,37 @@ def test_reads_never_wait_behind_a_held_write_lock(plain_server: ServerProcess) 
         assert r.status_code == 201, r.text
 
 
+def test_an_exact_hit_sees_another_process_change_or_delete_its_entry(
+    plain_server: ServerProcess,
+) -> None:
+    query = "Which regions does the enterprise plan cover?"
+    with httpx.Client(base_url=plain_server.url, timeout=30) as client:
+        r = _store(client, query, {"answer": "EU and US"})
+        assert r.status_code == 201, r.text
+        entry_id = r.json()["id"]
+        first = _lookup(client, query)
+        assert first["status"] == "HIT-EXACT" and first["entry"]["response"] == {
+            "answer": "EU and US"
+        }
+
+        # Another process (here: this one) rewrites the answer in the same file, then deletes
+        # the entry: the server's very next exact lookups follow each commit.
+        db = sqlite3.connect(_data_dir(plain_server) / "semcache.db", timeout=10)
+        with db:
+            db.execute(
+                "UPDATE entries SET response = ? WHERE entry_id = ?",
+                ('{"answer": "EU, US and APAC"}', entry_id),
+            )
+        changed = _lookup(client, query)
+        assert changed["status"] == "HIT-EXACT"
+        assert changed["entry"]["response"] == {"answer": "EU, US and APAC"}
+        with db:
+            db.execute("DELETE FROM entries WHERE entry_id = ?", (entry_id,))
+        db.close()
+        gone = _lookup(client, query)
+        assert gone["status"] == "MISS" and gone["entry"] is None, gone
+
+
 # -- 4. a damaged store refuses to start, says why, and keeps the index files ------------------
 
 
