@@ -95,6 +95,27 @@ class NewEntry:
     expires_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def columns(self) -> dict[str, Any]:
+        """The entries row's columns but the embedding, whose form each backend chooses."""
+        p = self.partition
+        return {
+            "entry_id": self.entry_id,
+            "tenant": p.tenant,
+            "namespace": p.namespace,
+            "model": p.model,
+            "doc_version": p.doc_version,
+            "partition_key": p.key,
+            "exact_key": self.exact_key,
+            "context_hash": self.context_hash,
+            "query": self.query,
+            "response": json.dumps(self.response, ensure_ascii=False),
+            "metadata": json.dumps(self.metadata, ensure_ascii=False),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "last_used_at": self.created_at,
+            "hit_count": 0,
+        }
+
     def stored(self, row_id: int) -> Entry:
         """This entry as a store returns it once written under ``row_id``."""
         return Entry(

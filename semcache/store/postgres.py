@@ -352,25 +352,7 @@ class PostgresStore:
         return [stored[slot] for slot in slots], evicted
 
     def _row(self, entry: NewEntry) -> dict[str, Any]:
-        p = entry.partition
-        return {
-            "entry_id": entry.entry_id,
-            "tenant": p.tenant,
-            "namespace": p.namespace,
-            "model": p.model,
-            "doc_version": p.doc_version,
-            "partition_key": p.key,
-            "exact_key": entry.exact_key,
-            "context_hash": entry.context_hash,
-            "query": entry.query,
-            "response": json.dumps(entry.response, ensure_ascii=False),
-            "metadata": json.dumps(entry.metadata, ensure_ascii=False),
-            "vector": self._vector(entry.embedding),
-            "created_at": entry.created_at,
-            "expires_at": entry.expires_at,
-            "last_used_at": entry.created_at,
-            "hit_count": 0,
-        }
+        return {**entry.columns(), "vector": self._vector(entry.embedding)}
 
     def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> int:
         # Kept by triggers (revision 0005), including this transaction's own insert; the

@@ -395,25 +395,7 @@ class SqlFaissStore:
 
 
 def _row(entry: NewEntry, embedding: bytes) -> dict[str, Any]:
-    p = entry.partition
-    return {
-        "entry_id": entry.entry_id,
-        "tenant": p.tenant,
-        "namespace": p.namespace,
-        "model": p.model,
-        "doc_version": p.doc_version,
-        "partition_key": p.key,
-        "exact_key": entry.exact_key,
-        "context_hash": entry.context_hash,
-        "query": entry.query,
-        "response": json.dumps(entry.response, ensure_ascii=False),
-        "metadata": json.dumps(entry.metadata, ensure_ascii=False),
-        "embedding": embedding,
-        "created_at": entry.created_at,
-        "expires_at": entry.expires_at,
-        "last_used_at": entry.created_at,
-        "hit_count": 0,
-    }
+    return {**entry.columns(), "embedding": embedding}
 
 
 def _may_hit(entry: Entry, similarity: float) -> bool:
