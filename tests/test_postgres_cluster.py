@@ -49,16 +49,15 @@ def test_an_rpm_limit_of_60_holds_for_three_replicas_together(pg_cluster: Cluste
     admitted = [r for r in answers if r.status_code == 200]
     refused = [r for r in answers if r.status_code == 429]
     assert len(admitted) + len(refused) == 120, {r.status_code for r in answers}
-    # 60 in the bucket, plus one a second refilled while the burst ran; per replica it would
-    # have been up to 180.
+    # 60 in the bucket, plus one a second refilled while the burst ran; with a bucket per
+    # replica all 120 would pass (40 on each).
     assert 60 <= len(admitted) <= 60 + math.ceil(elapsed) + 1, (len(admitted), elapsed)
     assert {r.headers["x-ratelimit-limit-requests"] for r in admitted} == {"60"}
     for r in refused:
         assert "requests per minute (RPM): limit 60" in r.json()["error"]["message"]
         assert int(r.headers["retry-after"]) >= 1
-    # Every replica refuses now, whichever answered the burst.
-    for server in replicas:
-        assert chat(server, "rpm", prompt).status_code == 429
+    # Each replica refused some: request i went to replica i % 3.
+    assert {i % 3 for i, r in enumerate(answers) if r.status_code == 429} == {0, 1, 2}
 
 
 def test_a_model_tpm_budget_is_shared_by_the_replicas(pg_cluster: Cluster) -> None:
@@ -115,7 +114,7 @@ def test_a_spend_budget_holds_for_the_cluster(pg_cluster: Cluster) -> None:
     assert refused.json()["error"]["code"] == "budget_exceeded"
     assert len(costs) >= 3  # the budget was reached over calls on every replica
     assert spent - max(costs) < Decimal("0.0003") <= spent + max(costs), (spent, costs)
-    time.sleep(0.2)  # the last call's spend is written in the background, right after it
+    time.sleep(1.0)  # the last call's spend is written in the background, right after it
     for server in pg_cluster.replicas:
         r = chat(server, "broke", f"after the budget {uuid.uuid4().hex}", max_tokens=50)
         assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
@@ -127,7 +126,8 @@ def test_thirty_identical_misses_over_three_replicas_make_one_upstream_call(
     sim = pg_cluster.sim
     sim.reset()
     prompt = f"single flight over three {uuid.uuid4().hex}"
-    headers = {"x-sim-ttft-ms": "2000", "X-Semcache-Namespace": "flight3"}
+    # The upstream takes 3 s to answer, so all thirty are in flight at once.
+    headers = {"x-sim-ttft-ms": "3000", "X-Semcache-Namespace": "flight3"}
 
     def ask(i: int) -> httpx.Response:
         return chat(pg_cluster.replicas[i % 3], "open", prompt, headers=headers)
