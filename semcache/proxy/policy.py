@@ -281,21 +281,18 @@ class Policy:
         if self._shared_ledger is not None:
             self._write_spend_soon()
         self.metrics.record_cost(model, status, spent, saved, cache_saved)
-        row = UsageRow(
-            ts=now,
-            day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
-            tenant=caller.tenant,
-            user=caller.user or "",
-            feature=caller.feature or "",
-            model=model,
-            status=status,
+        row = _usage_row(
+            caller,
+            model,
+            status,
+            now=now,
+            started=admission.started,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.output,
             cached_tokens=usage.cached_read,
             cost_usd=float(spent) if spent is not None else None,
             saved_usd=float(saved),
             prompt_cache_saved_usd=float(cache_saved or 0),
-            latency_ms=(time.perf_counter() - admission.started) * 1000,
         )
         self._pending.append(row)
         note(
@@ -319,25 +316,7 @@ class Policy:
             self.metrics.rejections.labels("client_error").inc()
         else:
             status = f"ERROR-{error.status_code}"
-        now = time.time()
-        self._pending.append(
-            UsageRow(
-                ts=now,
-                day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
-                tenant=caller.tenant,
-                user=caller.user or "",
-                feature=caller.feature or "",
-                model=model,
-                status=status,
-                prompt_tokens=0,
-                completion_tokens=0,
-                cached_tokens=0,
-                cost_usd=0.0,
-                saved_usd=0.0,
-                prompt_cache_saved_usd=0.0,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        self._pending.append(_usage_row(caller, model, status, now=time.time(), started=started))
         note(cache=status, model=model)
         return status
 
@@ -424,6 +403,40 @@ class Policy:
             # An alert that cannot be delivered must not fail the request; the log line and
             # the metric above still record it.
             log.warning("spend alert webhook failed: %s", exc.message)
+
+
+def _usage_row(
+    caller: Caller,
+    model: str,
+    status: str,
+    *,
+    now: float,
+    started: float,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cached_tokens: int = 0,
+    cost_usd: float | None = 0.0,
+    saved_usd: float = 0.0,
+    prompt_cache_saved_usd: float = 0.0,
+) -> UsageRow:
+    """The attribution row of ``caller``'s request, finished at ``now`` (epoch seconds), begun
+    at ``started`` (``time.perf_counter``); a refused request spent and saved nothing."""
+    return UsageRow(
+        ts=now,
+        day=datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d"),
+        tenant=caller.tenant,
+        user=caller.user or "",
+        feature=caller.feature or "",
+        model=model,
+        status=status,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cost_usd=cost_usd,
+        saved_usd=saved_usd,
+        prompt_cache_saved_usd=prompt_cache_saved_usd,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
 
 
 def _prompt_chars(body: dict[str, Any]) -> int:
