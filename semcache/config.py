@@ -127,8 +127,9 @@ class Settings:
     )
     verifier_max_candidates: int = _setting(
         1,
-        "Candidates above the threshold the verifier scores per lookup (one batched pass); "
-        "1 verifies the nearest neighbour only, more costs about 8 ms each.",
+        "Candidates above the threshold the verifier may score per lookup; 1 verifies the "
+        "nearest neighbour only. With more, the nearest is scored first and the others (one "
+        "more batched pass, about 8 ms each) only when it is rejected.",
     )
     verifier_score_threshold: float | None = _setting(
         None,

@@ -140,6 +140,39 @@ def test_picks_the_candidate_the_verifier_accepts(verifier: VerifiedDecision) ->
     assert chosen is right
 
 
+def test_cascade_scores_the_others_only_when_the_most_similar_fails(
+    verifier: VerifiedDecision,
+) -> None:
+    query = "what's the capital of france"
+    source = candidate("What is the capital of France?", 0.97, row=1)
+    other = candidate("What is the capital of Germany?", 0.80, row=2)
+    # The most similar candidate passes: the second is never scored.
+    scored = verifier.scored(query, [other, source], verifier.cosine_floor)
+    assert [c for _, c in scored] == [source]
+    assert verifier.accept(scored) is source
+    # It fails: the second pass scores the rest, and one of them may still be served.
+    wrong = candidate("How many euros is 100 US dollars?", 0.99, row=3)
+    right = candidate("How many US dollars is 100 euros, please?", 0.90, row=4)
+    scored = verifier.scored("How many US dollars is 100 euros?", [right, wrong], 0.5)
+    assert [c for _, c in scored] == [wrong, right]
+    assert scored[0][0] < verifier.score_threshold
+    # Batched lookups take the same path as one at a time.
+    asked = [
+        (query, [other, source], 0.5),
+        ("How many US dollars is 100 euros?", [right, wrong], 0.5),
+    ]
+    assert [[c for _, c in s] for s in verifier.scored_many(asked)] == [[source], [wrong, right]]
+
+
+def test_without_the_cascade_every_candidate_is_scored() -> None:
+    everything = VerifiedDecision(cascade=False)
+    source = candidate("What is the capital of France?", 0.97, row=1)
+    other = candidate("What is the capital of Germany?", 0.80, row=2)
+    scored = everything.scored("what's the capital of france", [other, source], 0.5)
+    assert [c for _, c in scored] == [source, other]
+    assert everything.accept(scored) is source
+
+
 def test_works_inside_the_cache_service(
     tmp_path: Path, encoder: Encoder, verifier: VerifiedDecision
 ) -> None:

@@ -10,8 +10,12 @@ adds a second stage after the nearest-neighbour search:
    recall floor, not the decision; the shipped default is the floor calibrated with the
    verifier (``cosine_floor`` in the artifact's metadata). A request that asks for a higher
    threshold gets a stricter check.
-2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are scored in
-   one batched cross-encoder pass over (cached query, new query): a MiniLM cross-encoder trained
+2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are checked by
+   a cross-encoder over (cached query, new query), most similar first: the first pass scores
+   each lookup's most similar candidate, and only a lookup whose first candidate is rejected
+   has its other candidates scored, in a second pass (``cascade``; a reworded question's
+   source is nearly always its most similar entry, so most hits cost one pair instead of
+   about two; ``benchmarks/results/verifier_latency.md``). The cross-encoder is a MiniLM trained
    on the QQP training split (the pairs of GPTCache's QQP file that are not in the MeanCache
    test set) plus generated near-copy negatives and surface-change
    positives (``training/train_verifier.py``). Its logit and the cosine go through a logistic
@@ -19,7 +23,8 @@ adds a second stage after the nearest-neighbour search:
    different from it only by misspelt words, ``semcache.cache.typos``, scores 1);
    a candidate hits when that probability is at least ``score_threshold``,
    calibrated on held-out data for a false-hit rate of 1%. The candidate with the highest
-   probability is served.
+   probability among those scored is served: the most similar one when it passes the first
+   pass, else the most probable of the others.
 3. **Long prompts.** The cross-encoder reads at most ``max_length`` tokens of a pair; two long
    prompts built from one template ("make flash cards ... topic: X") differ only past that
    point, and the truncated verifier passed 6 of 7 such pairs in the arena replay although
@@ -192,8 +197,10 @@ class VerifiedDecision:
     """Cosine floor (``threshold``) plus the shipped cross-encoder verifier; see the module doc.
 
     ``score_threshold`` overrides the calibrated probability threshold (0..1, higher is
-    stricter); ``max_candidates`` bounds how many candidates one lookup verifies. ``runtime``
-    (``onnx`` or ``torch``), ``models_dir`` and ``threads`` as for ``semcache.embed.Encoder``.
+    stricter); ``max_candidates`` bounds how many candidates one lookup verifies; ``cascade``
+    scores the most similar one first and the others only when it is rejected (False: all of
+    them in one pass, the best served). ``runtime`` (``onnx`` or ``torch``), ``models_dir`` and
+    ``threads`` as for ``semcache.embed.Encoder``.
     """
 
     def __init__(
@@ -206,8 +213,10 @@ class VerifiedDecision:
         runtime: str = "onnx",
         models_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
+        cascade: bool = True,
     ) -> None:
         folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
+        self.cascade = cascade
         self.meta = VerifierMeta.read(folder / "verifier.json")
         if max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
@@ -350,7 +359,27 @@ class VerifiedDecision:
     ) -> list[list[tuple[float, Candidate]]]:
         """``scored`` for several lookups; the model reads all their pairs in one batch."""
         eligible = [self._eligible(candidates, threshold) for _, candidates, threshold in requests]
-        asked = [(query, e) for (query, _, _), e in zip(requests, eligible, strict=True) if e]
+        queries = [query for query, _, _ in requests]
+        if not self.cascade:
+            return self._scored_lists(queries, eligible)
+        scored = self._scored_lists(queries, [e[:1] for e in eligible])
+        # The second pass: every candidate but the first, of the lookups whose first failed.
+        again = [
+            i
+            for i, (e, first) in enumerate(zip(eligible, scored, strict=True))
+            if len(e) > 1 and first[0][0] < self.score_threshold
+        ]
+        more = self._scored_lists([queries[i] for i in again], [eligible[i][1:] for i in again])
+        for i, extra in zip(again, more, strict=True):
+            scored[i] = scored[i] + extra
+        return scored
+
+    def _scored_lists(
+        self, queries: Sequence[str], eligible: Sequence[list[Candidate]]
+    ) -> list[list[tuple[float, Candidate]]]:
+        """(probability, candidate) for every candidate in ``eligible[i]`` of ``queries[i]``,
+        every model pair of them all in one batch."""
+        asked = [(query, e) for query, e in zip(queries, eligible, strict=True) if e]
         scores = iter(self._scores_many(asked))
         return [list(zip(next(scores), e, strict=True)) if e else [] for e in eligible]
 
