@@ -23,7 +23,7 @@ partition, which is searched). Also: the ``one-context`` run at ef_search 100 wi
 prepared statements off, the time of ``put`` (its LRU count over the tenant's rows included),
 and a few exact (index off) searches for scale. Writes
 benchmarks/results/pgvector_search.{json,md} (``pgvector_search-N.*`` for another ``--entries``:
-``--entries 1000000 --queries 300`` for the million-row run).
+``--entries 1000000 --queries 300 --ef-search 40,100,200,400,1000`` for the million-row run).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ DIM = 384
 CENTRES = 2000
 P = Partition("bench", "ns", "model", "v1")
 SMALL = Partition("bench", "ns", "model", "small")
-EF_SEARCH = (40, 100, 200)
+EF_SEARCH = "40,100,200"
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -146,7 +146,14 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--database-url", help="an existing database to empty and use")
+    parser.add_argument(
+        "--ef-search",
+        default=EF_SEARCH,
+        help=f"hnsw.ef_search values, comma-separated ({EF_SEARCH})",
+    )
     args = parser.parse_args()
+    args.ef_values = [int(v) for v in args.ef_search.split(",")]
+    args.command = " ".join(["python", *sys.argv])
     rng = np.random.default_rng(14)
     vectors = make_vectors(args.entries, rng)
     sources = rng.integers(0, args.entries, args.queries)
@@ -192,7 +199,7 @@ def bench(url: str, vectors: np.ndarray, queries: np.ndarray, args: Any) -> dict
 
     def scenario(name: str, partition: Partition, context: str, allowed: np.ndarray) -> None:
         truth = exact_top1(vectors, queries, allowed)
-        for ef in EF_SEARCH:
+        for ef in args.ef_values:
             store = PostgresStore(url, DIM, PostgresOptions(ef_search=ef))
             runs.append(
                 {
@@ -284,6 +291,7 @@ def bench(url: str, vectors: np.ndarray, queries: np.ndarray, args: Any) -> dict
         "one_context_ef100_unprepared": prepared_off,
         "exact_no_index": summary_ms(exact_samples),
         "put": summary_ms(put_samples),
+        "command": args.command,
     }
 
 
@@ -298,7 +306,7 @@ def table(r: dict[str, Any]) -> str:
         "`hnsw.iterative_scan = relaxed_order`). HNSW m=16, ef_construction=64, "
         f"vector_ip_ops; index {r['index_mb']} MiB, built in {r['load']['index_build_s']} s "
         f"after a {r['load']['copy_s']} s COPY. Command: "
-        "`.venv/bin/python benchmarks/pgvector_search.py`.",
+        f"`.venv/bin/{r.get('command', 'python benchmarks/pgvector_search.py')}`.",
         "",
         "| scenario | rows matching the filters | ef_search | p50 ms | p99 ms | recall@1 | "
         "empty results |",
