@@ -160,7 +160,9 @@ class Settings:
     max_query_chars: int = _setting(16_384, "Longest query text accepted, in characters.")
     batch_max_size: int = _setting(64, "Most texts embedded in one encoder call.")
     batch_max_wait_ms: float = _setting(
-        2.0, "How long a lookup waits for others to share its encoder call, in milliseconds."
+        2.0,
+        "How long a lookup waits for others to share its encoder call, in milliseconds; "
+        "skipped while the last call held one lookup, so sequential traffic never waits.",
     )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     log_format: str = _setting(

@@ -242,3 +242,29 @@ def test_the_batcher_returns_each_callers_result(size: int) -> None:
     assert asyncio.run(run()) == [2 * i for i in range(7)]
     assert all(len(c) <= size for c in calls)
     assert sorted(i for c in calls for i in c) == list(range(7))
+
+
+def test_the_batcher_waits_for_company_only_after_a_shared_batch() -> None:
+    calls: list[list[int]] = []
+
+    def same(items: list[int]) -> list[int]:
+        calls.append(items)
+        return items
+
+    # A wait longer than a lone caller is given below: it must not pay it.
+    batcher: MicroBatcher[int, int] = MicroBatcher(same, max_size=64, max_wait_s=3.0)
+
+    async def run() -> None:
+        assert await asyncio.wait_for(batcher.submit(1), 1.5) == 1
+        assert await asyncio.wait_for(batcher.submit(2), 1.5) == 2
+        # Two callers at once share a batch; the next batch then waits for company, so a
+        # caller arriving a little after the first still joins it.
+        assert await asyncio.gather(batcher.submit(3), batcher.submit(4)) == [3, 4]
+        first = asyncio.ensure_future(batcher.submit(5))
+        await asyncio.sleep(0.2)
+        late = asyncio.ensure_future(batcher.submit(6))
+        assert await asyncio.wait_for(asyncio.gather(first, late), 30) == [5, 6]
+        await batcher.close()
+
+    asyncio.run(run())
+    assert calls == [[1], [2], [3, 4], [5, 6]]

@@ -3,8 +3,12 @@
 One worker task takes the first waiting item, gathers whatever else arrives within
 ``max_wait_s`` (or until ``max_size``), and runs the batch in a worker thread. Items that
 arrive while a batch is running form the next batch, so under load batches grow by themselves
-(with ``max_wait_s = 0`` that is the only batching: nobody waits for company). The encoder's
-batcher takes texts and gives vectors; the verifier's takes lookups and gives their decisions.
+(with ``max_wait_s = 0`` that is the only batching: nobody waits for company). The wait is
+skipped while the previous batch held one item: a caller who was alone last time most likely
+is alone now (sequential traffic), and waiting would only add ``max_wait_s`` to its latency;
+the first batch of a burst runs at once and the items arriving meanwhile turn waiting back on.
+The encoder's batcher takes texts and gives vectors; the verifier's takes lookups and gives
+their decisions.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.stats = BatchStats()
+        self._last_size = 0
 
     async def submit(self, item: T) -> R:
         """The result of one item, computed in a shared batch."""
@@ -83,7 +88,8 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self._max_wait_s
+            wait = self._max_wait_s if self._last_size > 1 else 0.0
+            deadline = loop.time() + wait
             while len(batch) < self._max_size:
                 try:
                     batch.append(queue.get_nowait())
@@ -97,6 +103,7 @@ class MicroBatcher(Generic[T, R]):
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
+            self._last_size = len(batch)
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
                 continue
