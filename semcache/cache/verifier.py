@@ -13,9 +13,10 @@ adds a second stage after the nearest-neighbour search:
 2. **Verifier.** The ``max_candidates`` most similar candidates above the floor are checked by
    a cross-encoder over (cached query, new query), most similar first: the first pass scores
    each lookup's most similar candidate, and only a lookup whose first candidate is rejected
-   has its other candidates scored, in a second pass (``cascade``; a reworded question's
-   source is nearly always its most similar entry, so most hits cost one pair instead of
-   about two; ``benchmarks/results/verifier_latency.md``). The cross-encoder is a MiniLM trained
+   has its other candidates scored, in a second pass (``cascade``: a reworded question's
+   source is nearly always its most similar entry, so a hit usually costs one pair; choosing
+   among 4 candidates costs what 1 does, ``benchmarks/results/verifier_latency.md``). The
+   cross-encoder is a MiniLM trained
    on the QQP training split (the pairs of GPTCache's QQP file that are not in the MeanCache
    test set) plus generated near-copy negatives and surface-change
    positives (``training/train_verifier.py``). Its logit and the cosine go through a logistic
@@ -357,7 +358,8 @@ class VerifiedDecision:
     def scored_many(
         self, requests: Sequence[VerificationRequest]
     ) -> list[list[tuple[float, Candidate]]]:
-        """``scored`` for several lookups; the model reads all their pairs in one batch."""
+        """``scored`` for several lookups; the model reads their pairs in one batch per pass
+        (the first candidates, then the others of the lookups whose first was rejected)."""
         eligible = [self._eligible(candidates, threshold) for _, candidates, threshold in requests]
         queries = [query for query, _, _ in requests]
         if not self.cascade:
