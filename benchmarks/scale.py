@@ -135,7 +135,7 @@ def ef_sweep(n: int, args: argparse.Namespace) -> dict[str, Any]:
     queries, exact = near_duplicates(Vectors(n), args.queries)
     row_ids = sorted(int(i) for i in part.live_ids())  # row ids in the generated order
     sweep = []
-    for ef in (50, 100, 200, 400, 800):
+    for ef in (50, 100, 200, 400, 800, 1600):
         part.options = IndexOptions(ef_search=ef)
         samples, agree = [], 0
         for q, want in zip(queries, exact, strict=True):
