@@ -84,6 +84,8 @@ def open_configured_store(settings: Settings, dim: int) -> CacheStore:
         ef_search=settings.hnsw_ef_search,
         approximate_min_entries=settings.approximate_index_min_entries,
         approximate_ef_search=settings.approximate_index_ef_search,
+        approximate_kind=settings.approximate_index,
+        approximate_nprobe=settings.approximate_index_nprobe,
         rebuild_deleted_fraction=settings.index_rebuild_deleted_fraction,
     )
 

@@ -70,19 +70,29 @@ class Settings:
     )
     approximate_index_min_entries: int = _setting(
         20_000,
-        "Entries at which a partition's FAISS index turns from exact search into an HNSW graph "
-        "(back to exact below half of it); a large partition's stores wait while twice this "
-        "many vectors wait to join its graph (and are searched exactly meanwhile).",
+        "Entries at which a partition's FAISS index turns from exact search into an approximate "
+        "one (back to exact below half of it); a large partition's stores wait while twice this "
+        "many vectors wait to join its index (and are searched exactly meanwhile).",
+    )
+    approximate_index: str = _setting(
+        "ivf",
+        "The approximate index of large partitions: ivf (FAISS IndexIVFFlat, retrained in the "
+        "background as the partition grows 4x) or hnsw (IndexHNSWFlat); a partition saved with "
+        "the other kind is rebuilt into this one in the background.",
+    )
+    approximate_index_nprobe: int = _setting(
+        32,
+        "IVF lists an ivf search reads: higher finds the nearest entry more often and costs more.",
     )
     approximate_index_ef_search: int = _setting(
         400,
-        "FAISS's efSearch in partitions past approximate_index_min_entries: candidates an HNSW "
-        "search keeps; higher finds the nearest entry more often and costs more.",
+        "FAISS's efSearch in hnsw partitions: candidates an HNSW search keeps; higher finds the "
+        "nearest entry more often and costs more.",
     )
     index_rebuild_deleted_fraction: float = _setting(
         0.2,
-        "Share of an HNSW graph's vectors deleted (tombstoned) past which it is rebuilt from "
-        "the live ones in the background.",
+        "Share of an approximate index's vectors deleted (tombstoned) past which it is rebuilt "
+        "from the live ones in the background.",
     )
     api_keys: str = _setting(
         "",
@@ -319,6 +329,7 @@ _BOUNDS: dict[str, _Rule] = {
     "hnsw_ef_search": ({"ge": 1, "le": 1000}, "must be between 1 and 1000"),
     "approximate_index_min_entries": ({"ge": 2}, "must be at least 2"),
     "approximate_index_ef_search": ({"ge": 1, "le": 4096}, "must be between 1 and 4096"),
+    "approximate_index_nprobe": ({"ge": 1, "le": 65536}, "must be between 1 and 65536"),
     "index_rebuild_deleted_fraction": ({"gt": 0, "lt": 1}, "must be between 0 and 1"),
     **dict.fromkeys(
         (
@@ -357,6 +368,7 @@ _BOUNDS: dict[str, _Rule] = {
 _CHOICES = {
     "hit_decision": ("verified", "cosine"),
     "inference_runtime": ("onnx", "torch"),
+    "approximate_index": ("ivf", "hnsw"),
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
 }

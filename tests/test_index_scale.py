@@ -1,5 +1,6 @@
-"""Large partitions on real FAISS and real SQLite files: the switch to HNSW, tombstones, the
-snapshot + log persistence, rebuilds and a damaged log. A threshold of 200 entries keeps them
+"""Large partitions on real FAISS and real SQLite files: the switch to an approximate index
+(IVF, and HNSW where set), tombstones, the snapshot + log persistence, rebuilds, retraining as a
+partition grows, a change of kind and a damaged log. A threshold of 200 entries keeps them
 fast; the figures at 1M entries are benchmarks/scale.py's."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store.approx_index import ApproxPartition
 from semcache.store.faiss_index import IndexOptions
-from semcache.store.hnsw_index import HnswPartition
 
 DIM = 16
 P = Partition("acme", "support", "gpt-4o", "v1")
@@ -45,26 +46,31 @@ def new(n: int, ttl: float = 100.0) -> NewEntry:
     )
 
 
-def open_store(tmp_path: Path, **options: float) -> SqlFaissStore:
+@pytest.fixture(params=["ivf", "hnsw"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def open_store(tmp_path: Path, kind: str, **options: float) -> SqlFaissStore:
     return SqlFaissStore(
         f"sqlite:///{tmp_path / 'db.sqlite'}",
         tmp_path / "faiss",
         DIM,
-        index_options=IndexOptions(approximate_min_entries=THRESHOLD, **options),  # type: ignore[arg-type]
+        index_options=IndexOptions(approximate_min_entries=THRESHOLD, kind=kind, **options),  # type: ignore[arg-type]
     )
 
 
 def crash(store: SqlFaissStore) -> None:
     """Stop the store as a killed process would: no save, background threads gone."""
     part = store.vectors.partition(P.key)
-    if isinstance(part, HnswPartition):
+    if isinstance(part, ApproxPartition):
         part.stop()
     store.engine.dispose()
 
 
-def hnsw(store: SqlFaissStore) -> HnswPartition:
+def approx(store: SqlFaissStore) -> ApproxPartition:
     part = store.vectors.partition(P.key)
-    assert isinstance(part, HnswPartition), f"partition is {store.vectors.kind(P.key)}"
+    assert isinstance(part, ApproxPartition), f"partition is {store.vectors.kind(P.key)}"
     return part
 
 
@@ -73,32 +79,37 @@ def top(store: SqlFaissStore, vector: np.ndarray, k: int = 1) -> list[str]:
     return [c.entry.entry_id for c in found]
 
 
-def test_a_partition_past_the_threshold_turns_hnsw_and_finds_the_nearest(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_partition_past_the_threshold_turns_approximate_and_finds_the_nearest(
+    tmp_path: Path, kind: str
+) -> None:
+    store = open_store(tmp_path, kind)
     store.put_many([new(n) for n in range(THRESHOLD - 1)], max_entries=10_000)
     assert store.vectors.kind(P.key) == "flat"
     store.put_many([new(n) for n in range(THRESHOLD - 1, 400)], max_entries=10_000)
     # Found at once (the exact segment) and once merged into the graph.
     assert top(store, near(350)) == ["e350"]
     assert store.vectors.wait_idle(60)
-    assert hnsw(store).graph_size == 400
+    assert approx(store).graph_size == 400
+    assert store.vectors.kind(P.key) == kind
     assert [top(store, near(n)) for n in range(0, 400, 7)] == [[f"e{n}"] for n in range(0, 400, 7)]
     found = store.search(P, unit(5), context_hash="ctx", now=1001.0, k=1)
     assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
     store.close()
-    assert (tmp_path / "faiss" / f"{P.key}.hnsw").exists()
+    assert (tmp_path / "faiss" / f"{P.key}.ann").exists()
     assert not (tmp_path / "faiss" / f"{P.key}.faiss").exists()
 
 
-def test_deleted_invalidated_and_expired_entries_are_never_returned(tmp_path: Path) -> None:
-    store = open_store(tmp_path, rebuild_deleted_fraction=0.9)
+def test_deleted_invalidated_and_expired_entries_are_never_returned(
+    tmp_path: Path, kind: str
+) -> None:
+    store = open_store(tmp_path, kind, rebuild_deleted_fraction=0.9)
     store.put_many([new(n, ttl=5 if n % 10 == 0 else 500) for n in range(400)], max_entries=10_000)
     assert store.vectors.wait_idle(60)
     for n in range(1, 400, 10):
         assert store.delete("acme", f"e{n}")
     assert store.sweep_expired(now=1010.0) == 40
     gone = {f"e{n}" for n in range(400) if n % 10 in (0, 1)}
-    part = hnsw(store)
+    part = approx(store)
     assert part.deleted == 80
     for n in range(0, 400, 3):
         # The index itself filters tombstones (in FAISS): no wasted slots in the top k.
@@ -119,16 +130,18 @@ def _rows(tmp_path: Path) -> list[tuple[int, str]]:
         return list(db.execute("SELECT row_id, entry_id FROM entries"))
 
 
-def test_a_restart_loads_snapshot_and_log_and_a_save_writes_only_the_log(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_restart_loads_snapshot_and_log_and_a_save_writes_only_the_log(
+    tmp_path: Path, kind: str
+) -> None:
+    store = open_store(tmp_path, kind)
     store.put_many([new(n) for n in range(400)], max_entries=10_000)
     assert store.vectors.wait_idle(60)
     store.close()  # a snapshot
-    snapshot = tmp_path / "faiss" / f"{P.key}.hnsw"
-    log = tmp_path / "faiss" / f"{P.key}.hlog"
+    snapshot = tmp_path / "faiss" / f"{P.key}.ann"
+    log = tmp_path / "faiss" / f"{P.key}.alog"
     snapshot_bytes = snapshot.stat().st_size
 
-    store = open_store(tmp_path)
+    store = open_store(tmp_path, kind)
     assert store.reconcile_report["added"] == 0 and store.reconcile_report["loaded"] == 1
     for n in range(400, 405):
         store.put(new(n), max_entries=10_000)
@@ -142,7 +155,7 @@ def test_a_restart_loads_snapshot_and_log_and_a_save_writes_only_the_log(tmp_pat
     crash(store)
 
     # Nothing re-embedded or read from SQL: every vector came from the snapshot and the log.
-    store = open_store(tmp_path)
+    store = open_store(tmp_path, kind)
     report = store.reconcile_report
     assert (report["added"], report["removed"], report["repaired"]) == (0, 0, 0), report
     assert top(store, near(402)) == ["e402"]
@@ -151,21 +164,21 @@ def test_a_restart_loads_snapshot_and_log_and_a_save_writes_only_the_log(tmp_pat
     store.close()
 
 
-def test_a_rebuild_after_many_deletes_drops_the_tombstones(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_rebuild_after_many_deletes_drops_the_tombstones(tmp_path: Path, kind: str) -> None:
+    store = open_store(tmp_path, kind)
     ttls = [5.0] * 150 + [50.0] * 260 + [500.0] * 90
     store.put_many([new(n, ttl) for n, ttl in enumerate(ttls)], max_entries=10_000)
     assert store.vectors.wait_idle(60)
     assert store.sweep_expired(now=1010.0) == 150  # 30% of the graph: past the 20% rebuild
     assert store.vectors.wait_idle(60)
-    part = hnsw(store)
+    part = approx(store)
     assert (part.deleted, part.graph_size, part.size) == (0, 350, 350)
     assert [top(store, near(n)) for n in range(150, 500, 9)] == [
         [f"e{n}"] for n in range(150, 500, 9)
     ]
     store.close()
-    again = open_store(tmp_path)
-    assert hnsw(again).deleted == 0 and again.reconcile_report["added"] == 0
+    again = open_store(tmp_path, kind)
+    assert approx(again).deleted == 0 and again.reconcile_report["added"] == 0
     # Down to under half the threshold: exact again, in a .faiss file.
     assert again.sweep_expired(now=1060.0) == 260
     assert again.vectors.kind(P.key) == "flat"
@@ -175,14 +188,14 @@ def test_a_rebuild_after_many_deletes_drops_the_tombstones(tmp_path: Path) -> No
     assert names == [".faiss"]
 
 
-def test_a_damaged_log_is_detected_and_repaired_from_sql(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_a_damaged_log_is_detected_and_repaired_from_sql(tmp_path: Path, kind: str) -> None:
+    store = open_store(tmp_path, kind)
     store.put_many([new(n) for n in range(300)], max_entries=10_000)
     store.close()
-    store = open_store(tmp_path)
+    store = open_store(tmp_path, kind)
     store.put_many([new(n) for n in range(300, 310)], max_entries=10_000)
     store.vectors.save()
-    log = tmp_path / "faiss" / f"{P.key}.hlog"
+    log = tmp_path / "faiss" / f"{P.key}.alog"
     first = log.stat().st_size
     store.put_many([new(n) for n in range(310, 320)], max_entries=10_000)
     store.vectors.save()
@@ -193,23 +206,23 @@ def test_a_damaged_log_is_detected_and_repaired_from_sql(tmp_path: Path) -> None
         data[i] ^= 0x5A
     log.write_bytes(bytes(data))
 
-    store = open_store(tmp_path)
+    store = open_store(tmp_path, kind)
     assert store.reconcile_report["added"] == 10, store.reconcile_report
     for n in range(300, 320):
         found = store.search(P, unit(n), context_hash="ctx", now=1001.0, k=1)
         assert found[0].entry.entry_id == f"e{n}"
         assert found[0].similarity == pytest.approx(1.0, abs=1e-5)
     # The damaged log is replaced by a snapshot at the next save.
-    assert hnsw(store).snapshot_needed
+    assert approx(store).snapshot_needed
     store.vectors.save()
     assert log.stat().st_size < first
     store.close()
 
 
-def test_searches_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+def test_searches_go_on_while_a_snapshot_is_written(tmp_path: Path, kind: str) -> None:
+    store = open_store(tmp_path, kind)
     store.put_many([new(n) for n in range(300)], max_entries=10_000)
-    part = hnsw(store)
+    part = approx(store)
     found: list[list[str]] = []
     with part.mutation:  # what a snapshot save holds while it writes
         # A change queued behind the save must not hold up searches either.
@@ -223,3 +236,58 @@ def test_searches_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
     writer.join(10)
     assert top(store, unit(300)) == ["e300"]
     store.close()
+
+
+def test_an_ivf_partition_is_retrained_with_more_lists_as_it_grows(tmp_path: Path) -> None:
+    store = open_store(tmp_path, "ivf")
+    store.put_many([new(n) for n in range(THRESHOLD)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    lists = approx(store).state()[0].nlist
+    # 4x what the lists were trained for: the background thread trains new ones and refills.
+    store.put_many([new(n) for n in range(THRESHOLD, 6 * THRESHOLD)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    graph = approx(store).state()[0]
+    assert graph.nlist >= 2 * lists and graph.ntotal == 6 * THRESHOLD
+    wanted = range(0, 6 * THRESHOLD, 11)
+    assert [top(store, near(n)) for n in wanted] == [[f"e{n}"] for n in wanted]
+    store.close()
+    again = open_store(tmp_path, "ivf")
+    assert again.reconcile_report["added"] == 0
+    assert approx(again).state()[0].nlist == graph.nlist
+    again.close()
+
+
+@pytest.mark.parametrize(("saved", "wanted"), [("hnsw", "ivf"), ("ivf", "hnsw")])
+def test_a_partition_saved_as_one_kind_is_rebuilt_as_the_kind_set(
+    tmp_path: Path, saved: str, wanted: str
+) -> None:
+    store = open_store(tmp_path, saved)
+    store.put_many([new(n) for n in range(400)], max_entries=10_000)
+    store.delete("acme", "e7")
+    assert store.vectors.wait_idle(60)
+    store.close()
+    again = open_store(tmp_path, wanted)
+    # Served from the saved index at once, then rebuilt from its own vectors: nothing read from
+    # SQL or embedded again.
+    assert top(again, near(250)) == ["e250"]
+    assert again.vectors.wait_idle(60)
+    assert again.vectors.kind(P.key) == wanted
+    assert again.reconcile_report["added"] == 0
+    assert [top(again, near(n)) for n in range(0, 400, 9)] == [[f"e{n}"] for n in range(0, 400, 9)]
+    assert "e7" not in top(again, unit(7), k=3)
+    assert approx(again).deleted == 0 and approx(again).size == 399
+    again.close()
+
+
+def test_index_files_under_the_names_before_ivf_are_loaded(tmp_path: Path) -> None:
+    store = open_store(tmp_path, "hnsw")
+    store.put_many([new(n) for n in range(300)], max_entries=10_000)
+    store.close()
+    folder = tmp_path / "faiss"
+    (folder / f"{P.key}.ann").rename(folder / f"{P.key}.hnsw")
+    (folder / f"{P.key}.alog").rename(folder / f"{P.key}.hlog")
+    again = open_store(tmp_path, "hnsw")
+    assert again.reconcile_report["loaded"] == 1 and again.reconcile_report["added"] == 0
+    assert top(again, near(123)) == ["e123"]
+    again.close()
+    assert sorted(p.suffix for p in folder.iterdir()) == [".alog", ".ann"]

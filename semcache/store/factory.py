@@ -26,6 +26,8 @@ def open_store(
     ef_search: int = 100,
     approximate_min_entries: int = IndexOptions.approximate_min_entries,
     approximate_ef_search: int = IndexOptions.ef_search,
+    approximate_kind: str = IndexOptions.kind,
+    approximate_nprobe: int = IndexOptions.nprobe,
     rebuild_deleted_fraction: float = IndexOptions.rebuild_deleted_fraction,
 ) -> CacheStore:
     """Open (creating or upgrading its schema) the store ``database_url`` names. A
@@ -51,6 +53,8 @@ def open_store(
         IndexOptions(
             approximate_min_entries=approximate_min_entries,
             ef_search=approximate_ef_search,
+            kind=approximate_kind,
+            nprobe=approximate_nprobe,
             rebuild_deleted_fraction=rebuild_deleted_fraction,
         ),
     )

@@ -1,9 +1,9 @@
 """One partition's FAISS index: exact while small, HNSW with tombstones once large.
 
-This module has what both kinds share and the exact kind; ``hnsw_index`` the large kind,
-``hnsw_files`` its files. ``FlatPartition`` is an ``IndexIDMap2`` over ``IndexFlatIP`` keyed
+This module has what both kinds share and the exact kind; ``approx_index`` the large kind,
+``approx_files`` its files. ``FlatPartition`` is an ``IndexIDMap2`` over ``IndexFlatIP`` keyed
 by SQL row id, saved whole to ``<key>.faiss``: exact, and cheap to rewrite while small.
-``HnswPartition`` (past ``approximate_min_entries``) keeps an ``IndexHNSWFlat`` graph (inner
+``ApproxPartition`` (past ``approximate_min_entries``) keeps an ``IndexHNSWFlat`` graph (inner
 product, so scores stay cosine similarities) plus a small exact "fresh" segment:
 
 - adds land in the fresh segment (a memory copy); a background thread moves them into the
@@ -13,7 +13,7 @@ product, so scores stay cosine similarities) plus a small exact "fresh" segment:
 - HNSW cannot remove, so deletes (expiry included) set a tombstone bit that searches filter
   inside FAISS (``IDSelectorNot(IDSelectorBitmap)``); past ``rebuild_deleted_fraction`` the
   thread rebuilds the graph from the live vectors while the old one serves;
-- persistence (``hnsw_files``) is a snapshot plus an append-only log of the ``record``s made
+- persistence (``approx_files``) is a snapshot plus an append-only log of the ``record``s made
   since, so a periodic save appends what is new; a start loads the snapshot and puts the log's
   adds in the fresh segment: nothing is re-embedded, nothing waits for graph insertion.
 """
@@ -41,8 +41,12 @@ class IndexOptions:
     """When a partition turns approximate, how hard it searches, when it is rebuilt."""
 
     approximate_min_entries: int = 20_000
-    # Measured at 300k clustered 384-d entries: recall@1 0.968 at 100, 0.988 at 200, 0.994 at
-    # 400 (benchmarks/results/scale_ef.md).
+    # The approximate index: "ivf" (IndexIVFFlat) or "hnsw" (IndexHNSWFlat); see approx_index.
+    kind: str = "ivf"
+    # IVF lists read per search. Measured at 1M clustered 384-d entries: see approx_index.
+    nprobe: int = 32
+    # HNSW's efSearch. Measured at 300k clustered 384-d entries: recall@1 0.968 at 100, 0.988
+    # at 200, 0.994 at 400 (benchmarks/results/scale_ef.md); 0.958 at 400 at 1M.
     ef_search: int = 400
     rebuild_deleted_fraction: float = 0.2
     # A new snapshot once the log holds this fraction of the snapshot's vectors as adds.

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import StorageError
 from .migrate import Upgrade, upgrade
 from .schema import entries
+from .vectors import INDEX_SUFFIXES
 
 __all__ = [
     "StoreOptions",
@@ -143,7 +144,7 @@ def open_schema(engine: Engine, index_dir: Path) -> Upgrade:
             _check_integrity(engine)
         if not existed:
             orphans = (
-                sorted([*index_dir.glob("*.faiss"), *index_dir.glob("*.hnsw")])
+                sorted(p for e in INDEX_SUFFIXES for p in index_dir.glob(f"*{e}"))
                 if index_dir.is_dir()
                 else []
             )

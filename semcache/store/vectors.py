@@ -3,10 +3,10 @@
 Each partition's index is keyed by the SQL row id, so a search returns row ids that SQL then
 filters by context hash and expiry. Inner product of L2-normalised vectors is cosine
 similarity, the one scale semcache uses (docs/ARCHITECTURE.md, "Similarity scale"). A partition
-below ``approximate_min_entries`` is exact (``FlatPartition``, ``<key>.faiss``); past it, an HNSW
-graph with tombstones, a snapshot and an append-only log (``HnswPartition``, ``<key>.hnsw`` and
-``<key>.hlog``; see ``faiss_index`` and ``hnsw_files``). One that shrinks below half the
-threshold turns exact again.
+below ``approximate_min_entries`` is exact (``FlatPartition``, ``<key>.faiss``); past it, an IVF
+(or HNSW) index with tombstones, a snapshot and an append-only log (``ApproxPartition``,
+``<key>.ann`` and ``<key>.alog``; see ``faiss_index`` and ``approx_files``). One that shrinks
+below half the threshold turns exact again.
 
 Every file is written atomically (temp file, then rename) or appended with CRC-checked
 records, so a crash mid-save leaves a readable state; ``reconcile`` then adds what SQL has and
@@ -23,15 +23,20 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from .approx_files import load_approx, save_approx
+from .approx_index import ApproxPartition
 from .faiss_index import FlatPartition, IndexOptions
-from .hnsw_files import load_hnsw, save_hnsw
-from .hnsw_index import HnswPartition
 
-__all__ = ["IndexOptions", "VectorIndexes"]
+__all__ = ["INDEX_SUFFIXES", "IndexOptions", "VectorIndexes"]
 
 log = logging.getLogger(__name__)
 
-Partition = FlatPartition | HnswPartition
+Partition = FlatPartition | ApproxPartition
+
+# An exact index, an approximate one's snapshot and log, and the names releases before IVF gave
+# those two (``.hnsw``, ``.hlog``: renamed when found).
+INDEX_SUFFIXES = (".faiss", ".ann", ".alog", ".hnsw", ".hlog")
+_LEGACY = {".ann": ".hnsw", ".alog": ".hlog"}
 
 
 class VectorIndexes:
@@ -49,7 +54,7 @@ class VectorIndexes:
 
     def _paths(self, key: str) -> tuple[Path, Path, Path]:
         d = self.directory
-        return d / f"{key}.faiss", d / f"{key}.hnsw", d / f"{key}.hlog"
+        return d / f"{key}.faiss", d / f"{key}.ann", d / f"{key}.alog"
 
     def _get(self, key: str) -> Partition | None:
         with self._lock:
@@ -67,7 +72,7 @@ class VectorIndexes:
             part = self._indexes.get(key)
             if part is None:
                 part = self._indexes[key] = FlatPartition(self.dim)
-        if isinstance(part, HnswPartition):
+        if isinstance(part, ApproxPartition):
             part.add(ids, matrix, wait=wait)
         else:
             part.add(ids, matrix)
@@ -79,19 +84,19 @@ class VectorIndexes:
         ids, matrix = part.export()
         new: Partition
         if part.kind == "flat":
-            new = HnswPartition(self.dim, self.options)
-            log.info("partition %s reached %d entries: approximate index (HNSW)", key, len(ids))
+            new = ApproxPartition(self.dim, self.options)
+            log.info("partition %s reached %d entries: approximate index", key, len(ids))
         else:
             new = FlatPartition(self.dim)
             new.dirty = True
             log.info("partition %s down to %d entries: exact index", key, len(ids))
-        if isinstance(new, HnswPartition):
+        if isinstance(new, ApproxPartition):
             new.add(ids, matrix, wait=False)
         elif len(ids):
             new.add(ids, matrix)
         with self._lock:
             self._indexes[key] = new
-        if isinstance(part, HnswPartition):
+        if isinstance(part, ApproxPartition):
             part.stop()
         return new
 
@@ -106,7 +111,7 @@ class VectorIndexes:
         # object being replaced.
         if part.size == 0:
             self._drop(key, part)
-        elif part.kind == "hnsw" and part.size < self.options.approximate_min_entries // 2:
+        elif part.kind != "flat" and part.size < self.options.approximate_min_entries // 2:
             self._convert(key, part)
 
     def search(self, key: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -121,7 +126,7 @@ class VectorIndexes:
         return 0 if part is None else part.size
 
     def kind(self, key: str) -> str | None:
-        """``flat``, ``hnsw`` or None (no vectors): for tests, benchmarks and metrics."""
+        """``flat``, ``ivf``, ``hnsw`` or None (no vectors): for tests, benchmarks and metrics."""
         part = self._get(key)
         return None if part is None else part.kind
 
@@ -144,7 +149,7 @@ class VectorIndexes:
                         snapshot.unlink(missing_ok=True)
                         log_path.unlink(missing_ok=True)
                 else:
-                    wrote = save_hnsw(part, snapshot, log_path, closing=closing)
+                    wrote = save_approx(part, snapshot, log_path, closing=closing)
                     if wrote:
                         flat.unlink(missing_ok=True)
                     written += wrote
@@ -154,7 +159,7 @@ class VectorIndexes:
         with self._lock:
             if self._indexes.get(key) is part:
                 del self._indexes[key]
-        if isinstance(part, HnswPartition):
+        if isinstance(part, ApproxPartition):
             part.stop()
         for path in self._paths(key):
             path.unlink(missing_ok=True)
@@ -163,7 +168,7 @@ class VectorIndexes:
         """Wait for every large partition's background merge or rebuild to finish."""
         with self._lock:
             parts = list(self._indexes.values())
-        return all(p.wait_idle(timeout) for p in parts if isinstance(p, HnswPartition))
+        return all(p.wait_idle(timeout) for p in parts if isinstance(p, ApproxPartition))
 
     def close(self) -> None:
         """Stop background work, then save (a snapshot of any large partition with logged
@@ -171,7 +176,7 @@ class VectorIndexes:
         with self._lock:
             parts = list(self._indexes.values())
         for part in parts:
-            if isinstance(part, HnswPartition):
+            if isinstance(part, ApproxPartition):
                 part.stop()
         self.save(closing=True)
 
@@ -197,11 +202,11 @@ class VectorIndexes:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob("*.tmp"):
             stale.unlink(missing_ok=True)
-        for pattern in ("*.faiss", "*.hnsw", "*.hlog"):
-            for path in self.directory.glob(pattern):
+        for suffix in INDEX_SUFFIXES:
+            for path in self.directory.glob(f"*{suffix}"):
                 if path.stem not in sql_ids:
                     path.unlink(missing_ok=True)
-                    report["dropped_files"] += path.suffix != ".hlog"
+                    report["dropped_files"] += suffix not in (".alog", ".hlog")
         for key, wanted in sql_ids.items():
             part = self._load(key)
             if part is None:
@@ -251,6 +256,10 @@ class VectorIndexes:
 
     def _load(self, key: str) -> Partition | None:
         flat, snapshot, log_path = self._paths(key)
+        for path in (snapshot, log_path):
+            legacy = path.with_suffix(_LEGACY[path.suffix])
+            if legacy.exists() and not path.exists():
+                legacy.rename(path)
         if flat.exists() and snapshot.exists():
             # A crash between writing one kind and deleting the other: the newer is the state.
             older = flat if flat.stat().st_mtime < snapshot.stat().st_mtime else snapshot
@@ -259,7 +268,7 @@ class VectorIndexes:
                 log_path.unlink(missing_ok=True)
         if snapshot.exists():
             try:
-                return load_hnsw(snapshot, log_path, self.dim, self.options)
+                return load_approx(snapshot, log_path, self.dim, self.options)
             except (ValueError, OSError) as exc:
                 log.warning("vector index %s unreadable (%s); rebuilding from SQL", snapshot, exc)
                 return None

@@ -24,10 +24,10 @@ import faiss
 import numpy as np
 
 from ..errors import StorageError
+from .approx_index import RECORD, ApproxPartition
 from .faiss_index import IndexOptions
-from .hnsw_index import RECORD, HnswPartition
 
-__all__ = ["load_hnsw", "save_hnsw"]
+__all__ = ["load_approx", "save_approx"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _SNAP_HEADER = struct.Struct("<QQQQ")  # generation, graph positions, fresh vect
 _LOG_HEADER = struct.Struct("<Q")  # generation
 
 
-def save_hnsw(part: HnswPartition, snapshot: Path, log_path: Path, *, closing: bool) -> int:
+def save_approx(part: ApproxPartition, snapshot: Path, log_path: Path, *, closing: bool) -> int:
     """Append what changed to the log, or write a new snapshot when one is due; returns the
     bytes written."""
     with part.mutation:
@@ -66,7 +66,7 @@ def save_hnsw(part: HnswPartition, snapshot: Path, log_path: Path, *, closing: b
         raise StorageError(f"cannot append to vector log {log_path}: {exc}") from exc
 
 
-def _write_log(part: HnswPartition, log_path: Path, records: list[bytes]) -> int:
+def _write_log(part: ApproxPartition, log_path: Path, records: list[bytes]) -> int:
     tmp = log_path.with_name(log_path.name + ".tmp")
     data = _LOG_MAGIC + _LOG_HEADER.pack(part.generation) + b"".join(records)
     with open(tmp, "wb") as f:
@@ -78,7 +78,7 @@ def _write_log(part: HnswPartition, log_path: Path, records: list[bytes]) -> int
     return len(data)
 
 
-def _write_snapshot(part: HnswPartition, snapshot: Path, log_path: Path) -> int:
+def _write_snapshot(part: ApproxPartition, snapshot: Path, log_path: Path) -> int:
     """Under ``mutation``: searches go on, changes wait for the file."""
     generation = part.generation + 1
     tmp = snapshot.with_name(snapshot.name + ".tmp")
@@ -107,7 +107,7 @@ def _write_snapshot(part: HnswPartition, snapshot: Path, log_path: Path) -> int:
     return written
 
 
-def load_hnsw(snapshot: Path, log_path: Path, dim: int, options: IndexOptions) -> HnswPartition:
+def load_approx(snapshot: Path, log_path: Path, dim: int, options: IndexOptions) -> ApproxPartition:
     """Read a snapshot and replay its log; raises ``ValueError`` for an unusable snapshot. A
     damaged log record ends the replay (reconcile adds what it lacked from SQL) and makes the
     next save write a new snapshot."""
@@ -126,9 +126,13 @@ def load_hnsw(snapshot: Path, log_path: Path, dim: int, options: IndexOptions) -
             graph = faiss.read_index(faiss.PyCallbackIOReader(f.read))  # type: ignore[attr-defined]
         except RuntimeError as exc:
             raise ValueError(f"unreadable graph: {exc}") from exc
-    if not isinstance(graph, faiss.IndexHNSWFlat) or graph.ntotal != n or graph.d != dim:
+    if (
+        not isinstance(graph, faiss.IndexHNSWFlat | faiss.IndexIVFFlat)
+        or graph.ntotal != n
+        or graph.d != dim
+    ):
         raise ValueError("the graph does not match the snapshot's labels")
-    part = HnswPartition(dim, options)
+    part = ApproxPartition(dim, options)
     labels = np.frombuffer(body, dtype=np.int64, count=n).copy()
     dead = np.frombuffer(body, dtype=np.uint8, count=n // 8 + 1, offset=n * 8)
     part.install(graph, labels, dead)
@@ -141,10 +145,11 @@ def load_hnsw(snapshot: Path, log_path: Path, dim: int, options: IndexOptions) -
     part.snapshot_size = n + n_fresh
     part.snapshot_needed = False
     _replay(part, log_path)
+    part.resume()
     return part
 
 
-def _replay(part: HnswPartition, log_path: Path) -> None:
+def _replay(part: ApproxPartition, log_path: Path) -> None:
     try:
         data = log_path.read_bytes()
     except FileNotFoundError:
