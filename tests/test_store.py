@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,37 @@ def test_search_widens_past_crowding_neighbours(store: CacheStore) -> None:
     store.put(new(7), max_entries=1000)
     found = store.search(P, unit(7), context_hash="ctx", now=1001.0, k=4)
     assert [c.entry.entry_id for c in found] == ["e7-acme"]
+
+
+def test_the_widening_stops_where_nothing_further_could_pass_the_floor(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    for n in range(40):
+        store.put(new(100 + n, context="crowd"), max_entries=1000)
+    store.put(new(7), max_entries=1000)
+    searches: list[int] = []
+    search = store.vectors.search
+    store.vectors.search = lambda key, vector, k: searches.append(k) or search(key, vector, k)  # type: ignore[method-assign]
+    query = unit(999)  # near nothing stored: every similarity is far below 0.9
+    # Without a floor the search widens (4, 16, 64) until it reaches this conversation's entry.
+    assert [
+        c.entry.entry_id for c in store.search(P, query, context_hash="ctx", now=1001.0, k=4)
+    ] == ["e7-acme"]
+    assert searches == [4, 16, 64]
+    searches.clear()
+    # With one, the 4th nearest is below it already: nothing further could hit, one search.
+    found = store.search(P, query, context_hash="ctx", now=1001.0, k=4, min_similarity=0.9)
+    assert found == [] and searches == [4]
+    # Crowding entries above the floor are still widened past.
+    near = unit(7) + 0.3 * unit(500)
+    near /= np.linalg.norm(near)  # cosine ~0.95 to e7's vector
+    for n in range(10):
+        crowd = near + 0.02 * unit(600 + n)
+        entry = new(200 + n, context="crowd")
+        store.put(replace(entry, embedding=crowd / np.linalg.norm(crowd)), max_entries=1000)
+    searches.clear()
+    found = store.search(P, near, context_hash="ctx", now=1001.0, k=4, min_similarity=0.9)
+    assert [c.entry.entry_id for c in found] == ["e7-acme"] and searches == [4, 16]
+    store.close()
 
 
 def test_same_exact_key_replaces_the_entry(store: CacheStore) -> None:

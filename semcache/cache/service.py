@@ -263,6 +263,7 @@ class CacheService:
                 context_hash=keys.context_hash,
                 now=now,
                 k=self.config.search_k,
+                min_similarity=threshold,
             )
             span.set_attribute("semcache.candidates", len(candidates))
             if candidates:

@@ -207,11 +207,20 @@ class CacheStore(Protocol):
         ...
 
     def search(
-        self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
+        self,
+        partition: Partition,
+        vector: np.ndarray,
+        *,
+        context_hash: str,
+        now: float,
+        k: int,
+        min_similarity: float = -1.0,
     ) -> list[Candidate]:
         """Live entries of the partition with this context hash that the query may hit (more
         similar than the entry's ``hit_floor`` by over ``HIT_FLOOR_MARGIN``), most similar
-        first."""
+        first. A store that widens its search past entries of other contexts stops once
+        what it would add is less similar than ``min_similarity`` (the caller's cosine
+        floor: such entries could not hit)."""
         ...
 
     def explain_miss(

@@ -388,8 +388,17 @@ class PostgresStore:
         return None if row is None else _entry(row._mapping)
 
     def search(
-        self, partition: Partition, vector: np.ndarray, *, context_hash: str, now: float, k: int
+        self,
+        partition: Partition,
+        vector: np.ndarray,
+        *,
+        context_hash: str,
+        now: float,
+        k: int,
+        min_similarity: float = -1.0,
     ) -> list[Candidate]:
+        # The filters run inside pgvector's iterative scan, so there is no widening for
+        # min_similarity to stop.
         params = {
             "q": self._vector(vector),
             "partition_key": partition.key,
