@@ -2,14 +2,15 @@
 restart, and lookups over HTTP.
 
 Run from the repository root (the 1M size needs about 4 GB of RAM and 3 GB of disk, and on 2
-cores most of an hour: the HNSW graph is built at a few hundred vectors a second):
+cores about a quarter of an hour with the IVF index, most of an hour with HNSW):
 
     nice -n 10 .venv/bin/python benchmarks/scale.py [--sizes 10000,100000,1000000]
-        [--queries 500] [--lookups 300] [--workdir /tmp/semcache-scale] [--keep]
+        [--kind ivf|hnsw] [--queries 500] [--lookups 300] [--workdir /tmp/semcache-scale] [--keep]
 
-(``--lookups 0 --keep``, then ``--http-only``, runs the HTTP part later on the kept data dirs;
-``--ef-sweep`` measures recall@1 and search time of their graphs at several efSearch values,
-into benchmarks/results/scale_ef.{json,md}.)
+(``--kind`` is the approximate index, the ``approximate_index`` setting, ivf by default;
+``--lookups 0 --keep``, then ``--http-only``, runs the HTTP part later on the kept data dirs;
+``--sweep`` measures recall@1 and search time of their indexes at several nprobe (IVF) or
+efSearch (HNSW) values, into benchmarks/results/<name>_sweep.{json,md}.)
 
 For each size N, in a fresh data dir: N synthetic 384-d unit vectors (clustered: N/50 topics,
 each entry at cosine ~0.75 to its topic, as a cache holds paraphrases of popular questions)
@@ -17,11 +18,12 @@ are written into one partition through the store's batch write ``put_many``, 5,0
 time: the store's import rate without the encoder (benchmarks/import_rate.py measures
 ``semcache import`` with it). Then: search p50/p99 through ``SqlFaissStore.search`` (index,
 then the SQL fetch of the candidates) and of the index alone, for near-duplicate queries (a
-stored vector plus noise, cosine ~0.92); recall@1 of the index against exact search (numpy
+stored vector plus noise, cosine ~0.92), twice over the same queries (the first pass reads
+the candidates' SQL rows for the first time); recall@1 of the index against exact search (numpy
 brute force over the same vectors); the process's RSS; restart (close, then open: load the
 index, reconcile with SQL); then a real ``semcache serve`` on the data dir: its start time,
 RSS and the p50/p99 of POST /v1/cache/lookup into that partition (one client; a miss path:
-embed, search the N vectors, fetch candidates). Writes benchmarks/results/scale.{json,md}
+embed, search the N vectors, fetch candidates). Writes benchmarks/results/<name>.{json,md}
 after every size.
 """
 
@@ -43,9 +45,9 @@ from _common import RESULTS, summary_ms, write_results
 from servers import ServerProcess
 
 from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store.approx_files import load_approx
 from semcache.store.factory import open_store
 from semcache.store.faiss_index import IndexOptions
-from semcache.store.hnsw_files import load_hnsw
 
 DIM = 384
 CHUNK = 5_000
@@ -102,8 +104,10 @@ def entries(vectors: Vectors, start: int) -> list[NewEntry]:
     ]
 
 
-def open_data(data: Path) -> SqlFaissStore:
-    store = open_store(f"sqlite:///{data / 'semcache.db'}", data_dir=data, dim=DIM)
+def open_data(data: Path, kind: str) -> SqlFaissStore:
+    store = open_store(
+        f"sqlite:///{data / 'semcache.db'}", data_dir=data, dim=DIM, approximate_kind=kind
+    )
     assert isinstance(store, SqlFaissStore)
     return store
 
@@ -126,27 +130,35 @@ def near_duplicates(vectors: Vectors, count: int) -> tuple[np.ndarray, np.ndarra
     return queries, exact
 
 
-def ef_sweep(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Recall@1 and latency of the kept data dir's HNSW graph at several efSearch values."""
+def sweep(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Recall@1 and latency of the kept data dir's index at several nprobe (IVF) or efSearch
+    (HNSW) values."""
     faiss_dir = Path(args.workdir) / f"n{n}" / "faiss"
-    snapshot = next(faiss_dir.glob("*.hnsw"))
-    part = load_hnsw(snapshot, snapshot.with_suffix(".hlog"), DIM, IndexOptions())
+    snapshot = next(faiss_dir.glob("*.ann"))
+    part = load_approx(snapshot, snapshot.with_suffix(".alog"), DIM, IndexOptions(kind=args.kind))
     part.wait_idle(600)
     queries, exact = near_duplicates(Vectors(n), args.queries)
     row_ids = sorted(int(i) for i in part.live_ids())  # row ids in the generated order
     sweep = []
-    for ef in (50, 100, 200, 400, 800, 1600):
-        part.options = IndexOptions(ef_search=ef)
+    knob = "nprobe" if args.kind == "ivf" else "ef_search"
+    values = (4, 8, 16, 32, 64, 128) if args.kind == "ivf" else (50, 100, 200, 400, 800, 1600)
+    for value in values:
+        part.options = IndexOptions(kind=args.kind, **{knob: value})
         samples, agree = [], 0
         for q, want in zip(queries, exact, strict=True):
             t = time.perf_counter()
             hits = part.search(q.reshape(1, DIM), 16)
             samples.append(time.perf_counter() - t)
             agree += bool(hits) and hits[0][0] == row_ids[want]
-        sweep.append({"ef_search": ef, "recall_at_1": agree / len(queries), **summary_ms(samples)})
-        print(f"  ef {ef}: {sweep[-1]}", flush=True)
+        sweep.append({knob: value, "recall_at_1": agree / len(queries), **summary_ms(samples)})
+        print(f"  {knob} {value}: {sweep[-1]}", flush=True)
     part.stop()
-    return {"entries": n, "load_average_1m": round(os.getloadavg()[0], 1), "sweep": sweep}
+    return {
+        "entries": n,
+        "index": args.kind,
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "sweep": sweep,
+    }
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -154,7 +166,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     vectors = Vectors(n)
-    store = open_data(data)
+    store = open_data(data, args.kind)
     started = last_save = time.perf_counter()
     saves: list[tuple[float, int]] = []  # (seconds, bytes) of each periodic save
 
@@ -177,26 +189,33 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     indexed_s = time.perf_counter() - started
     save()
     kind = store.vectors.kind(PARTITION.key)
+    graph = getattr(store.vectors.partition(PARTITION.key), "state", lambda: [None])()[0]
+    lists = getattr(graph, "nlist", None)
     print(f"  written in {written_s:.0f} s, indexed in {indexed_s:.0f} s ({kind})", flush=True)
 
     queries, exact = near_duplicates(vectors, args.queries)
-    index_s, store_s, agree = [], [], 0
-    for q, want in zip(queries, exact, strict=True):
-        t0 = time.perf_counter()
-        store.vectors.search(PARTITION.key, q, 16)
-        t1 = time.perf_counter()
-        found = store.search(PARTITION, q, context_hash="", now=time.time(), k=16)
-        t2 = time.perf_counter()
-        index_s.append(t1 - t0)
-        store_s.append(t2 - t1)
-        # Entry ids are "s<position in the generated order>".
-        agree += bool(found) and int(found[0].entry.entry_id[1:]) == want
+    # Two passes over the same queries: the first reads each candidate's SQL row for the first
+    # time (SQLite's page cache, and at 1M the rows of a 2 GB file), the second finds them read.
+    passes: list[tuple[list[float], list[float]]] = []
+    for _ in range(2):
+        index_s, store_s, agree = [], [], 0
+        for q, want in zip(queries, exact, strict=True):
+            t0 = time.perf_counter()
+            store.vectors.search(PARTITION.key, q, 16)
+            t1 = time.perf_counter()
+            found = store.search(PARTITION, q, context_hash="", now=time.time(), k=16)
+            t2 = time.perf_counter()
+            index_s.append(t1 - t0)
+            store_s.append(t2 - t1)
+            # Entry ids are "s<position in the generated order>".
+            agree += bool(found) and int(found[0].entry.entry_id[1:]) == want
+        passes.append((index_s, store_s))
     rss = rss_mb()
 
     t0 = time.perf_counter()
     store.close()
     t1 = time.perf_counter()
-    store = open_data(data)
+    store = open_data(data, args.kind)
     t2 = time.perf_counter()
     reconcile = store.reconcile_report
     assert store.vectors.size(PARTITION.key) == n, reconcile
@@ -207,10 +226,12 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         # Other work shares the 2 cores; every figure here is under this load.
         "load_average_1m": round(os.getloadavg()[0], 1),
         "index": kind,
+        "ivf_lists": lists,
         "import_entries_per_s": round(n / written_s),
         "indexed_entries_per_s": round(n / indexed_s),
-        "search_store": summary_ms(store_s),
-        "search_index": summary_ms(index_s),
+        "search_store_first_pass": summary_ms(passes[0][1]),
+        "search_store": summary_ms(passes[1][1]),
+        "search_index": summary_ms(passes[1][0]),
         "recall_at_1": round(agree / args.queries, 4),
         "rss_mb": rss,
         "close_s": round(t1 - t0, 2),
@@ -226,18 +247,18 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         },
     }
     if args.lookups:
-        result["http"] = http_lookups(data, args.lookups)
+        result["http"] = http_lookups(data, args.lookups, args.kind)
     if not args.keep:
         shutil.rmtree(data, ignore_errors=True)
     return result
 
 
-def http_lookups(data: Path, lookups: int) -> dict[str, Any]:
+def http_lookups(data: Path, lookups: int, kind: str) -> dict[str, Any]:
     t0 = time.perf_counter()
+    env = {"SEMCACHE_API_KEYS": "", "SEMCACHE_HIT_DECISION": "cosine"}
     with (
         ServerProcess(
-            ["serve", "--data-dir", str(data)],
-            env={"SEMCACHE_API_KEYS": "", "SEMCACHE_HIT_DECISION": "cosine"},
+            ["serve", "--data-dir", str(data)], env={**env, "SEMCACHE_APPROXIMATE_INDEX": kind}
         ) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
     ):
@@ -265,16 +286,18 @@ def http_lookups(data: Path, lookups: int) -> dict[str, Any]:
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| entries | index | import (put_many) /s | fully indexed /s | search p50 / p99 ms "
-        "(store) | index p50 / p99 ms | recall@1 | RSS MB | close + open s | server start s "
-        "| server RSS MB | HTTP lookup p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(store, first pass) | (store, second pass) | index p50 / p99 ms | recall@1 | RSS MB "
+        "| close + open s | server start s | server RSS MB | HTTP lookup p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         http = r.get("http", {})
         lookup = http.get("lookup", {})
+        first = r.get("search_store_first_pass", {})
         lines.append(
             f"| {r['entries']:,} | {r['index']} | {r['import_entries_per_s']:,} | "
-            f"{r['indexed_entries_per_s']:,} | {r['search_store']['median_ms']} / "
+            f"{r['indexed_entries_per_s']:,} | {first.get('median_ms', '-')} / "
+            f"{first.get('p99_ms', '-')} | {r['search_store']['median_ms']} / "
             f"{r['search_store']['p99_ms']} | {r['search_index']['median_ms']} / "
             f"{r['search_index']['p99_ms']} | {r['recall_at_1']} | {r['rss_mb']:,} | "
             f"{r['close_s']} + {r['open_s']} | {http.get('start_s', '-')} | "
@@ -297,23 +320,28 @@ def main() -> None:
         action="store_true",
         help="only the HTTP part, on the data dirs a --keep run left, into its results file",
     )
+    parser.add_argument("--kind", choices=("ivf", "hnsw"), default="ivf")
     parser.add_argument(
-        "--ef-sweep",
+        "--sweep",
         action="store_true",
-        help="recall and latency at several efSearch values on kept data dirs (scale_ef)",
+        help="recall and latency at several nprobe/efSearch values on kept data dirs",
     )
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
-    if args.ef_sweep:
-        sweeps = [ef_sweep(int(n), args) for n in args.sizes.split(",")]
-        rows = ["| entries | efSearch | recall@1 | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    if args.sweep:
+        sweeps = [sweep(int(n), args) for n in args.sizes.split(",")]
+        knob = "nprobe" if args.kind == "ivf" else "ef_search"
+        rows = [
+            f"| entries | index | {knob} | recall@1 | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
         rows += [
-            f"| {s['entries']:,} | {r['ef_search']} | {r['recall_at_1']} | {r['median_ms']} | "
-            f"{r['p99_ms']} |"
+            f"| {s['entries']:,} | {s['index']} | {r[knob]} | {r['recall_at_1']} | "
+            f"{r['median_ms']} | {r['p99_ms']} |"
             for s in sweeps
             for r in s["sweep"]
         ]
-        write_results(f"{args.name}_ef", {"results": sweeps}, "\n".join(rows))
+        write_results(f"{args.name}_sweep", {"results": sweeps}, "\n".join(rows))
         return
     if args.http_only:
         results = json.loads((RESULTS / f"{args.name}.json").read_text())["results"]
@@ -322,7 +350,7 @@ def main() -> None:
         if args.http_only:
             for r in results:
                 if r["entries"] == n:
-                    r["http"] = http_lookups(Path(args.workdir) / f"n{n}", args.lookups)
+                    r["http"] = http_lookups(Path(args.workdir) / f"n{n}", args.lookups, args.kind)
         else:
             results.append(measure(n, args))
         meta = {

@@ -1,18 +1,22 @@
-"""One partition's FAISS index: exact while small, HNSW with tombstones once large.
+"""One partition's FAISS index: exact while small, approximate (IVF or HNSW) with tombstones
+once large.
 
 This module has what both kinds share and the exact kind; ``approx_index`` the large kind,
 ``approx_files`` its files. ``FlatPartition`` is an ``IndexIDMap2`` over ``IndexFlatIP`` keyed
 by SQL row id, saved whole to ``<key>.faiss``: exact, and cheap to rewrite while small.
-``ApproxPartition`` (past ``approximate_min_entries``) keeps an ``IndexHNSWFlat`` graph (inner
-product, so scores stay cosine similarities) plus a small exact "fresh" segment:
+``ApproxPartition`` (past ``approximate_min_entries``) keeps an approximate index, the
+"graph": ``IndexIVFFlat`` by default, ``IndexHNSWFlat`` where set (inner product either way,
+so scores stay cosine similarities; ``approx_graph``) plus a small exact "fresh" segment:
 
 - adds land in the fresh segment (a memory copy); a background thread moves them into the
   graph in small chunks, so a search waits at most for one chunk's insertion, and a writer
   waits only while the fresh segment is full (twice ``approximate_min_entries`` vectors, so an
   exact scan never covers more than twice what a flat partition at the threshold would);
-- HNSW cannot remove, so deletes (expiry included) set a tombstone bit that searches filter
-  inside FAISS (``IDSelectorNot(IDSelectorBitmap)``); past ``rebuild_deleted_fraction`` the
-  thread rebuilds the graph from the live vectors while the old one serves;
+- deletes (expiry included) set a tombstone bit that searches filter inside FAISS
+  (``IDSelectorNot(IDSelectorBitmap)``; HNSW cannot remove, an IVF removal scans every
+  list); past ``rebuild_deleted_fraction`` the thread rebuilds the graph from the live
+  vectors while the old one serves, and an IVF graph is retrained the same way as the
+  partition grows;
 - persistence (``approx_files``) is a snapshot plus an append-only log of the ``record``s made
   since, so a periodic save appends what is new; a start loads the snapshot and puts the log's
   adds in the fresh segment: nothing is re-embedded, nothing waits for graph insertion.
