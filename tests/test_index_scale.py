@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,37 @@ def test_index_files_under_the_names_before_ivf_are_loaded(tmp_path: Path) -> No
     assert top(again, near(123)) == ["e123"]
     again.close()
     assert sorted(p.suffix for p in folder.iterdir()) == [".alog", ".ann"]
+
+
+def test_deletes_and_replacements_made_during_a_rebuild_are_carried_over(
+    tmp_path: Path, kind: str
+) -> None:
+    store = open_store(tmp_path, kind)
+    store.put_many([new(n, ttl=5 if n < 150 else 500) for n in range(500)], max_entries=10_000)
+    assert store.vectors.wait_idle(60)
+    part = approx(store)
+    filled, go_on = threading.Event(), threading.Event()
+    fill = part._fill
+
+    def fill_then_wait(graph: object, positions: np.ndarray) -> bool:
+        done = fill(graph, positions)
+        filled.set()  # the new graph holds every vector; the swap waits for the test
+        go_on.wait(30)
+        return done
+
+    part._fill = fill_then_wait  # type: ignore[method-assign]
+    assert store.sweep_expired(now=1010.0) == 150  # 30%: a rebuild starts
+    assert filled.wait(30)
+    assert store.delete("acme", "e200")
+    moved = replace(new(300), embedding=unit(9_999))  # same key, another vector
+    store.put(moved, max_entries=10_000)
+    go_on.set()
+    assert store.vectors.wait_idle(60)
+    # The two rows changed meanwhile are tombstones in the new graph; the new vector is fresh.
+    assert (part.deleted, part.size) == (2, 349)
+    assert "e200" not in top(store, unit(200), k=3)
+    assert top(store, unit(9_999)) == ["e300"] and "e300" not in top(store, unit(300), k=1)
+    assert [top(store, near(n)) for n in range(151, 500, 13)] == [
+        [f"e{n}"] for n in range(151, 500, 13)
+    ]
+    store.close()

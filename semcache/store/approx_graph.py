@@ -3,6 +3,8 @@ size, how it is made. See ``approx_index``'s docstring for the measurements behi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from typing import Any
 
 import faiss
@@ -10,7 +12,15 @@ import numpy as np
 
 from .faiss_index import IndexOptions
 
-__all__ = ["graph_kind", "ivf_lists", "ivf_training_size", "new_graph", "untrained"]
+__all__ = [
+    "graph_kind",
+    "ivf_lists",
+    "ivf_training_size",
+    "new_graph",
+    "release_freed_memory",
+    "reserve_lists",
+    "untrained",
+]
 
 # Measured (benchmarks/scale.py, 384-d near-duplicates): M=32 reaches recall@1 >= 0.99 at a
 # small efSearch up to 300k; efConstruction 40 builds about twice as fast as 80.
@@ -63,3 +73,27 @@ def _ivf(dim: int, nlist: int) -> Any:
 def untrained(dim: int, options: IndexOptions) -> Any:
     """The graph a new partition starts with: an IVF one is trained on its first merge."""
     return new_graph(dim, options, None, 0) if options.kind == "hnsw" else _ivf(dim, 1)
+
+
+def reserve_lists(graph: Any, sizes: np.ndarray) -> None:
+    """Allocate each (empty) IVF list once, for what it will be filled with plus room to grow:
+    a vector resized up from empty is allocated exactly and keeps that room when resized back
+    down. The room differs per list (10% to 60%), so lists fill up at different times: room
+    equal for all would have every list reallocated (copied) within the same few merges."""
+    invlists = faiss.downcast_InvertedLists(graph.invlists)
+    spread = (np.arange(len(sizes)) * 0.618034) % 1.0  # evenly spread, not random: repeatable
+    room = (sizes * (1.1 + 0.5 * spread)).astype(np.int64) + 16
+    for number, (size, capacity) in enumerate(zip(sizes.tolist(), room.tolist(), strict=True)):
+        if size:
+            invlists.resize(number, capacity)
+            invlists.resize(number, 0)
+
+
+def release_freed_memory() -> None:
+    """Hand heap pages freed by a replaced index back to the OS. glibc keeps freed memory for
+    reuse, so after a rebuild at a million entries the process would stay gigabytes above what
+    it holds; elsewhere (no ``malloc_trim``) this does nothing."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)

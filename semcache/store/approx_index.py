@@ -24,7 +24,15 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .approx_graph import graph_kind, ivf_lists, ivf_training_size, new_graph, untrained
+from .approx_graph import (
+    graph_kind,
+    ivf_lists,
+    ivf_training_size,
+    new_graph,
+    release_freed_memory,
+    reserve_lists,
+    untrained,
+)
 from .faiss_index import IndexOptions, RWLock, hits, new_flat, one_thread
 
 __all__ = ["RECORD", "ApproxPartition", "record"]
@@ -32,8 +40,9 @@ __all__ = ["RECORD", "ApproxPartition", "record"]
 log = logging.getLogger(__name__)
 
 # Vectors moved from the fresh segment into the graph per exclusive hold: a search waits for at
-# most this many insertions (tens of milliseconds on 2 cores; an IVF add is a list assignment).
-_MERGE_CHUNK = {"hnsw": 64, "ivf": 1024}
+# most this many insertions (tens of milliseconds on 2 cores). An IVF add is a list assignment,
+# but each list it lands in may be reallocated (copied, hundreds of KB at a million entries).
+_MERGE_CHUNK = {"hnsw": 64, "ivf": 256}
 # An IVF graph is retrained once the partition would get this many times its lists (4x the
 # vectors it was trained for): lists stay short enough that nprobe of them are read quickly.
 _IVF_REGROW_LISTS = 2
@@ -64,6 +73,7 @@ class ApproxPartition:
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._rebuilding = False
+        self._changed: list[int] = []  # ids dropped from the graph while a rebuild runs
         # Persistence: the log (records since snapshot ``generation``) and what it lacks.
         self.generation = 0
         self.snapshot_needed = True
@@ -90,15 +100,20 @@ class ApproxPartition:
     def deleted(self) -> int:
         return self._n_dead
 
-    def _set_graph(self, graph: Any, labels: np.ndarray, dead: np.ndarray) -> None:
-        """Install a graph with its labels and packed tombstone bits (under the write lock)."""
+    def _set_graph(
+        self, graph: Any, labels: np.ndarray, dead: np.ndarray, pos: dict[int, int] | None = None
+    ) -> None:
+        """Install a graph with its labels and packed tombstone bits (under the write lock);
+        ``pos``, the live ids' positions, when the caller built it already."""
         self._graph = graph
         self._labels = labels
         self._dead = np.zeros(len(labels) // 8 + 1, dtype=np.uint8)
         self._dead[: len(dead)] = dead
         alive = ~np.unpackbits(self._dead, bitorder="little")[: len(labels)].astype(bool)
         self._n_dead = int(len(labels) - alive.sum())
-        self._pos = dict(zip(labels[alive].tolist(), np.flatnonzero(alive).tolist(), strict=True))
+        if pos is None:
+            pos = dict(zip(labels[alive].tolist(), np.flatnonzero(alive).tolist(), strict=True))
+        self._pos = pos
         self._refresh_selector()
 
     def _refresh_selector(self) -> None:
@@ -122,6 +137,8 @@ class ApproxPartition:
             if position is not None:
                 self._kill(position)
                 gone.append(row_id)
+        if self._rebuilding:
+            self._changed.extend(gone)
         dropped = np.array(gone, dtype=np.int64)
         if self._fresh.ntotal:
             in_fresh = int(self._fresh.remove_ids(ids))
@@ -232,7 +249,7 @@ class ApproxPartition:
         with self._room:
             if self._worker is None and not self._stop.is_set():
                 self._worker = threading.Thread(
-                    target=self._work, name="semcache-hnsw", daemon=True
+                    target=self._work, name="semcache-index", daemon=True
                 )
                 self._worker.start()
 
@@ -250,7 +267,7 @@ class ApproxPartition:
                             self._room.notify_all()
                             return
         except (RuntimeError, MemoryError) as exc:  # FAISS reports its failures so
-            log.error("HNSW maintenance stopped: %s; vectors wait in the exact segment", exc)
+            log.error("index maintenance stopped: %s; vectors wait in the exact segment", exc)
         finally:
             with self._room:
                 if self._worker is threading.current_thread():
@@ -275,6 +292,9 @@ class ApproxPartition:
         """Move one chunk of the fresh segment into the graph; False when it was empty."""
         if not self._graph.is_trained and self._fresh.ntotal:
             self._train()
+        # Searches queued behind the last chunk go first: a backlog (after a rebuild, tens of
+        # thousands of vectors) is drained between searches, not in one multi-second hold.
+        self.lock.let_readers_in()
         with self.mutation, self.lock.exclusive():
             count = min(_MERGE_CHUNK[graph_kind(self._graph)], int(self._fresh.ntotal))
             if not count:
@@ -299,6 +319,7 @@ class ApproxPartition:
         meanwhile are carried over at the swap (merges wait: this thread does both)."""
         with self.lock.shared():
             self._rebuilding = True
+            self._changed = []
             positions = np.fromiter(self._pos.values(), dtype=np.int64)
             ids = np.fromiter(self._pos, dtype=np.int64)
         try:
@@ -309,19 +330,21 @@ class ApproxPartition:
                 with self.lock.shared():
                     sample = self._graph.reconstruct_batch(np.sort(picked))
             graph = new_graph(self.dim, self.options, sample, len(positions))
-            for start in range(0, len(positions), 4096):
-                if self._stop.is_set():
-                    return
-                with self.lock.shared():
-                    chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
-                graph.add(chunk)
+            del sample
+            if not self._fill(graph, positions):
+                return
+            # Built outside the lock (searches wait while the swap holds it), and in parts:
+            # one dict() call over a million ids would hold the GIL for a third of a second.
+            pos: dict[int, int] = {}
+            for start in range(0, len(ids), 65_536):
+                part = ids[start : start + 65_536].tolist()
+                pos.update(zip(part, range(start, start + len(part)), strict=True))
             with self.mutation, self.lock.exclusive():
                 # A row deleted (or replaced) during the build is a tombstone in the new graph.
-                pairs = zip(ids.tolist(), positions.tolist(), strict=True)
-                stale = np.fromiter(
-                    (self._pos.get(i, -1) != p for i, p in pairs), dtype=bool, count=len(ids)
-                )
-                self._set_graph(graph, ids, np.packbits(stale, bitorder="little"))
+                stale = np.isin(ids, np.array(self._changed, dtype=np.int64))
+                for row_id in ids[stale].tolist():
+                    del pos[row_id]
+                self._set_graph(graph, ids, np.packbits(stale, bitorder="little"), pos)
                 self.snapshot_needed = True
             log.info(
                 "rebuilt a partition's %s index: %d live vectors, tombstones dropped",
@@ -330,6 +353,35 @@ class ApproxPartition:
             )
         finally:
             self._rebuilding = False
+            self._changed = []
+        release_freed_memory()
+
+    def _fill(self, graph: Any, positions: np.ndarray) -> bool:
+        """Add the vectors at ``positions`` of the current graph to ``graph``, in order; False
+        if stopped. An IVF graph gets its list assignments first, so each list is allocated
+        once at its size (lists grown by appends hold up to twice what they store)."""
+        chunks = range(0, len(positions), 4096)
+        assign = None
+        if isinstance(graph, faiss.IndexIVF):
+            assign = np.empty(len(positions), dtype=np.int64)
+            for start in chunks:
+                if self._stop.is_set():
+                    return False
+                with self.lock.shared():
+                    chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
+                assign[start : start + len(chunk)] = graph.quantizer.search(chunk, 1)[1][:, 0]
+            reserve_lists(graph, np.bincount(assign, minlength=graph.nlist))
+        for start in chunks:
+            if self._stop.is_set():
+                return False
+            with self.lock.shared():
+                chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
+            if assign is None:
+                graph.add(chunk)
+            else:
+                where = np.ascontiguousarray(assign[start : start + len(chunk)])
+                graph.add_core(len(chunk), faiss.swig_ptr(chunk), None, faiss.swig_ptr(where))
+        return True
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the fresh segment is merged and no rebuild is due (tests, benchmarks)."""

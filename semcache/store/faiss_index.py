@@ -59,20 +59,27 @@ class IndexOptions:
 
 class RWLock:
     """Many readers (searches, saves) or one writer (adds, deletes); writers go first, so a
-    stream of searches cannot starve a store."""
+    stream of searches cannot starve a store. A writer that takes the lock again and again
+    (the merge thread draining a backlog) calls ``let_readers_in`` between turns, or it would
+    starve the searches instead."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
         self._waiting = 0
+        self._queued_readers = 0
 
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
+            self._queued_readers += 1
             while self._writer or self._waiting:
                 self._cond.wait()
+            self._queued_readers -= 1
             self._readers += 1
+            if not self._queued_readers:
+                self._cond.notify_all()  # a writer in let_readers_in may go on
         try:
             yield
         finally:
@@ -95,6 +102,12 @@ class RWLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+    def let_readers_in(self, timeout: float = 0.05) -> None:
+        """Wait (at most ``timeout``) until the readers queued behind the last write have the
+        lock; they may be behind another writer, hence the bound."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._queued_readers, timeout)
 
 
 @contextmanager
