@@ -15,7 +15,7 @@ import pytest
 
 from semcache.store import NewEntry, Partition, SqlFaissStore
 from semcache.store.approx_index import ApproxPartition
-from semcache.store.faiss_index import IndexOptions
+from semcache.store.faiss_index import IndexOptions, RWLock
 
 DIM = 16
 P = Partition("acme", "support", "gpt-4o", "v1")
@@ -326,3 +326,23 @@ def test_deletes_and_replacements_made_during_a_rebuild_are_carried_over(
         [f"e{n}"] for n in range(151, 500, 13)
     ]
     store.close()
+
+
+def test_a_writer_taking_the_lock_again_lets_the_queued_searches_in_first() -> None:
+    lock = RWLock()
+    entered: list[str] = []
+    with lock.exclusive():
+        reader = threading.Thread(target=lambda: _read_once(lock, entered))
+        reader.start()
+        while lock._queued_readers == 0:  # the search is queued behind this write
+            threading.Event().wait(0.001)
+    lock.let_readers_in(timeout=5)
+    with lock.exclusive():
+        entered.append("writer")
+    reader.join(5)
+    assert entered == ["reader", "writer"]
+
+
+def _read_once(lock: RWLock, entered: list[str]) -> None:
+    with lock.shared():
+        entered.append("reader")

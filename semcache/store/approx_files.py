@@ -1,6 +1,7 @@
-"""A large partition's files: a snapshot (``<key>.hnsw``) and an append-only log (``<key>.hlog``).
+"""A large partition's files: a snapshot (``<key>.ann``) and an append-only log (``<key>.alog``).
 
-The snapshot holds the HNSW graph (FAISS's own format, after a header), its labels (position ->
+The snapshot holds the IVF or HNSW index (FAISS's own format, after a header; the magic bytes
+still say HNSW, as the first release wrote them), its labels (position ->
 row id), the packed tombstones and the fresh segment, with a CRC over all but the graph (a
 damaged graph fails FAISS's read or the reconcile's vector sample). The log starts with the
 snapshot's generation and holds CRC-checked add and delete records (``faiss_index.record``)
@@ -113,7 +114,7 @@ def load_approx(snapshot: Path, log_path: Path, dim: int, options: IndexOptions)
     next save write a new snapshot."""
     with open(snapshot, "rb") as f:
         if f.read(len(_SNAPSHOT_MAGIC)) != _SNAPSHOT_MAGIC:
-            raise ValueError("not a semcache HNSW snapshot")
+            raise ValueError("not a semcache index snapshot")
         head = _exactly(f, _SNAP_HEADER.size)
         generation, n, n_fresh, file_dim = _SNAP_HEADER.unpack(head)
         if file_dim != dim:

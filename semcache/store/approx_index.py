@@ -319,7 +319,6 @@ class ApproxPartition:
         meanwhile are carried over at the swap (merges wait: this thread does both)."""
         with self.lock.shared():
             self._rebuilding = True
-            self._changed = []
             positions = np.fromiter(self._pos.values(), dtype=np.int64)
             ids = np.fromiter(self._pos, dtype=np.int64)
         try:

@@ -73,13 +73,16 @@ class RWLock:
     @contextmanager
     def shared(self) -> Iterator[None]:
         with self._cond:
+            waited = self._writer or self._waiting
             self._queued_readers += 1
             while self._writer or self._waiting:
                 self._cond.wait()
             self._queued_readers -= 1
             self._readers += 1
-            if not self._queued_readers:
-                self._cond.notify_all()  # a writer in let_readers_in may go on
+            # Only the last of the readers that queued can free a writer in let_readers_in;
+            # an uncontended search (the usual one) notifies nobody.
+            if waited and not self._queued_readers:
+                self._cond.notify_all()
         try:
             yield
         finally:
