@@ -292,6 +292,10 @@ def create_app(services: Services) -> FastAPI:
                     "index save",
                 )
             ),
+            # Entries another process stored (`semcache import` beside this server).
+            asyncio.create_task(
+                _every(1.0, lambda: asyncio.to_thread(services.store.catch_up), "catch-up")
+            ),
         ]
         try:
             yield

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,30 @@ def test_an_imported_chat_log_line_answers_the_same_request_through_the_proxy(
     assert answer.model == "gpt-4o-mini" and answer.id != "chatcmpl-imported"
     assert answer.usage is not None and answer.usage.total_tokens == 18
     assert sim.stats()["requests"] == before  # never went upstream
+
+
+def test_an_import_beside_the_running_server_is_found_semantically_without_a_restart(
+    server: ServerProcess, imported: Path, tmp_path: Path
+) -> None:
+    query, reworded = "How do I cancel my subscription?", "How can I cancel my subscription?"
+    assert lookup(server, query=reworded)["status"] == "MISS"
+    record = {
+        "query": query,
+        "response": {"answer": "Settings, then Billing."},
+        "model": "gpt-4o-mini",
+    }
+    done = run_import(
+        write_lines(tmp_path / "more.jsonl", [record]), "--data-dir", imported, "--tenant", TENANT
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 entries" in done.stdout
+    # The server owns the index files; the import left them to it and said so.
+    assert "belong to pid" in done.stderr, done.stderr
+    deadline = time.monotonic() + 15
+    while (answer := lookup(server, query=reworded))["status"] != "HIT-SEMANTIC":
+        assert time.monotonic() < deadline, f"not found semantically: {answer}"
+        time.sleep(0.2)
+    assert answer["entry"]["response"] == {"answer": "Settings, then Billing."}
 
 
 # -- POST /v1/cache/store/batch --------------------------------------------------------------

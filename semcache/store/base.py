@@ -27,6 +27,7 @@ __all__ = [
     "NewEntry",
     "Partition",
     "TenantStats",
+    "entry_from_row",
     "filtered_reason",
     "last_per_key",
     "partition_key",
@@ -166,6 +167,25 @@ class Entry:
     hit_floor: float | None = None
 
 
+def entry_from_row(row: Any) -> Entry:
+    """An ``entries`` row (a mapping of ``schema.ENTRY_COLUMNS``) read back as an ``Entry``."""
+    return Entry(
+        entry_id=row["entry_id"],
+        row_id=int(row["row_id"]),
+        partition=Partition(row["tenant"], row["namespace"], row["model"], row["doc_version"]),
+        exact_key=row["exact_key"],
+        context_hash=row["context_hash"],
+        query=row["query"],
+        response=json.loads(row["response"]),
+        metadata=json.loads(row["metadata"]),
+        created_at=float(row["created_at"]),
+        expires_at=float(row["expires_at"]),
+        last_used_at=float(row["last_used_at"]),
+        hit_count=int(row["hit_count"]),
+        hit_floor=None if row["hit_floor"] is None else float(row["hit_floor"]),
+    )
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A semantic neighbour that passed the context and expiry filters."""
@@ -287,6 +307,11 @@ class CacheStore(Protocol):
 
     def flush(self) -> None:
         """Persist derived data (vector indexes) so a restart need not rebuild it."""
+        ...
+
+    def catch_up(self) -> int:
+        """Index the entries other processes stored since the last call (derived data kept
+        beside SQL); returns how many. The server calls it every second."""
         ...
 
     def close(self) -> None:

@@ -25,7 +25,6 @@ primary message of the server's error, never the statement).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -69,6 +68,7 @@ from .base import (
     NewEntry,
     Partition,
     TenantStats,
+    entry_from_row,
     filtered_reason,
     last_per_key,
 )
@@ -77,7 +77,7 @@ from .flights import FlightClaims
 from .migrate import upgrade
 from .migrations.frozen import HNSW_INDEX
 from .pg_errors import pg_storage_error
-from .schema import entries
+from .schema import ENTRY_COLUMNS, entries
 
 __all__ = ["PostgresOptions", "PostgresStore", "is_postgres_url", "pg_storage_error"]
 
@@ -93,7 +93,6 @@ _SWEEP_BATCH = 5000
 _SWEEP_LOCK_KEY = 0x7377656570696E67
 # Columns read back for an entry: everything but the vector, which callers never need and
 # which is the widest column by far (384 floats).
-_ENTRY_COLUMNS = [c for c in entries.c if c.name != "embedding"]
 
 
 class _BinaryVector(UserDefinedType[np.ndarray]):
@@ -113,16 +112,16 @@ _QUERY = bindparam("q", type_=_BinaryVector())
 # <#> is minus the inner product (cosine similarity here); the HNSW index orders by it.
 _DISTANCE = entries.c.embedding.op("<#>", return_type=Float)(_QUERY)
 _SIMILARITY = _DISTANCE * -1
-_GET = select(*_ENTRY_COLUMNS).where(
+_GET = select(*ENTRY_COLUMNS).where(
     entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
 )
-_GET_EXACT = select(*_ENTRY_COLUMNS).where(
+_GET_EXACT = select(*ENTRY_COLUMNS).where(
     entries.c.tenant == bindparam("tenant"),
     entries.c.exact_key == bindparam("exact_key"),
     entries.c.expires_at > bindparam("now"),
 )
 _SEARCH = (
-    select(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+    select(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
     .where(
         entries.c.partition_key == bindparam("partition_key"),
         entries.c.tenant == bindparam("tenant"),
@@ -139,7 +138,7 @@ _SEARCH = (
 # The partition's nearest entries before the context, expiry and hit-floor filters: why a
 # search missed (run only after a miss).
 _NEAREST = (
-    select(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+    select(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
     .where(
         entries.c.partition_key == bindparam("partition_key"),
         entries.c.tenant == bindparam("tenant"),
@@ -172,7 +171,7 @@ _WRONG_HIT = (
     .where(entries.c.tenant == bindparam("b_tenant"), entries.c.entry_id == bindparam("b_id"))
     # The floor only rises (GREATEST ignores a NULL floor).
     .values(hit_floor=func.greatest(entries.c.hit_floor, _SIMILARITY))
-    .returning(*_ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
+    .returning(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
 )
 
 
@@ -378,14 +377,14 @@ class PostgresStore:
     def get(self, tenant: str, entry_id: str) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(_GET, {"tenant": tenant, "entry_id": entry_id}).first()
-        return None if row is None else _entry(row._mapping)
+        return None if row is None else entry_from_row(row._mapping)
 
     def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(
                 _GET_EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
             ).first()
-        return None if row is None else _entry(row._mapping)
+        return None if row is None else entry_from_row(row._mapping)
 
     def search(
         self,
@@ -409,7 +408,7 @@ class PostgresStore:
         }
         with self._read() as conn:
             rows = conn.execute(_SEARCH, params).all()
-        found = [Candidate(_entry(row._mapping), float(row.similarity)) for row in rows]
+        found = [Candidate(entry_from_row(row._mapping), float(row.similarity)) for row in rows]
         # relaxed_order: the iterative scan may return rows slightly out of order.
         found.sort(key=lambda c: c.similarity, reverse=True)
         return found
@@ -432,7 +431,7 @@ class PostgresStore:
         }
         with self._read() as conn:
             rows = conn.execute(_NEAREST, params).all()
-        nearest = [Candidate(_entry(row._mapping), float(row.similarity)) for row in rows]
+        nearest = [Candidate(entry_from_row(row._mapping), float(row.similarity)) for row in rows]
         return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
 
     def record_wrong_hit(
@@ -444,7 +443,7 @@ class PostgresStore:
             row = conn.execute(_WRONG_HIT, params).first()
         if row is None:
             return None
-        return _entry(row._mapping), float(row.similarity)
+        return entry_from_row(row._mapping), float(row.similarity)
 
     def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
         if not hits:
@@ -560,23 +559,9 @@ class PostgresStore:
     def flush(self) -> None:
         """Nothing to persist: the vectors are rows, committed with their entries."""
 
+    def catch_up(self) -> int:
+        """Nothing to catch up on: every replica searches the same rows."""
+        return 0
+
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _entry(row: Any) -> Entry:
-    return Entry(
-        entry_id=row["entry_id"],
-        row_id=int(row["row_id"]),
-        partition=Partition(row["tenant"], row["namespace"], row["model"], row["doc_version"]),
-        exact_key=row["exact_key"],
-        context_hash=row["context_hash"],
-        query=row["query"],
-        response=json.loads(row["response"]),
-        metadata=json.loads(row["metadata"]),
-        created_at=float(row["created_at"]),
-        expires_at=float(row["expires_at"]),
-        last_used_at=float(row["last_used_at"]),
-        hit_count=int(row["hit_count"]),
-        hit_floor=None if row["hit_floor"] is None else float(row["hit_floor"]),
-    )

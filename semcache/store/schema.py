@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["entries", "flights", "metadata", "requests"]
+__all__ = ["ENTRY_COLUMNS", "entries", "flights", "metadata", "requests"]
 
 metadata = MetaData()
 
@@ -100,3 +100,6 @@ flights = Table(
     Column("owner", String(64), nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+# Every column but the embedding, which no Entry carries: what the lookup path reads.
+ENTRY_COLUMNS = [column for column in entries.c if column.name != "embedding"]

@@ -1,8 +1,12 @@
-"""The embedded store: SQLite (or any SQLAlchemy URL) for entries, FAISS for their vectors."""
+"""The embedded store: SQLite (or any SQLAlchemy URL) for entries, FAISS for their vectors.
+
+Several processes may share one data dir: SQL serialises their writes, the first to open it
+owns the index files (``index_dir_lock``), and each indexes the rows the others commit
+(``catch_up``, ``sql_sync``).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -25,10 +29,13 @@ from .base import (
     NewEntry,
     Partition,
     TenantStats,
+    entry_from_row,
     filtered_reason,
     last_per_key,
 )
-from .schema import entries
+from .index_dir_lock import IndexDirLock
+from .schema import ENTRY_COLUMNS, entries
+from .sql_sync import catch_up_round, reconcile
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
 from .vectors import IndexOptions, VectorIndexes
 
@@ -57,15 +64,39 @@ class SqlFaissStore:
         self.options = options or StoreOptions()
         self.index_dir = index_dir
         self.engine = make_engine(database_url, self.options)
-        self.vectors = VectorIndexes(index_dir, dim, index_options)
+        # None: another process owns the index files (held until close).
+        self._owner_lock = IndexDirLock.try_acquire(index_dir)
+        if self._owner_lock is None:
+            log.warning(
+                "the vector index files in %s belong to %s, which opened this data dir first: "
+                "this process keeps its indexes in memory (a running server indexes what this "
+                "one stores within a second; otherwise the next start does)",
+                index_dir,
+                IndexDirLock.holder(index_dir),
+            )
+        self.vectors = VectorIndexes(
+            index_dir, dim, index_options, writable=self._owner_lock is not None
+        )
         # SQLite has one writer at a time; serialising writes here keeps SQL and the vector
         # indexes changing in the same order and avoids SQLITE_BUSY on lock upgrades.
         self._write_lock = threading.Lock()
         # Set when SQLite reports the file damaged while serving: from then on the store
         # refuses writes (they could spread the damage) and /readyz reports it.
         self.damaged: str | None = None
-        self.schema = open_schema(self.engine, index_dir)
-        self.reconcile_report = self._reconcile(self.schema.rebuilt_ids)
+        try:
+            self.schema = open_schema(self.engine, index_dir)
+            with self._read() as conn:
+                self.reconcile_report, self._foreign = reconcile(
+                    conn, self.vectors, self.schema.rebuilt_ids
+                )
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def owns_index_files(self) -> bool:
+        """Whether this process writes the index files (the first to open the data dir)."""
+        return self._owner_lock is not None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -113,25 +144,6 @@ class SqlFaissStore:
             log.error("the database file is damaged; refusing writes from now on: %s", exc)
         return error
 
-    def _reconcile(self, verify_all: bool) -> dict[str, int]:
-        ids: dict[str, set[int]] = defaultdict(set)
-        with self._read() as conn:
-            for row_id, key in conn.execute(select(entries.c.row_id, entries.c.partition_key)):
-                ids[key].add(row_id)
-
-        def load(row_ids: list[int]) -> dict[int, np.ndarray]:
-            with self._read() as conn:
-                rows = conn.execute(
-                    select(entries.c.row_id, entries.c.embedding).where(
-                        entries.c.row_id.in_(row_ids)
-                    )
-                )
-                return {r: np.frombuffer(blob, dtype=np.float32) for r, blob in rows}
-
-        report = self.vectors.reconcile(ids, load, verify_all=verify_all)
-        log.info("vector indexes reconciled with SQL: %s", report)
-        return report
-
     # -- CacheStore ---------------------------------------------------------------------------
 
     def put(self, entry: NewEntry, *, max_entries: int) -> tuple[Entry, int]:
@@ -174,6 +186,7 @@ class SqlFaissStore:
                 by_partition[e.partition.key].append(n)
             for key, positions in by_partition.items():
                 self.vectors.add(key, [row_ids[n] for n in positions], vectors[positions])
+            self._foreign.wrote(row_ids)
             for old_id, key in [*replaced, *evicted]:
                 self.vectors.remove(key, [old_id])
         stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
@@ -206,14 +219,14 @@ class SqlFaissStore:
     def get(self, tenant: str, entry_id: str) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(_BY_ID, {"tenant": tenant, "entry_id": entry_id}).first()
-        return None if row is None else _entry(row._mapping)
+        return None if row is None else entry_from_row(row._mapping)
 
     def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
         with self._read() as conn:
             row = conn.execute(
                 _EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
             ).first()
-        return None if row is None else _entry(row._mapping)
+        return None if row is None else entry_from_row(row._mapping)
 
     def search(
         self,
@@ -266,7 +279,7 @@ class SqlFaissStore:
                     entries.c.partition_key == partition.key,
                 )
             )
-            found = {row.row_id: _entry(row._mapping) for row in rows}
+            found = {row.row_id: entry_from_row(row._mapping) for row in rows}
         nearest = [Candidate(found[r], score) for r, score in hits if r in found]
         return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
 
@@ -284,7 +297,7 @@ class SqlFaissStore:
                     "now": now,
                 },
             )
-            return {row.row_id: _entry(row._mapping) for row in rows}
+            return {row.row_id: entry_from_row(row._mapping) for row in rows}
 
     def record_wrong_hit(
         self, tenant: str, entry_id: str, vector: np.ndarray
@@ -301,7 +314,7 @@ class SqlFaissStore:
             if row.hit_floor is None or similarity > row.hit_floor:
                 conn.execute(update(entries).where(*where).values(hit_floor=similarity))
             updated = conn.execute(select(entries).where(*where)).one()
-        return _entry(updated._mapping), similarity
+        return entry_from_row(updated._mapping), similarity
 
     def record_hits(self, hits: Mapping[int, tuple[int, float]]) -> None:
         if not hits:
@@ -396,13 +409,37 @@ class SqlFaissStore:
         return AttributionStore(self.engine)
 
     def flush(self) -> None:
+        if self._owner_lock is None:
+            # The owner released the files (it closed after its last save): this process's
+            # indexes, caught up from SQL, are the newer state.
+            self._owner_lock = IndexDirLock.try_acquire(self.index_dir)
+            if self._owner_lock is not None:
+                log.info("this process now owns the vector index files in %s", self.index_dir)
+                self.vectors.take_ownership()
         self.vectors.save()
+
+    def catch_up(self) -> int:
+        """Index the rows other processes committed since the last call; returns how many."""
+        added, more = 0, self.damaged is None  # a damaged file is left alone
+        while more:
+            # Round by round, so stores wait for one chunk at most.
+            with self._writing(), self._read() as conn:
+                count, more = catch_up_round(conn, self._foreign, self.vectors)
+            added += count
+        if added:
+            log.info("indexed %d entries other processes stored", added)
+        return added
 
     def close(self) -> None:
         try:
             self.vectors.close()
         finally:
-            self.engine.dispose()
+            self._release()
+
+    def _release(self) -> None:
+        self.engine.dispose()
+        if self._owner_lock is not None:
+            self._owner_lock.release()
 
 
 def _row(entry: NewEntry, embedding: bytes) -> dict[str, Any]:
@@ -419,37 +456,18 @@ def _may_hit(entry: Entry, similarity: float) -> bool:
 # The reads on the lookup path, built once: building and caching a fresh select() per call
 # was more than half of an exact lookup's CPU time (benchmarks/results/hot_path_profile.md).
 # They leave out the embedding, which no Entry carries.
-_ENTRY_COLUMNS = [column for column in entries.c if column.name != "embedding"]
-_EXACT = select(*_ENTRY_COLUMNS).where(
+_EXACT = select(*ENTRY_COLUMNS).where(
     entries.c.tenant == bindparam("tenant"),
     entries.c.exact_key == bindparam("exact_key"),
     entries.c.expires_at > bindparam("now"),
 )
-_BY_ID = select(*_ENTRY_COLUMNS).where(
+_BY_ID = select(*ENTRY_COLUMNS).where(
     entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
 )
-_LIVE = select(*_ENTRY_COLUMNS).where(
+_LIVE = select(*ENTRY_COLUMNS).where(
     entries.c.row_id.in_(bindparam("row_ids", expanding=True)),
     entries.c.tenant == bindparam("tenant"),
     entries.c.partition_key == bindparam("partition_key"),
     entries.c.context_hash == bindparam("context_hash"),
     entries.c.expires_at > bindparam("now"),
 )
-
-
-def _entry(row: Any) -> Entry:
-    return Entry(
-        entry_id=row["entry_id"],
-        row_id=int(row["row_id"]),
-        partition=Partition(row["tenant"], row["namespace"], row["model"], row["doc_version"]),
-        exact_key=row["exact_key"],
-        context_hash=row["context_hash"],
-        query=row["query"],
-        response=json.loads(row["response"]),
-        metadata=json.loads(row["metadata"]),
-        created_at=float(row["created_at"]),
-        expires_at=float(row["expires_at"]),
-        last_used_at=float(row["last_used_at"]),
-        hit_count=int(row["hit_count"]),
-        hit_floor=None if row["hit_floor"] is None else float(row["hit_floor"]),
-    )

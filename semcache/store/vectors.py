@@ -10,7 +10,9 @@ below half the threshold turns exact again.
 
 Every file is written atomically (temp file, then rename) or appended with CRC-checked
 records, so a crash mid-save leaves a readable state; ``reconcile`` then adds what SQL has and
-the files lack, and drops what the files have and SQL lost.
+the files lack, and drops what the files have and SQL lost. Only the process that owns the
+files (``index_dir_lock``) writes or deletes them; the indexes of any other (``writable``
+False) live in memory only.
 """
 
 from __future__ import annotations
@@ -42,10 +44,19 @@ _LEGACY = {".ann": ".hnsw", ".alog": ".hlog"}
 class VectorIndexes:
     """A thread-safe set of per-partition FAISS indexes with atomic persistence."""
 
-    def __init__(self, directory: Path, dim: int, options: IndexOptions | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        dim: int,
+        options: IndexOptions | None = None,
+        *,
+        writable: bool = True,
+    ) -> None:
         self.directory = directory
         self.dim = dim
         self.options = options or IndexOptions()
+        # False: another process owns the files; load them, never change them.
+        self.writable = writable
         self._indexes: dict[str, Partition] = {}
         # Guards the dict only; each partition has its own reader-writer lock, so searches run
         # side by side and a large partition's maintenance never blocks another's.
@@ -135,7 +146,9 @@ class VectorIndexes:
 
     def save(self, *, closing: bool = False) -> int:
         """Write what changed (whole small files, log records of large ones, a snapshot when
-        due); returns the bytes written."""
+        due); returns the bytes written. Nothing without the files' ownership."""
+        if not self.writable:
+            return 0
         self.directory.mkdir(parents=True, exist_ok=True)
         written = 0
         with self._save_lock:
@@ -155,14 +168,32 @@ class VectorIndexes:
                     written += wrote
         return written
 
+    def take_ownership(self) -> None:
+        """Become the files' writer (their owner closed): the files hold the old owner's
+        state, not this process's, so the next save writes every partition whole."""
+        with self._save_lock:
+            with self._lock:
+                parts = dict(self._indexes)
+            for key, part in parts.items():
+                if isinstance(part, FlatPartition):
+                    with part.lock.exclusive():
+                        part.dirty = True
+                    continue
+                # The old owner's log may replay onto a snapshot of the same generation.
+                self._paths(key)[2].unlink(missing_ok=True)
+                with part.mutation:
+                    part.snapshot_needed, part.log_ok, part.pending = True, False, []
+            self.writable = True
+
     def _drop(self, key: str, part: Partition) -> None:
         with self._lock:
             if self._indexes.get(key) is part:
                 del self._indexes[key]
         if isinstance(part, ApproxPartition):
             part.stop()
-        for path in self._paths(key):
-            path.unlink(missing_ok=True)
+        if self.writable:
+            for path in self._paths(key):
+                path.unlink(missing_ok=True)
 
     def wait_idle(self, timeout: float = 600.0) -> bool:
         """Wait for every large partition's background merge or rebuild to finish."""
@@ -200,13 +231,16 @@ class VectorIndexes:
             ("loaded", "added", "removed", "rebuilt", "dropped_files", "verified", "repaired"), 0
         )
         self.directory.mkdir(parents=True, exist_ok=True)
-        for stale in self.directory.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
-        for suffix in INDEX_SUFFIXES:
-            for path in self.directory.glob(f"*{suffix}"):
-                if path.stem not in sql_ids:
-                    path.unlink(missing_ok=True)
-                    report["dropped_files"] += suffix not in (".alog", ".hlog")
+        if self.writable:
+            # Files of partitions SQL no longer has, and temp files of an interrupted save;
+            # a process that does not own the files leaves them (the owner may be saving).
+            for stale in self.directory.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+            for suffix in INDEX_SUFFIXES:
+                for path in self.directory.glob(f"*{suffix}"):
+                    if path.stem not in sql_ids:
+                        path.unlink(missing_ok=True)
+                        report["dropped_files"] += suffix not in (".alog", ".hlog")
         for key, wanted in sql_ids.items():
             part = self._load(key)
             if part is None:
@@ -259,20 +293,26 @@ class VectorIndexes:
         for path in (snapshot, log_path):
             legacy = path.with_suffix(_LEGACY[path.suffix])
             if legacy.exists() and not path.exists():
+                if not self.writable:
+                    return None  # the owner renames them; this process rebuilds from SQL
                 legacy.rename(path)
-        if flat.exists() and snapshot.exists():
-            # A crash between writing one kind and deleting the other: the newer is the state.
+        has_flat, has_snapshot = flat.exists(), snapshot.exists()
+        if has_flat and has_snapshot:
+            # A crash between writing one kind and deleting the other (or, seen by a process
+            # that does not own the files, the owner mid-switch): the newer is the state.
             older = flat if flat.stat().st_mtime < snapshot.stat().st_mtime else snapshot
-            older.unlink()
-            if older is snapshot:
-                log_path.unlink(missing_ok=True)
-        if snapshot.exists():
+            has_flat, has_snapshot = older is snapshot, older is flat
+            if self.writable:
+                older.unlink()
+                if older is snapshot:
+                    log_path.unlink(missing_ok=True)
+        if has_snapshot:
             try:
                 return load_approx(snapshot, log_path, self.dim, self.options)
             except (ValueError, OSError) as exc:
                 log.warning("vector index %s unreadable (%s); rebuilding from SQL", snapshot, exc)
                 return None
-        if not flat.exists():
+        if not has_flat:
             return None
         try:
             index = faiss.read_index(str(flat))

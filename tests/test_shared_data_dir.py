@@ -1,0 +1,143 @@
+"""Several processes on one SQLite + FAISS data dir: one owns the index files, every one finds
+the entries the others store (``catch_up``), and the files stay whole.
+
+Two ``SqlFaissStore`` objects on one folder in one process stand for two processes: the lock
+is ``flock`` on an open file, which two opens in one process contend for as two processes do.
+``test_import.py`` runs the real case, `semcache import` beside a running server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store.faiss_index import IndexOptions
+
+DIM = 8
+P = Partition("acme", "support", "gpt-4o", "v1")
+# Small enough that 60 entries make the partition approximate (IVF), as 20,000 would.
+APPROX = IndexOptions(approximate_min_entries=40)
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def entry(n: int) -> NewEntry:
+    return NewEntry(
+        entry_id=f"e{n}",
+        partition=P,
+        exact_key=f"k{n}",
+        context_hash="ctx",
+        query=f"query {n}",
+        response={"n": n},
+        embedding=unit(n),
+        created_at=1000.0,
+        expires_at=10_000.0,
+    )
+
+
+def put(store: SqlFaissStore, numbers: range | list[int]) -> None:
+    store.put_many([entry(n) for n in numbers], max_entries=100_000)
+
+
+def found(store: SqlFaissStore, n: int) -> bool:
+    """Whether a search for entry n's own vector finds it first."""
+    hits = store.search(P, unit(n), context_hash="ctx", now=2000.0, k=1)
+    return bool(hits) and hits[0].entry.entry_id == f"e{n}"
+
+
+def index_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every index file's (size, mtime in ns); the lock file is not one."""
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.iterdir())
+        if p.name != "owner.lock"
+    }
+
+
+Opener = Callable[..., SqlFaissStore]
+
+
+@pytest.fixture
+def opener(tmp_path: Path) -> Iterator[Opener]:
+    opened: list[SqlFaissStore] = []
+
+    def open_store(options: IndexOptions | None = None) -> SqlFaissStore:
+        store = SqlFaissStore(
+            f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "faiss", DIM, index_options=options
+        )
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def test_a_second_store_leaves_the_files_to_the_first_and_each_finds_the_others_entries(
+    opener: Opener, tmp_path: Path
+) -> None:
+    first = opener()
+    put(first, range(0, 5))
+    first.flush()
+    files_before = index_files(tmp_path / "faiss")
+    second = opener()
+    assert first.owns_index_files and not second.owns_index_files
+    assert all(found(second, n) for n in range(0, 5))  # loaded from the owner's files
+
+    put(second, range(5, 10))
+    put(first, range(10, 12))
+    put(second, [12])
+    assert not found(first, 5) and not found(second, 10)
+    assert first.catch_up() == 6  # 5..9 and 12, not its own 10 and 11
+    assert second.catch_up() == 2
+    assert first.catch_up() == 0 and second.catch_up() == 0
+    for store in (first, second):
+        assert all(found(store, n) for n in range(13))
+        assert store.vectors.size(P.key) == 13  # nothing indexed twice
+
+    second.flush()
+    second.close()
+    assert index_files(tmp_path / "faiss") == files_before  # never written by the second
+
+
+def test_an_entry_another_store_deleted_is_never_served(opener: Opener) -> None:
+    first, second = opener(), opener()
+    put(first, range(3))
+    assert second.catch_up() == 3
+    assert second.delete(P.tenant, "e1")
+    assert not found(first, 1)  # its vector is still indexed there, its row is gone
+    assert found(first, 0) and found(first, 2)
+
+
+@pytest.mark.parametrize("options", [None, APPROX], ids=["exact", "approximate"])
+def test_the_second_store_takes_over_the_files_when_the_first_closes(
+    opener: Opener, options: IndexOptions | None
+) -> None:
+    first = opener(options)
+    put(first, range(30))
+    first.flush()
+    second = opener(options)
+    put(second, range(30, 60))
+    assert first.catch_up() == 30
+    put(first, range(60, 70))
+    first.close()  # saves its state and frees the files
+    assert second.catch_up() == 10
+    second.flush()
+    assert second.owns_index_files
+    put(second, range(70, 75))
+    second.close()
+
+    third = opener(options)
+    # The files the second wrote hold every entry: nothing to add from SQL at start.
+    assert third.reconcile_report["added"] == 0, third.reconcile_report
+    assert third.reconcile_report["repaired"] == 0, third.reconcile_report
+    assert third.vectors.size(P.key) == 75
+    assert third.vectors.kind(P.key) == ("flat" if options is None else "ivf")
+    assert all(found(third, n) for n in range(75))
