@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,69 @@ def test_a_leader_that_raises_anything_ends_its_flight() -> None:
         with pytest.raises(FlightAbandoned):
             await asyncio.wait_for(waiting, 1)
         assert len(service.flights) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_never_relayed_ends_its_span_closes_the_upstream_and_its_flight(
+    sim: RunningSimulator,
+) -> None:
+    """The client left before the first byte: the relay generator is dropped unstarted, and
+    what it would have cleaned up is cleaned up anyway (a real simulator stream, a real
+    span)."""
+    import gc
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from semcache.proxy.miss import Unrelayed
+    from semcache.proxy.singleflight import FlightAbandoned, SingleFlight
+    from semcache.upstream.client import UpstreamReply
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    async def scenario() -> None:
+        flights: SingleFlight[Any] = SingleFlight()
+        flight, _ = flights.join("k")
+        follower, _ = flights.join("k")
+        waiting = asyncio.create_task(follower.wait())
+        async with httpx.AsyncClient(base_url=sim.base_url) as http:
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            request = http.build_request(
+                "POST", "/v1/chat/completions", json={**body, "stream": True}
+            )
+            response = await http.send(request, stream=True)
+            span = provider.get_tracer("test").start_span("semcache.upstream")
+            unrelayed = Unrelayed(
+                asyncio.get_running_loop(),
+                span,
+                UpstreamReply("openai", response),
+                flights,
+                ("k", flight),
+            )
+
+            async def relay() -> Any:
+                unrelayed.started = True
+                yield b""
+
+            dropped = relay()
+            weakref.finalize(dropped, unrelayed.dropped)
+            del dropped
+            gc.collect()
+            with pytest.raises(FlightAbandoned):
+                await asyncio.wait_for(waiting, 1)
+            for _ in range(50):
+                if response.is_closed:
+                    break
+                await asyncio.sleep(0.02)
+            assert response.is_closed
+        assert len(flights) == 0
+        [ended] = exporter.get_finished_spans()
+        assert ended.status.status_code == StatusCode.ERROR
 
     asyncio.run(scenario())
 

@@ -74,12 +74,14 @@ class Miss:
         # which should get its chance again once it recovers.
         self.store = self.store and model == call.model
         if call.stream:
-            relay = self._relay(reply, model, span)
-            if self.flight is not None:
-                # The relay ends the flight when it runs; if it never runs (the client left
-                # before the first byte, or rendering failed), dropping it ends the flight.
-                loop = asyncio.get_running_loop()
-                weakref.finalize(relay, _abandon_soon, loop, self.env.flights, *self.flight)
+            # The relay ends the span, closes the upstream response and ends the flight when
+            # it runs; if it never runs (the client left before the first byte, or rendering
+            # failed), dropping it does, or the upstream connection would stay taken.
+            unrelayed = Unrelayed(
+                asyncio.get_running_loop(), span, reply, self.env.flights, self.flight
+            )
+            relay = self._relay(reply, model, span, unrelayed)
+            weakref.finalize(relay, unrelayed.dropped)
             return ProxyResponse(headers, stream=relay)
         try:
             answer = reply.json()
@@ -155,12 +157,15 @@ class Miss:
         span.set_attribute("http.response.status_code", 200)
         return reply, span
 
-    async def _relay(self, reply: UpstreamReply, model: str, span: Span) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, reply: UpstreamReply, model: str, span: Span, unrelayed: Unrelayed
+    ) -> AsyncIterator[bytes]:
         """Forward each upstream event as it arrives; store the answer if the stream completed.
 
         Caching never delays the first byte: events go out as they come, and the answer is
         assembled beside them. No retry happens here, since bytes have reached the client.
         """
+        unrelayed.started = True
         call = self.call
         parser = SSEParser()
         assembler = call.wire.assembler()
@@ -268,15 +273,38 @@ def upstream_headers(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _abandon_soon(
-    loop: asyncio.AbstractEventLoop, flights: SingleFlight[Answer], key: str, flight: Flight[Answer]
-) -> None:
-    # A finalizer may run in any thread; futures belong to the loop's.
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(_abandon_if_open, flights, key, flight)
+class Unrelayed:
+    """What a streamed miss's relay would clean up, done when the relay is dropped unstarted:
+    the upstream span ended (with an error status), the upstream response closed, the flight
+    ended so that followers start over."""
 
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        span: Span,
+        reply: UpstreamReply,
+        flights: SingleFlight[Answer],
+        flight: tuple[str, Flight[Answer]] | None,
+    ) -> None:
+        self.loop, self.span, self.reply = loop, span, reply
+        self.flights, self.flight = flights, flight
+        self.started = False
+        self._closing: asyncio.Task[None] | None = None  # held until done
 
-def _abandon_if_open(flights: SingleFlight[Answer], key: str, flight: Flight[Answer]) -> None:
-    if not flight.done:
-        flight.fail(FlightAbandoned("the streamed answer was never relayed"))
-        flights.land(key, flight)
+    def dropped(self) -> None:
+        """The relay's finalizer (any thread): nothing to do if the relay ran."""
+        if self.started:
+            return
+        # Ending a span is thread-safe; the response and the flight belong to the loop.
+        self.span.set_status(StatusCode.ERROR, "the stream was never relayed to the client")
+        self.span.end()
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._abandon)
+
+    def _abandon(self) -> None:
+        self._closing = self.loop.create_task(self.reply.aclose())
+        if self.flight is not None:
+            key, flight = self.flight
+            if not flight.done:
+                flight.fail(FlightAbandoned("the streamed answer was never relayed"))
+                self.flights.land(key, flight)
