@@ -19,7 +19,7 @@ from semcache.store.faiss_index import IndexOptions
 
 DIM = 8
 P = Partition("acme", "support", "gpt-4o", "v1")
-# Small enough that 60 entries make the partition approximate (IVF), as 20,000 would.
+# Small enough that 50 entries make the partition approximate (IVF), as 20,000 would.
 APPROX = IndexOptions(approximate_min_entries=40)
 
 
@@ -121,23 +121,24 @@ def test_the_second_store_takes_over_the_files_when_the_first_closes(
     opener: Opener, options: IndexOptions | None
 ) -> None:
     first = opener(options)
-    put(first, range(30))
+    put(first, range(50))  # past APPROX's threshold: the second loads a snapshot and a log
     first.flush()
     second = opener(options)
-    put(second, range(30, 60))
+    assert second.vectors.kind(P.key) == ("flat" if options is None else "ivf")
+    put(second, range(50, 80))
     assert first.catch_up() == 30
-    put(first, range(60, 70))
+    put(first, range(80, 90))
     first.close()  # saves its state and frees the files
     assert second.catch_up() == 10
     second.flush()
     assert second.owns_index_files
-    put(second, range(70, 75))
+    put(second, range(90, 95))
     second.close()
 
     third = opener(options)
     # The files the second wrote hold every entry: nothing to add from SQL at start.
     assert third.reconcile_report["added"] == 0, third.reconcile_report
     assert third.reconcile_report["repaired"] == 0, third.reconcile_report
-    assert third.vectors.size(P.key) == 75
+    assert third.vectors.size(P.key) == 95
     assert third.vectors.kind(P.key) == ("flat" if options is None else "ivf")
-    assert all(found(third, n) for n in range(75))
+    assert all(found(third, n) for n in range(95))
