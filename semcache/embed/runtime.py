@@ -51,9 +51,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "torch")
-# What one extra forward call costs, in padded tokens of one row: on the 2-core EPYC the
-# MiniLM models take about 4.5 ms per call plus 0.65 ms per token of the batch.
-FIXED_COST_TOKENS = 8
+# What one extra forward call costs, in padded tokens of one row (a MiniLM call is about 3 ms
+# plus 0.09 ms per padded token on the 2-core machine, less per token in larger batches).
+# Splitting matters: one call per distinct length, or none, costs 1.3x to 3x more. The value
+# less: 24 to 96 took 5 to 15% less encoder time than 8 on 16-prompt batches in most runs,
+# too little to show end to end (64 against 8, servers alternated: the same throughput within
+# noise). benchmarks/results/length_groups.md.
+FIXED_COST_TOKENS = 48
 _CHUNK = 1 << 20
 # Export on the calling thread with this many torch threads at most (the export is short).
 _EXPORT_THREADS = 2
