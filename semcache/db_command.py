@@ -60,7 +60,8 @@ def run_upgrade(args: argparse.Namespace) -> int:
         store.close()
     else:
         # The whole store is opened: an upgrade that rebuilt the entries table also has every
-        # FAISS vector checked against SQL, and the indexes saved, as serve would on start.
+        # FAISS vector checked against SQL, and the indexes saved (unless a running server owns
+        # them), as serve would on start.
         data_dir = Path(settings.data_dir)
         sqlite_store = SqlFaissStore(url, data_dir / "faiss", _sqlite_dim(url))
         schema = sqlite_store.schema

@@ -239,6 +239,9 @@ async def _write(
         return
     try:
         await cache.store_many(chunk)
+        # Rows another process (a server) stored meanwhile: indexed here too, which keeps the
+        # store's list of its own ids above them short.
+        await cache.workers.write(cache.storage.catch_up)
     except StorageError as exc:
         raise StorageError(
             f"{exc.message}; {summary.imported} entries from the lines before line {first} "
@@ -266,8 +269,9 @@ async def run(
     finally:
         await cache.batcher.close()
         cache.close()
-        # Saves the FAISS indexes (SQLite); a crash before this costs nothing but time, the
-        # next start adds the missing vectors from SQL.
+        # Saves the FAISS indexes (SQLite) unless a running server owns them, which indexed
+        # each chunk as it committed; a crash before this costs nothing but time, the next
+        # start adds the missing vectors from SQL.
         cache.storage.close()
 
 

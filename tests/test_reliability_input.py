@@ -140,6 +140,7 @@ def test_a_stream_never_relayed_ends_its_span_closes_the_upstream_and_its_flight
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import StatusCode
 
+    from semcache.proxy.background import BackgroundTasks
     from semcache.proxy.miss import Unrelayed
     from semcache.proxy.singleflight import FlightAbandoned, SingleFlight
     from semcache.upstream.client import UpstreamReply
@@ -160,21 +161,24 @@ def test_a_stream_never_relayed_ends_its_span_closes_the_upstream_and_its_flight
             )
             response = await http.send(request, stream=True)
             span = provider.get_tracer("test").start_span("semcache.upstream")
+            background = BackgroundTasks("test")
             unrelayed = Unrelayed(
                 asyncio.get_running_loop(),
+                background,
                 span,
                 UpstreamReply("openai", response),
                 flights,
                 ("k", flight),
             )
 
-            async def relay() -> Any:
-                unrelayed.started = True
+            async def relay(guard: Unrelayed) -> Any:
+                guard.started = True
                 yield b""
 
-            dropped = relay()
+            dropped = relay(unrelayed)
+            # As in Miss.run: only the finalizer keeps the Unrelayed once the relay is gone.
             weakref.finalize(dropped, unrelayed.dropped)
-            del dropped
+            del dropped, unrelayed
             gc.collect()
             with pytest.raises(FlightAbandoned):
                 await asyncio.wait_for(waiting, 1)
@@ -183,6 +187,7 @@ def test_a_stream_never_relayed_ends_its_span_closes_the_upstream_and_its_flight
                     break
                 await asyncio.sleep(0.02)
             assert response.is_closed
+            await background.drain()
         assert len(flights) == 0
         [ended] = exporter.get_finished_spans()
         assert ended.status.status_code == StatusCode.ERROR

@@ -142,3 +142,25 @@ def test_the_second_store_takes_over_the_files_when_the_first_closes(
     assert third.vectors.size(P.key) == 95
     assert third.vectors.kind(P.key) == ("flat" if options is None else "ivf")
     assert all(found(third, n) for n in range(95))
+
+
+def test_a_store_without_the_files_keeps_no_log_records_and_a_closed_one_writes_nothing(
+    opener: Opener, tmp_path: Path
+) -> None:
+    first = opener(APPROX)
+    put(first, range(50))
+    first.flush()
+    second = opener(APPROX)
+    put(second, range(50, 120))
+    assert first.catch_up() == 70
+    part = second.vectors.partition(P.key)
+    # Records of every added vector, for a save that never comes: none kept.
+    assert part is not None and second.vectors.kind(P.key) == "ivf"
+    assert part.pending == []  # type: ignore[union-attr]
+    first.close()
+    second.close()
+    files = index_files(tmp_path / "faiss")
+    second.flush()  # a periodic save that started as the server stopped
+    assert second.catch_up() == 0
+    assert not second.owns_index_files
+    assert index_files(tmp_path / "faiss") == files

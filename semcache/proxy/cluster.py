@@ -89,6 +89,14 @@ class ClusterFlights:
                     if loop.time() > deadline:
                         return None
                     if not await asyncio.to_thread(self.claims.held, exact_key):
+                        # The winner stores before it releases, so its entry may have landed
+                        # between the read above and this check: look once more, or two
+                        # replicas would call upstream for one answer.
+                        entry = await self.cache.workers.read(
+                            self.cache.storage.get_exact, tenant, exact_key, self.cache.clock()
+                        )
+                        if entry is not None:
+                            return entry
                         break  # the winner failed, stored nothing, or died: claim again
                 except StorageError as exc:
                     log.warning("waiting on another replica's upstream call failed: %s", exc)

@@ -78,7 +78,12 @@ class Miss:
             # it runs; if it never runs (the client left before the first byte, or rendering
             # failed), dropping it does, or the upstream connection would stay taken.
             unrelayed = Unrelayed(
-                asyncio.get_running_loop(), span, reply, self.env.flights, self.flight
+                asyncio.get_running_loop(),
+                self.env.background,
+                span,
+                reply,
+                self.env.flights,
+                self.flight,
             )
             relay = self._relay(reply, model, span, unrelayed)
             weakref.finalize(relay, unrelayed.dropped)
@@ -281,28 +286,33 @@ class Unrelayed:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        background: BackgroundTasks,
         span: Span,
         reply: UpstreamReply,
         flights: SingleFlight[Answer],
         flight: tuple[str, Flight[Answer]] | None,
     ) -> None:
-        self.loop, self.span, self.reply = loop, span, reply
+        self.loop, self.background, self.span, self.reply = loop, background, span, reply
         self.flights, self.flight = flights, flight
         self.started = False
-        self._closing: asyncio.Task[None] | None = None  # held until done
 
     def dropped(self) -> None:
         """The relay's finalizer (any thread): nothing to do if the relay ran."""
         if self.started:
             return
-        # Ending a span is thread-safe; the response and the flight belong to the loop.
+        try:
+            self.loop.call_soon_threadsafe(self._abandon)
+        except RuntimeError:  # the loop closed: nothing of it is left to close but the span
+            self._end_span()
+
+    def _end_span(self) -> None:
         self.span.set_status(StatusCode.ERROR, "the stream was never relayed to the client")
         self.span.end()
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._abandon)
 
     def _abandon(self) -> None:
-        self._closing = self.loop.create_task(self.reply.aclose())
+        self._end_span()
+        # A background task: held until done, drained at shutdown, its failure logged.
+        self.background.spawn(self.reply.aclose())
         if self.flight is not None:
             key, flight = self.flight
             if not flight.done:

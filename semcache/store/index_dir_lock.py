@@ -44,10 +44,14 @@ class IndexDirLock:
         except OSError:
             handle.close()
             raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError:
+            handle.close()  # and with it the lock
+            raise
         return cls(handle)
 
     @staticmethod

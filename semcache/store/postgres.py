@@ -91,8 +91,6 @@ _SWEEP_BATCH = 5000
 # pg_try_advisory_xact_lock key of the expiry sweep: one replica sweeps at a time, the others
 # skip their round ("sweeping" in ASCII).
 _SWEEP_LOCK_KEY = 0x7377656570696E67
-# Columns read back for an entry: everything but the vector, which callers never need and
-# which is the widest column by far (384 floats).
 
 
 class _BinaryVector(UserDefinedType[np.ndarray]):

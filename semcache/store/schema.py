@@ -101,5 +101,6 @@ flights = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-# Every column but the embedding, which no Entry carries: what the lookup path reads.
+# Columns read back for an entry: every one but the embedding, which no Entry carries and
+# which is the widest by far (384 floats).
 ENTRY_COLUMNS = [column for column in entries.c if column.name != "embedding"]

@@ -64,6 +64,7 @@ class SqlFaissStore:
         self.options = options or StoreOptions()
         self.index_dir = index_dir
         self.engine = make_engine(database_url, self.options)
+        self._closed = False
         # None: another process owns the index files (held until close).
         self._owner_lock = IndexDirLock.try_acquire(index_dir)
         if self._owner_lock is None:
@@ -90,6 +91,8 @@ class SqlFaissStore:
                     conn, self.vectors, self.schema.rebuilt_ids
                 )
         except BaseException:
+            self.vectors.give_up_files()
+            self.vectors.close()  # stops merge threads reconcile started; writes nothing
             self._release()
             raise
 
@@ -184,9 +187,10 @@ class SqlFaissStore:
             by_partition: dict[str, list[int]] = defaultdict(list)
             for n, e in enumerate(written):
                 by_partition[e.partition.key].append(n)
+            # Committed: even if an add below fails, a catch-up must not add these again.
+            self._foreign.wrote(row_ids)
             for key, positions in by_partition.items():
                 self.vectors.add(key, [row_ids[n] for n in positions], vectors[positions])
-            self._foreign.wrote(row_ids)
             for old_id, key in [*replaced, *evicted]:
                 self.vectors.remove(key, [old_id])
         stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
@@ -409,9 +413,12 @@ class SqlFaissStore:
         return AttributionStore(self.engine)
 
     def flush(self) -> None:
+        if self._closed:
+            return  # a periodic save that started as the server stopped
         if self._owner_lock is None:
             # The owner released the files (it closed after its last save): this process's
-            # indexes, caught up from SQL, are the newer state.
+            # indexes, caught up from SQL, hold every row the files did but those deleted
+            # elsewhere (which the next start's reconcile drops).
             self._owner_lock = IndexDirLock.try_acquire(self.index_dir)
             if self._owner_lock is not None:
                 log.info("this process now owns the vector index files in %s", self.index_dir)
@@ -420,7 +427,12 @@ class SqlFaissStore:
 
     def catch_up(self) -> int:
         """Index the rows other processes committed since the last call; returns how many."""
-        added, more = 0, self.damaged is None  # a damaged file is left alone
+        if self._closed or self.damaged is not None:  # a damaged file is left alone
+            return 0
+        with self._read() as conn:
+            if not self._foreign.behind(conn):
+                return 0  # the usual second: nothing new, and no lock taken
+        added, more = 0, True
         while more:
             # Round by round, so stores wait for one chunk at most.
             with self._writing(), self._read() as conn:
@@ -431,15 +443,24 @@ class SqlFaissStore:
         return added
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.vectors.close()
         finally:
             self._release()
 
     def _release(self) -> None:
-        self.engine.dispose()
-        if self._owner_lock is not None:
-            self._owner_lock.release()
+        try:
+            self.engine.dispose()
+        finally:
+            if self._owner_lock is not None:
+                # Files first, lock second: a save still waiting must not write after a new
+                # owner has taken them.
+                self.vectors.give_up_files()
+                self._owner_lock.release()
+                self._owner_lock = None
 
 
 def _row(entry: NewEntry, embedding: bytes) -> dict[str, Any]:

@@ -8,8 +8,12 @@ an imported entry is found semantically within a second of its commit.
 
 Why row ids are enough: they are AUTOINCREMENT (never handed out twice) and SQLite commits one
 writer at a time in id order, so a read sees every committed row below the highest id it sees.
-A row another process deletes stays in this process's indexes until its next start; that is
-safe, since a search reads each candidate's row from SQL and drops those that are gone.
+That holds for SQLite only; a database that hands out ids before commit (MySQL) could commit a
+lower id after a higher one was seen, and this would miss it until the next start.
+
+A row another process deletes stays in this process's indexes (and, in the owner, its files)
+until its next start. No wrong answer comes of it, since a search reads each candidate's row
+from SQL and drops those that are gone, but the dead vectors take neighbour slots until then.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from .schema import entries
 from .vectors import VectorIndexes
@@ -63,8 +67,8 @@ class ForeignRows:
 
     ``high_water``: every row at or below it is in this process's indexes or gone. Rows this
     process writes above it are remembered (``wrote``) so a catch-up skips them. Callers
-    serialise ``wrote`` and ``take`` (the store's write lock), so no write of this process is
-    half done while ``take`` reads.
+    serialise ``wrote``, ``peek`` and ``advance`` (the store's write lock), so no write of
+    this process is half done while ``peek`` reads.
     """
 
     def __init__(self, high_water: int) -> None:
@@ -82,9 +86,15 @@ class ForeignRows:
         else:
             self._own.update(row_ids)
 
-    def take(self, conn: Connection) -> tuple[list[tuple[int, str]], bool]:
+    def behind(self, conn: Connection) -> bool:
+        """Whether SQL holds a row above the mark: a cheap look before taking any lock."""
+        top = conn.execute(select(func.max(entries.c.row_id))).scalar_one_or_none()
+        return top is not None and int(top) > self.high_water
+
+    def peek(self, conn: Connection) -> tuple[list[tuple[int, str]], int, bool]:
         """(row id, partition key) of up to ``CATCH_UP_CHUNK`` foreign rows above the mark,
-        which moves past them, and whether more may follow."""
+        the mark past them (for ``advance`` once they are indexed), and whether more may
+        follow."""
         rows = conn.execute(
             select(entries.c.row_id, entries.c.partition_key)
             .where(entries.c.row_id > self.high_water)
@@ -92,25 +102,28 @@ class ForeignRows:
             .limit(CATCH_UP_CHUNK)
         ).all()
         if not rows:
-            self._own.clear()  # all at or below the mark, or deleted since
-            return [], False
-        self.high_water = int(rows[-1][0])
+            return [], self.high_water, False
         foreign = [(int(r), str(k)) for r, k in rows if r not in self._own]
+        return foreign, int(rows[-1][0]), len(rows) == CATCH_UP_CHUNK
+
+    def advance(self, mark: int) -> None:
+        """Every row up to ``mark`` is indexed (or gone): forget this process's ids below."""
+        self.high_water = max(self.high_water, mark)
         self._own = {r for r in self._own if r > self.high_water}
-        return foreign, len(rows) == CATCH_UP_CHUNK
 
 
 def catch_up_round(conn: Connection, feed: ForeignRows, vectors: VectorIndexes) -> tuple[int, bool]:
-    """Index one chunk of foreign rows: (rows added, whether more may follow)."""
-    rows, more = feed.take(conn)
-    if not rows:
-        return 0, more
-    stored = load_embeddings(conn, [r for r, _ in rows])
+    """Index one chunk of foreign rows: (rows added, whether more may follow). The mark moves
+    only once every add succeeded, so a failed round is retried whole by the next one."""
+    rows, mark, more = feed.peek(conn)
+    stored = load_embeddings(conn, [r for r, _ in rows]) if rows else {}
     by_partition: dict[str, list[int]] = defaultdict(list)
     for row_id, key in rows:
         if row_id in stored:
             by_partition[key].append(row_id)
     for key, row_ids in by_partition.items():
         matrix = np.vstack([stored[r] for r in row_ids])
-        vectors.add(key, row_ids, matrix)
+        # No waiting for a large partition's merge: this holds the store's write lock.
+        vectors.add(key, row_ids, matrix, wait=False)
+    feed.advance(mark)
     return sum(len(ids) for ids in by_partition.values()), more

@@ -85,10 +85,19 @@ class VectorIndexes:
                 part = self._indexes[key] = FlatPartition(self.dim)
         if isinstance(part, ApproxPartition):
             part.add(ids, matrix, wait=wait)
+            self._unlogged(part)
         else:
             part.add(ids, matrix)
         if part.kind == "flat" and part.size >= self.options.approximate_min_entries:
             self._convert(key, part)
+
+    def _unlogged(self, part: Partition) -> None:
+        """Without the files, drop the log records a change queued for the next save: they
+        hold each added vector, and nothing would ever write them (``take_ownership`` writes
+        whole snapshots instead)."""
+        if not self.writable and isinstance(part, ApproxPartition):
+            with part.mutation:
+                part.pending = []
 
     def _convert(self, key: str, part: Partition) -> Partition:
         """The other kind of index for the same vectors (the caller holds the write path)."""
@@ -103,6 +112,7 @@ class VectorIndexes:
             log.info("partition %s down to %d entries: exact index", key, len(ids))
         if isinstance(new, ApproxPartition):
             new.add(ids, matrix, wait=False)
+            self._unlogged(new)
         elif len(ids):
             new.add(ids, matrix)
         with self._lock:
@@ -118,6 +128,7 @@ class VectorIndexes:
         if not ids.size or part is None:
             return
         part.remove(ids)
+        self._unlogged(part)
         # Here, not in save: writers are serialised by the store, so no add can land in the
         # object being replaced.
         if part.size == 0:
@@ -147,11 +158,12 @@ class VectorIndexes:
     def save(self, *, closing: bool = False) -> int:
         """Write what changed (whole small files, log records of large ones, a snapshot when
         due); returns the bytes written. Nothing without the files' ownership."""
-        if not self.writable:
-            return 0
-        self.directory.mkdir(parents=True, exist_ok=True)
         written = 0
         with self._save_lock:
+            # Checked under the lock: ``give_up_files`` may have run while this waited.
+            if not self.writable:
+                return 0
+            self.directory.mkdir(parents=True, exist_ok=True)
             with self._lock:
                 parts = dict(self._indexes)
             for key, part in parts.items():
@@ -167,6 +179,12 @@ class VectorIndexes:
                         flat.unlink(missing_ok=True)
                     written += wrote
         return written
+
+    def give_up_files(self) -> None:
+        """Stop writing the files (before their lock is released): a save still waiting for
+        the save lock then writes nothing, so a new owner is never written over."""
+        with self._save_lock:
+            self.writable = False
 
     def take_ownership(self) -> None:
         """Become the files' writer (their owner closed): the files hold the old owner's
