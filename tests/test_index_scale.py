@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_entries import PARTITION, numbered_entry, unit_vector
 
-from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store import NewEntry, SqlFaissStore
 from semcache.store.approx_index import ApproxPartition
 from semcache.store.faiss_index import IndexOptions, RWLock
 
 DIM = 16
-P = Partition("acme", "support", "gpt-4o", "v1")
+P = PARTITION
 THRESHOLD = 200
 
 
 def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
+    return unit_vector(seed, DIM)
 
 
 def near(seed: int) -> np.ndarray:
@@ -34,17 +34,7 @@ def near(seed: int) -> np.ndarray:
 
 
 def new(n: int, ttl: float = 100.0) -> NewEntry:
-    return NewEntry(
-        entry_id=f"e{n}",
-        partition=P,
-        exact_key=f"k{n}",
-        context_hash="ctx",
-        query=f"query {n}",
-        response={"n": n},
-        embedding=unit(n),
-        created_at=1000.0,
-        expires_at=1000.0 + ttl,
-    )
+    return numbered_entry(n, DIM, expires_at=1000.0 + ttl)
 
 
 @pytest.fixture(params=["ivf", "hnsw"])

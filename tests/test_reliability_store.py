@@ -24,8 +24,9 @@ import httpx
 import numpy as np
 import pytest
 from servers import REPO, ServerProcess, free_port
+from store_entries import PARTITION, numbered_entry, unit_vector
 
-from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store import NewEntry, SqlFaissStore
 
 DIM = 384  # the bundled all-MiniLM-L6-v2
 
@@ -128,26 +129,15 @@ def test_deleted_id_is_not_reused_and_crash_never_serves_another_answer(
 
 # -- 2. an index file with wrong vectors under the right ids is repaired on start --------------
 
-P = Partition("acme", "support", "gpt-4o", "v1")
+P = PARTITION
 
 
 def _unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
+    return unit_vector(seed, DIM)
 
 
 def _entry(n: int) -> NewEntry:
-    return NewEntry(
-        entry_id=f"e{n}",
-        partition=P,
-        exact_key=f"k{n}",
-        context_hash="ctx",
-        query=f"query {n}",
-        response={"n": n},
-        embedding=_unit(n),
-        created_at=1000.0,
-        expires_at=1_000_000.0,
-    )
+    return numbered_entry(n, DIM, expires_at=1_000_000.0)
 
 
 def _open(tmp_path: Path) -> SqlFaissStore:

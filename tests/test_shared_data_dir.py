@@ -13,33 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_entries import PARTITION, numbered_entry, unit_vector
 
-from semcache.store import NewEntry, Partition, SqlFaissStore
+from semcache.store import NewEntry, SqlFaissStore
 from semcache.store.faiss_index import IndexOptions
 
 DIM = 8
-P = Partition("acme", "support", "gpt-4o", "v1")
+P = PARTITION
 # Small enough that 50 entries make the partition approximate (IVF), as 20,000 would.
 APPROX = IndexOptions(approximate_min_entries=40)
 
 
 def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
+    return unit_vector(seed, DIM)
 
 
 def entry(n: int) -> NewEntry:
-    return NewEntry(
-        entry_id=f"e{n}",
-        partition=P,
-        exact_key=f"k{n}",
-        context_hash="ctx",
-        query=f"query {n}",
-        response={"n": n},
-        embedding=unit(n),
-        created_at=1000.0,
-        expires_at=10_000.0,
-    )
+    return numbered_entry(n, DIM, expires_at=10_000.0)
 
 
 def put(store: SqlFaissStore, numbers: range | list[int]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from postgres_helpers import PgDatabase
+from store_entries import unit_vector
 
 from semcache.errors import StorageError
 from semcache.store import CacheStore, NewEntry, Partition, SqlFaissStore
@@ -26,8 +27,7 @@ P = Partition("acme", "support", "gpt-4o", "v1")
 
 
 def unit(seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
-    return v / np.linalg.norm(v)
+    return unit_vector(seed, DIM)
 
 
 def new(
