@@ -84,20 +84,13 @@ class VectorIndexes:
             if part is None:
                 part = self._indexes[key] = FlatPartition(self.dim)
         if isinstance(part, ApproxPartition):
-            part.add(ids, matrix, wait=wait)
-            self._unlogged(part)
+            # Log records (each added vector) only for a process that writes the files: in
+            # any other nothing would ever write them (``take_ownership`` writes snapshots).
+            part.add(ids, matrix, wait=wait, log_it=self.writable)
         else:
             part.add(ids, matrix)
         if part.kind == "flat" and part.size >= self.options.approximate_min_entries:
             self._convert(key, part)
-
-    def _unlogged(self, part: Partition) -> None:
-        """Without the files, drop the log records a change queued for the next save: they
-        hold each added vector, and nothing would ever write them (``take_ownership`` writes
-        whole snapshots instead)."""
-        if not self.writable and isinstance(part, ApproxPartition):
-            with part.mutation:
-                part.pending = []
 
     def _convert(self, key: str, part: Partition) -> Partition:
         """The other kind of index for the same vectors (the caller holds the write path)."""
@@ -111,8 +104,7 @@ class VectorIndexes:
             new.dirty = True
             log.info("partition %s down to %d entries: exact index", key, len(ids))
         if isinstance(new, ApproxPartition):
-            new.add(ids, matrix, wait=False)
-            self._unlogged(new)
+            new.add(ids, matrix, wait=False, log_it=self.writable)
         elif len(ids):
             new.add(ids, matrix)
         with self._lock:
@@ -127,8 +119,10 @@ class VectorIndexes:
         part = self._get(key)
         if not ids.size or part is None:
             return
-        part.remove(ids)
-        self._unlogged(part)
+        if isinstance(part, ApproxPartition):
+            part.remove(ids, log_it=self.writable)
+        else:
+            part.remove(ids)
         # Here, not in save: writers are serialised by the store, so no add can land in the
         # object being replaced.
         if part.size == 0:
