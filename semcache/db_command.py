@@ -17,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Settings, load_settings
 from .store.migrate import DEFAULT_DIM, current_revision, head_revision
-from .store.postgres import PostgresOptions, PostgresStore, is_postgres_url, make_pg_engine
+from .store.pg_engine import PostgresOptions, is_postgres_url, make_pg_engine
+from .store.postgres import PostgresStore
 from .store.sql_faiss import SqlFaissStore
 from .store.sqlite import StoreOptions, make_engine, storage_error
 

@@ -13,50 +13,39 @@ by hand; the rows are re-sorted by similarity here. A partition small enough for
 be cheaper is searched exactly by the planner's choice. benchmarks/pgvector_search.py measures
 recall@1 against exact search.
 
-Connections: SQLAlchemy's pool over psycopg 3, ``pool_size`` per process and no overflow.
+Connections come from ``pg_engine`` (a psycopg 3 pool, statements prepared on the server).
 Reads run in autocommit (one round trip, no BEGIN/ROLLBACK); writes in one transaction each.
-psycopg prepares a statement server-side on its ``_PREPARE_THRESHOLD``-th execution on a
-connection, so the hot path's few statements (exact probe, search, hit flush, put) run
-prepared and one-off statements (stats, sweeps, migrations) do not fill the cache.
-psycopg and SQLAlchemy errors become ``StorageError`` here, named in a few words (the
-primary message of the server's error, never the statement).
+psycopg and SQLAlchemy errors become ``StorageError`` here, named in a few words (the primary
+message of the server's error, never the statement).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import psycopg
 import xxhash
-from pgvector.psycopg import register_vector
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     Float,
     MetaData,
     String,
     Table,
     bindparam,
-    create_engine,
     delete,
-    event,
     func,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import UserDefinedType
 
 from ..errors import StorageError
@@ -67,7 +56,6 @@ from .base import (
     Entry,
     NewEntry,
     Partition,
-    TenantStats,
     entry_from_row,
     filtered_reason,
     last_per_key,
@@ -76,16 +64,15 @@ from .counters import SharedBuckets, SharedSpendLedger
 from .flights import FlightClaims
 from .migrate import upgrade
 from .migrations.frozen import HNSW_INDEX
+from .pg_engine import PostgresOptions, is_postgres_url, make_pg_engine
 from .pg_errors import pg_storage_error
 from .schema import ENTRY_COLUMNS, entries
+from .sql_entries import SqlEntries
 
 __all__ = ["PostgresOptions", "PostgresStore", "is_postgres_url", "pg_storage_error"]
 
 log = logging.getLogger(__name__)
 
-# A statement is prepared on the server at its second execution on a connection: the hot path
-# repeats a handful of statements thousands of times, one-off ones run unprepared.
-_PREPARE_THRESHOLD = 2
 # Expired rows deleted per sweep transaction, so a sweep never holds many row locks for long.
 _SWEEP_BATCH = 5000
 # pg_try_advisory_xact_lock key of the expiry sweep: one replica sweeps at a time, the others
@@ -110,14 +97,6 @@ _QUERY = bindparam("q", type_=_BinaryVector())
 # <#> is minus the inner product (cosine similarity here); the HNSW index orders by it.
 _DISTANCE = entries.c.embedding.op("<#>", return_type=Float)(_QUERY)
 _SIMILARITY = _DISTANCE * -1
-_GET = select(*ENTRY_COLUMNS).where(
-    entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
-)
-_GET_EXACT = select(*ENTRY_COLUMNS).where(
-    entries.c.tenant == bindparam("tenant"),
-    entries.c.exact_key == bindparam("exact_key"),
-    entries.c.expires_at > bindparam("now"),
-)
 _SEARCH = (
     select(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
     .where(
@@ -173,87 +152,13 @@ _WRONG_HIT = (
 )
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    """How the PostgreSQL store connects, waits and searches."""
-
-    # A write waits this long for a row lock (lock_timeout) and any call this long for a free
-    # pooled connection, then answers 503 store_busy.
-    write_timeout_s: float = 5.0
-    # Connections this process keeps to PostgreSQL (no overflow): max_connections of the
-    # server must exceed replicas x pool_size, plus what administration needs.
-    pool_size: int = 10
-    # hnsw.ef_search: candidates the HNSW scan keeps; higher finds the true nearest neighbour
-    # more often and costs more (benchmarks/pgvector_search.py).
-    ef_search: int = 100
-    # libpq connect_timeout, seconds.
-    connect_timeout_s: int = 5
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith("postgresql")
-
-
-def make_pg_engine(url: str, options: PostgresOptions) -> Engine:
-    """A pooled psycopg 3 engine whose connections search with iterative HNSW scans."""
-    try:
-        parsed = make_url(url)
-        if parsed.drivername == "postgresql":
-            # SQLAlchemy's default PostgreSQL driver is psycopg2; semcache ships psycopg 3.
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.drivername != "postgresql+psycopg":
-            raise ArgumentError(f"driver {parsed.drivername!r}: use postgresql+psycopg://")
-        engine = create_engine(
-            parsed,
-            pool_size=options.pool_size,
-            max_overflow=0,
-            pool_timeout=options.write_timeout_s,
-            # No ping per checkout (a round trip on every call): a connection found dead
-            # fails its call with 503 and SQLAlchemy then replaces every pooled connection
-            # opened before it, so the pool is good again after a server restart.
-            pool_pre_ping=False,
-            pool_use_lifo=True,
-            connect_args={
-                "prepare_threshold": _PREPARE_THRESHOLD,
-                "connect_timeout": options.connect_timeout_s,
-                "application_name": "semcache",
-            },
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StorageError(f"cannot use database URL {_safe(url)}: {exc}") from exc
-    lock_ms = int(options.write_timeout_s * 1000)
-
-    def session_settings(dbapi_connection: Any, _record: Any) -> None:
-        # numpy arrays as binary vector parameters on this connection. No vector type yet on
-        # the connection that runs the first migration; the store opens fresh ones after it.
-        with contextlib.suppress(psycopg.ProgrammingError):
-            register_vector(dbapi_connection)
-        with dbapi_connection.cursor() as cursor:
-            # pgvector 0.8: an HNSW scan whose rows the filters drop keeps scanning (up to
-            # hnsw.max_scan_tuples) until LIMIT rows pass; relaxed order, re-sorted in search.
-            cursor.execute("SET hnsw.iterative_scan = relaxed_order")
-            cursor.execute(f"SET hnsw.ef_search = {int(options.ef_search)}")
-            cursor.execute(f"SET lock_timeout = {lock_ms}")
-        dbapi_connection.commit()
-
-    event.listen(engine, "connect", session_settings)
-    return engine
-
-
-def _safe(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "(unparsable)"
-
-
 def _lock_key(*parts: str) -> int:
     """A signed 64-bit advisory lock key for these strings."""
     digest = xxhash.xxh3_64_digest("\0".join(parts).encode())
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresStore:
+class PostgresStore(SqlEntries):
     """Entries and vectors in one PostgreSQL database, shared by every replica."""
 
     def __init__(self, database_url: str, dim: int, options: PostgresOptions | None = None) -> None:
@@ -372,18 +277,6 @@ class PostgresStore:
         )
         return int(result.rowcount)
 
-    def get(self, tenant: str, entry_id: str) -> Entry | None:
-        with self._read() as conn:
-            row = conn.execute(_GET, {"tenant": tenant, "entry_id": entry_id}).first()
-        return None if row is None else entry_from_row(row._mapping)
-
-    def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
-        with self._read() as conn:
-            row = conn.execute(
-                _GET_EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
-            ).first()
-        return None if row is None else entry_from_row(row._mapping)
-
     def search(
         self,
         partition: Partition,
@@ -460,27 +353,6 @@ class PostgresStore:
                 rows,
             )
 
-    def delete(self, tenant: str, entry_id: str) -> bool:
-        return self._delete_where([entries.c.tenant == tenant, entries.c.entry_id == entry_id]) > 0
-
-    def invalidate(
-        self,
-        tenant: str,
-        *,
-        namespace: str | None = None,
-        model: str | None = None,
-        doc_version: str | None = None,
-    ) -> int:
-        conditions = [entries.c.tenant == tenant]
-        for column, value in (
-            (entries.c.namespace, namespace),
-            (entries.c.model, model),
-            (entries.c.doc_version, doc_version),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        return self._delete_where(conditions)
-
     def sweep_expired(self, now: float) -> int:
         removed = 0
         while True:
@@ -509,21 +381,6 @@ class PostgresStore:
     def _delete_where(self, conditions: list[Any]) -> int:
         with self._transaction() as conn:
             return int(conn.execute(delete(entries).where(*conditions)).rowcount)
-
-    def tenant_stats(self, tenant: str) -> TenantStats:
-        with self._read() as conn:
-            count, partitions, hits = conn.execute(
-                select(
-                    func.count(),
-                    func.count(entries.c.partition_key.distinct()),
-                    func.coalesce(func.sum(entries.c.hit_count), 0),
-                ).where(entries.c.tenant == tenant)
-            ).one()
-        return TenantStats(entries=int(count), partitions=int(partitions), hits=int(hits))
-
-    def count_entries(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
 
     def index_size_bytes(self) -> int:
         """The HNSW index's size on the server (the vectors' own column is in the table)."""

@@ -28,13 +28,13 @@ from .base import (
     Entry,
     NewEntry,
     Partition,
-    TenantStats,
     entry_from_row,
     filtered_reason,
     last_per_key,
 )
 from .index_dir_lock import IndexDirLock
 from .schema import ENTRY_COLUMNS, entries
+from .sql_entries import SqlEntries
 from .sql_sync import catch_up_round, reconcile
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
 from .vectors import IndexOptions, VectorIndexes
@@ -49,7 +49,7 @@ _MAX_SEARCH_K = 1024
 _INSERT = entries.insert().returning(entries.c.row_id, sort_by_parameter_order=True)
 
 
-class SqlFaissStore:
+class SqlFaissStore(SqlEntries):
     """Entries in SQL, one FAISS index per partition; implements ``CacheStore``."""
 
     def __init__(
@@ -220,18 +220,6 @@ class SqlFaissStore:
             ).all()
         )
 
-    def get(self, tenant: str, entry_id: str) -> Entry | None:
-        with self._read() as conn:
-            row = conn.execute(_BY_ID, {"tenant": tenant, "entry_id": entry_id}).first()
-        return None if row is None else entry_from_row(row._mapping)
-
-    def get_exact(self, tenant: str, exact_key: str, now: float) -> Entry | None:
-        with self._read() as conn:
-            row = conn.execute(
-                _EXACT, {"tenant": tenant, "exact_key": exact_key, "now": now}
-            ).first()
-        return None if row is None else entry_from_row(row._mapping)
-
     def search(
         self,
         partition: Partition,
@@ -339,27 +327,6 @@ class SqlFaissStore:
                 rows,
             )
 
-    def delete(self, tenant: str, entry_id: str) -> bool:
-        return self._delete_where([entries.c.tenant == tenant, entries.c.entry_id == entry_id]) > 0
-
-    def invalidate(
-        self,
-        tenant: str,
-        *,
-        namespace: str | None = None,
-        model: str | None = None,
-        doc_version: str | None = None,
-    ) -> int:
-        conditions = [entries.c.tenant == tenant]
-        for column, value in (
-            (entries.c.namespace, namespace),
-            (entries.c.model, model),
-            (entries.c.doc_version, doc_version),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        return self._delete_where(conditions)
-
     def sweep_expired(self, now: float) -> int:
         return self._delete_where([entries.c.expires_at <= now])
 
@@ -377,21 +344,6 @@ class SqlFaissStore:
             for key, ids in by_partition.items():
                 self.vectors.remove(key, ids)
         return len(gone)
-
-    def tenant_stats(self, tenant: str) -> TenantStats:
-        with self._read() as conn:
-            count, partitions, hits = conn.execute(
-                select(
-                    func.count(),
-                    func.count(entries.c.partition_key.distinct()),
-                    func.coalesce(func.sum(entries.c.hit_count), 0),
-                ).where(entries.c.tenant == tenant)
-            ).one()
-        return TenantStats(entries=int(count), partitions=int(partitions), hits=int(hits))
-
-    def count_entries(self) -> int:
-        with self._read() as conn:
-            return int(conn.execute(select(func.count()).select_from(entries)).scalar_one())
 
     def check(self) -> None:
         if self.damaged is not None:
@@ -474,17 +426,8 @@ def _may_hit(entry: Entry, similarity: float) -> bool:
     return entry.hit_floor is None or similarity > entry.hit_floor + HIT_FLOOR_MARGIN
 
 
-# The reads on the lookup path, built once: building and caching a fresh select() per call
-# was more than half of an exact lookup's CPU time (benchmarks/results/hot_path_profile.md).
-# They leave out the embedding, which no Entry carries.
-_EXACT = select(*ENTRY_COLUMNS).where(
-    entries.c.tenant == bindparam("tenant"),
-    entries.c.exact_key == bindparam("exact_key"),
-    entries.c.expires_at > bindparam("now"),
-)
-_BY_ID = select(*ENTRY_COLUMNS).where(
-    entries.c.tenant == bindparam("tenant"), entries.c.entry_id == bindparam("entry_id")
-)
+# The search's row read, built once as the exact lookup's is (sql_entries); it leaves out the
+# embedding, which no Entry carries.
 _LIVE = select(*ENTRY_COLUMNS).where(
     entries.c.row_id.in_(bindparam("row_ids", expanding=True)),
     entries.c.tenant == bindparam("tenant"),

@@ -55,7 +55,7 @@ def make_engine(url: str, options: StoreOptions) -> Engine:
     """A SQLAlchemy engine; for SQLite one with WAL, fsync on commit and a bounded busy wait."""
     if url.startswith("postgresql"):
         # `semcache report` and `db current` over the shared store: its engine, its settings.
-        from .postgres import PostgresOptions, make_pg_engine
+        from .pg_engine import PostgresOptions, make_pg_engine
 
         return make_pg_engine(url, PostgresOptions(write_timeout_s=options.write_timeout_s))
     try:
