@@ -121,7 +121,9 @@ def test_the_second_store_takes_over_the_files_when_the_first_closes(
     first.close()  # saves its state and frees the files
     assert second.catch_up() == 10
     second.flush()
-    assert second.owns_index_files
+    # Once seen to fail (the lock still held after the first closed); the kernel's lock table
+    # says by whom if it does again.
+    assert second.owns_index_files, Path("/proc/locks").read_text()
     put(second, range(90, 95))
     second.close()
 

@@ -65,6 +65,12 @@ class IndexDirLock:
 
     def release(self) -> None:
         if self._handle is not None:
-            # Closing the file drops the flock; the file stays, for the next holder.
-            self._handle.close()
-            self._handle = None
+            # Unlock before closing: a child forked meanwhile (any subprocess, between its fork
+            # and its exec) shares the open file, and closing only our descriptor would leave
+            # the lock held until the child lets go. LOCK_UN frees it for every copy. The file
+            # stays, for the next holder.
+            try:
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+            finally:
+                self._handle.close()
+                self._handle = None
