@@ -198,3 +198,36 @@ def test_works_inside_the_cache_service(
         assert asyncio.run(run()) == ["MISS", "HIT-SEMANTIC"]
     finally:
         store.close()
+
+
+def test_an_artifact_with_fewer_layers_loads_and_scores_alike_on_both_runtimes(
+    tmp_path: Path,
+) -> None:
+    """A student distilled to fewer layers (``train_verifier.py --layers``) is built with the
+    artifact's depth, and its ONNX export reads pairs as its torch model does."""
+    from safetensors.torch import save_file
+
+    from semcache.cache.verifier_model import (
+        artifact_layers,
+        keep_layers,
+        load_pair_model,
+        shippable_state,
+    )
+
+    shipped = default_artifact_dir()
+    meta = json.loads((shipped / "verifier.json").read_text())
+    model, _ = load_pair_model(shipped / meta["artifact"])
+    state = shippable_state(keep_layers(model, [0, 5]))
+    assert artifact_layers(state) == 2
+    save_file(state, str(tmp_path / meta["artifact"]))
+    (tmp_path / "verifier.json").write_text(json.dumps(meta))
+
+    student, _ = load_pair_model(tmp_path / meta["artifact"])
+    assert len(student.encoder.encoder.layer) == 2
+    onnx = VerifiedDecision(tmp_path, models_dir=tmp_path / "models")
+    torch_ = VerifiedDecision(tmp_path, runtime="torch")
+    pairs = NEAR_COPIES + PARAPHRASES
+    got, want = onnx.logits(pairs), torch_.logits(pairs)
+    assert np.allclose(got, want, atol=1e-4), (got, want)
+    # Two layers are not the shipped six: the scores differ from the shipped model's.
+    assert not np.allclose(got, VerifiedDecision().logits(pairs), atol=1e-2)

@@ -6,6 +6,9 @@ over the pair's tokens, then one linear unit: a logit, high when ``a``'s answer 
 ``b``. The shipped artifact (``semcache/data/verifier/verifier.safetensors``) holds every weight
 except the word-embedding matrix, in float16; the word embeddings stay frozen during training
 and are read from the bundled model package at load time, which keeps the artifact near 21 MB.
+An artifact may hold fewer transformer layers than the bundled model's six (a student distilled
+from a six-layer verifier, ``training/train_verifier.py --layers``): the model is built with as
+many layers as the artifact has.
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from torch import nn
 
 from ..embed.encoder import bundled_model_path
 
-__all__ = ["WORD_EMBEDDINGS", "PairModel", "load_base", "load_pair_model"]
+__all__ = [
+    "WORD_EMBEDDINGS",
+    "PairModel",
+    "artifact_layers",
+    "keep_layers",
+    "load_base",
+    "load_pair_model",
+]
 
 WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
 MAX_LENGTH = 128
+_LAYER = "encoder.encoder.layer."
 
 
 class PairModel(nn.Module):
@@ -65,12 +76,31 @@ def load_base(model_path: Path | None = None) -> tuple[PairModel, Any]:
     return model, tokenizer
 
 
+def keep_layers(model: PairModel, layers: Sequence[int]) -> PairModel:
+    """``model`` with only the transformer layers at ``layers`` (in that order), renumbered
+    from 0: a student's starting point taken from a deeper model."""
+    blocks = model.encoder.encoder.layer
+    model.encoder.encoder.layer = nn.ModuleList([blocks[i] for i in layers])
+    model.encoder.config.num_hidden_layers = len(layers)
+    return model
+
+
+def artifact_layers(state: dict[str, Any]) -> int:
+    """How many transformer layers an artifact's weights hold."""
+    found = {int(k[len(_LAYER) :].split(".", 1)[0]) for k in state if k.startswith(_LAYER)}
+    return max(found) + 1 if found else 0
+
+
 def load_pair_model(artifact: Path, model_path: Path | None = None) -> tuple[PairModel, Any]:
-    """The trained pair model: the bundled MiniLM with the artifact's weights laid over it."""
+    """The trained pair model: the bundled MiniLM with the artifact's weights laid over it
+    (cut to the artifact's number of layers)."""
     from safetensors.torch import load_file
 
     model, tokenizer = load_base(model_path)
     state = {k: v.float() for k, v in load_file(str(artifact)).items()}
+    layers = artifact_layers(state)
+    if 0 < layers < len(model.encoder.encoder.layer):
+        keep_layers(model, range(layers))
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Only the frozen word embeddings (and a buffer some versions keep) may come from the base.
     left = [k for k in missing if k != WORD_EMBEDDINGS and not k.endswith("position_ids")]
