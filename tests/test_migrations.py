@@ -154,8 +154,16 @@ def _drift(engine: Engine) -> list[object]:
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = compare_metadata(context, metadata)
-    # tenant_entries: PostgreSQL's trigger-kept counts (revision 0005), not in schema.py.
-    ignored = {VERSION_TABLE, HNSW_INDEX, "tenant_entries", "rate_buckets", "spend_days"}
+    # Not in schema.py: tenant_entries, PostgreSQL's trigger-kept counts (revision 0005), and
+    # deleted_rows, SQLite's tombstones of deleted entries (0007).
+    ignored = {
+        VERSION_TABLE,
+        HNSW_INDEX,
+        "tenant_entries",
+        "rate_buckets",
+        "spend_days",
+        "deleted_rows",
+    }
 
     def named(diff: object) -> str:
         item = diff[1] if isinstance(diff, tuple) else None

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 from store_entries import PARTITION, numbered_entry, unit_vector
 
 from semcache.store import NewEntry, SqlFaissStore
 from semcache.store.faiss_index import IndexOptions
+from semcache.store.sql_sync import DELETED_ROWS_KEEP_S
 
 DIM = 8
 P = PARTITION
@@ -102,8 +104,58 @@ def test_an_entry_another_store_deleted_is_never_served(opener: Opener) -> None:
     put(first, range(3))
     assert second.catch_up() == 3
     assert second.delete(P.tenant, "e1")
-    assert not found(first, 1)  # its vector is still indexed there, its row is gone
+    assert not found(first, 1)  # before any catch-up: its vector is indexed, its row gone
     assert found(first, 0) and found(first, 2)
+
+
+@pytest.mark.parametrize("options", [None, APPROX], ids=["exact", "approximate"])
+def test_the_vectors_of_entries_another_store_deletes_leave_the_index(
+    opener: Opener, options: IndexOptions | None
+) -> None:
+    first, second = opener(options), opener(options)
+    put(first, range(50))
+    assert second.catch_up() == 50
+    # Three ways a row goes in the second: a delete, an invalidation, an LRU eviction.
+    assert second.delete(P.tenant, "e1")
+    second.put_many([entry(50)], max_entries=49)  # evicts the least recently used, e0
+    assert second.invalidate(P.tenant, namespace="other") == 0
+    # And one in the first itself, which drops its vector at once: no second drop later.
+    assert first.delete(P.tenant, "e2")
+    assert first.vectors.size(P.key) == 49
+    assert first.catch_up() == 1  # e50 added; e0 and e1 dropped
+    assert first.vectors.size(P.key) == 48
+    assert found(first, 50) and found(first, 3)
+    assert first.catch_up() == 0 and first.vectors.size(P.key) == 48  # nothing twice
+    assert second.catch_up() == 0 and second.vectors.size(P.key) == 48  # e2 left the second
+    assert third_size(opener, options) == 48
+
+
+def third_size(opener: Opener, options: IndexOptions | None) -> int:
+    """The partition's size in a store opened now (its reconcile reads SQL)."""
+    return opener(options).vectors.size(P.key)
+
+
+def test_the_owner_prunes_tombstones_every_process_has_had_time_to_read(opener: Opener) -> None:
+    first, second = opener(), opener()
+    put(first, range(4))
+    assert second.delete(P.tenant, "e0") and second.delete(P.tenant, "e1")
+    with first.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE deleted_rows SET deleted_at = deleted_at - :age WHERE row_id = 1"),
+            {"age": DELETED_ROWS_KEEP_S + 1},
+        )
+    second.flush()  # not the owner: prunes nothing
+    assert tombstones(first) == [1, 2]
+    first.flush()  # the owner: only the one older than DELETED_ROWS_KEEP_S goes
+    assert tombstones(first) == [2]
+    first.catch_up()  # the pruned tombstone was never read here: e0's vector stays (unserved)
+    assert first.vectors.size(P.key) == 3
+    assert not found(first, 0) and not found(first, 1) and found(first, 2)
+
+
+def tombstones(store: SqlFaissStore) -> list[int]:
+    with store.engine.connect() as conn:
+        return [r for (r,) in conn.execute(text("SELECT row_id FROM deleted_rows ORDER BY seq"))]
 
 
 @pytest.mark.parametrize("options", [None, APPROX], ids=["exact", "approximate"])

@@ -173,13 +173,15 @@ class ApproxPartition:
                 self.logged_adds += len(ids)
         self._start_worker()
 
-    def remove(self, ids: np.ndarray, *, log_it: bool = True) -> None:
+    def remove(self, ids: np.ndarray, *, log_it: bool = True) -> int:
+        """Forget these ids (unknown ones are ignored); returns how many were indexed."""
         with self.mutation, self.lock.exclusive():
             dropped = self._forget(ids)
             if log_it and len(dropped):
                 self.pending.append(record(b"D", dropped, None))
-        if self._rebuild_due():
+        if len(dropped) and self._rebuild_due():
             self._start_worker()
+        return len(dropped)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         with self.lock.shared(), one_thread():

@@ -153,10 +153,13 @@ class FlatPartition:
             self.index.add_with_ids(matrix, ids)
             self.dirty = True
 
-    def remove(self, ids: np.ndarray) -> None:
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove these ids (unknown ones are ignored); returns how many were indexed."""
         with self.lock.exclusive():
-            if self.index.remove_ids(ids):
+            removed = int(self.index.remove_ids(ids))
+            if removed:
                 self.dirty = True
+        return removed
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         with self.lock.shared(), one_thread():

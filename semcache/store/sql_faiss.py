@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,7 @@ from .base import (
 from .index_dir_lock import IndexDirLock
 from .schema import ENTRY_COLUMNS, entries
 from .sql_entries import SqlEntries
-from .sql_sync import catch_up_round, reconcile
+from .sql_sync import ForeignDeletes, catch_up_round, reconcile
 from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
 from .vectors import IndexOptions, VectorIndexes
 
@@ -87,7 +88,7 @@ class SqlFaissStore(SqlEntries):
         try:
             self.schema = open_schema(self.engine, index_dir)
             with self._read() as conn:
-                self.reconcile_report, self._foreign = reconcile(
+                self.reconcile_report, self._foreign, self._deletes = reconcile(
                     conn, self.vectors, self.schema.rebuilt_ids
                 )
         except BaseException:
@@ -376,22 +377,47 @@ class SqlFaissStore(SqlEntries):
                 log.info("this process now owns the vector index files in %s", self.index_dir)
                 self.vectors.take_ownership()
         self.vectors.save()
+        self._prune_tombstones()
+
+    def _prune_tombstones(self) -> None:
+        """The owner deletes the tombstones every process has read (``sql_sync``)."""
+        if self._owner_lock is None or self._deletes is None or self.damaged is not None:
+            return
+        now = time.time()
+        with self._read() as conn:
+            if not ForeignDeletes.prune_due(conn, now):
+                return
+        with self._writing(), self._transaction() as conn:
+            pruned = ForeignDeletes.prune(conn, now)
+        log.debug("pruned %d tombstones of deleted entries", pruned)
 
     def catch_up(self) -> int:
-        """Index the rows other processes committed since the last call; returns how many."""
+        """Index the rows other processes committed since the last call, and drop the vectors
+        of the rows they deleted; returns how many rows were indexed."""
         if self._closed or self.damaged is not None:  # a damaged file is left alone
             return 0
+        deletes = self._deletes
         with self._read() as conn:
-            if not self._foreign.behind(conn):
-                return 0  # the usual second: nothing new, and no lock taken
-        added, more = 0, True
+            # The usual second: nothing new, and no lock taken.
+            adds_behind = self._foreign.behind(conn)
+            deletes_behind = deletes is not None and deletes.behind(conn)
+        added = dropped = 0
+        more = adds_behind
         while more:
             # Round by round, so stores wait for one chunk at most.
             with self._writing(), self._read() as conn:
                 count, more = catch_up_round(conn, self._foreign, self.vectors)
             added += count
+        # After the adds: a row added and deleted elsewhere since the last look is gone.
+        more = deletes_behind
+        while more and deletes is not None:
+            with self._writing(), self._read() as conn:
+                count, more = deletes.drop_round(conn, self.vectors)
+            dropped += count
         if added:
             log.info("indexed %d entries other processes stored", added)
+        if dropped:
+            log.info("dropped the vectors of %d entries other processes deleted", dropped)
         return added
 
     def close(self) -> None:

@@ -11,9 +11,14 @@ writer at a time in id order, so a read sees every committed row below the highe
 That holds for SQLite only; a database that hands out ids before commit (MySQL) could commit a
 lower id after a higher one was seen, and this would miss it until the next start.
 
-A row another process deletes stays in this process's indexes (and, in the owner, its files)
-until its next start. No wrong answer comes of it, since a search reads each candidate's row
-from SQL and drops those that are gone, but the dead vectors take neighbour slots until then.
+Deletes travel the same way: on SQLite a trigger writes a tombstone (``deleted_rows``, revision
+0007) for every deleted entry in the deleting transaction, and ``ForeignDeletes`` drops the
+vectors of the tombstones above its own mark (this process's own deletes are already gone from
+its indexes; dropping an absent id does nothing). The owner of the index files prunes
+tombstones older than ``DELETED_ROWS_KEEP_S``; a process stalled longer than that keeps the
+vectors of rows deleted meanwhile until its next start. That is harmless: a search reads each
+candidate's row from SQL and drops those that are gone; the dead vectors only take neighbour
+slots.
 """
 
 from __future__ import annotations
@@ -23,17 +28,48 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+)
 
 from .schema import entries
 from .vectors import VectorIndexes
 
-__all__ = ["ForeignRows", "catch_up_round", "load_embeddings", "reconcile"]
+__all__ = [
+    "DELETED_ROWS_KEEP_S",
+    "ForeignDeletes",
+    "ForeignRows",
+    "catch_up_round",
+    "load_embeddings",
+    "reconcile",
+]
 
 log = logging.getLogger(__name__)
 
 # Rows read per round of a catch-up: bounds how long a round holds the store's write lock.
 CATCH_UP_CHUNK = 2048
+# Tombstones older than this are pruned: every running process reads them within a second.
+DELETED_ROWS_KEEP_S = 600.0
+
+# Made by revision 0007 on SQLite only; not in schema.py, whose tables both backends have.
+_meta = MetaData()
+deleted_rows = Table(
+    "deleted_rows",
+    _meta,
+    Column("seq", Integer, primary_key=True),
+    Column("row_id", Integer, nullable=False),
+    Column("partition_key", String(16), nullable=False),
+    Column("deleted_at", Float, nullable=False),
+)
 
 
 def load_embeddings(conn: Connection, row_ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -46,9 +82,13 @@ def load_embeddings(conn: Connection, row_ids: Sequence[int]) -> dict[int, np.nd
 
 def reconcile(
     conn: Connection, vectors: VectorIndexes, verify_all: bool
-) -> tuple[dict[str, int], ForeignRows]:
+) -> tuple[dict[str, int], ForeignRows, ForeignDeletes | None]:
     """Load the saved indexes and make them agree with SQL (``VectorIndexes.reconcile``);
-    returns what was done and the feed of rows committed after the ids read here."""
+    returns what was done, the feed of rows committed after the ids read here and that of
+    rows deleted after them (None where the database keeps no tombstones)."""
+    # The tombstones' mark first: a delete committed between the two reads is then both
+    # missing from the ids and above the mark, dropped (as a no-op) by the first catch-up.
+    deletes = ForeignDeletes.start(conn)
     ids: dict[str, set[int]] = defaultdict(set)
     top = 0
     # One statement, so one snapshot: every row below its highest id is in it.
@@ -59,7 +99,7 @@ def reconcile(
         ids, lambda chunk: load_embeddings(conn, chunk), verify_all=verify_all
     )
     log.info("vector indexes reconciled with SQL: %s", report)
-    return report, ForeignRows(top)
+    return report, ForeignRows(top), deletes
 
 
 class ForeignRows:
@@ -127,3 +167,61 @@ def catch_up_round(conn: Connection, feed: ForeignRows, vectors: VectorIndexes) 
         vectors.add(key, row_ids, matrix, wait=False)
     feed.advance(mark)
     return sum(len(ids) for ids in by_partition.values()), more
+
+
+class ForeignDeletes:
+    """The entries deleted since the last look, read from the ``deleted_rows`` tombstones.
+
+    ``mark``: the last tombstone seen. Callers serialise ``behind``, ``drop_round`` and the
+    store's own deletes (the store's write lock), as for ``ForeignRows``.
+    """
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+
+    @classmethod
+    def start(cls, conn: Connection) -> ForeignDeletes | None:
+        """The feed from the newest tombstone on; None where there are none to read (not
+        SQLite, whose migration makes the table and its trigger)."""
+        if conn.dialect.name != "sqlite":
+            return None
+        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
+        return cls(int(top or 0))
+
+    def behind(self, conn: Connection) -> bool:
+        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
+        return top is not None and int(top) > self.mark
+
+    def drop_round(self, conn: Connection, vectors: VectorIndexes) -> tuple[int, bool]:
+        """Drop the vectors of one chunk of tombstones: (vectors dropped, whether more may
+        follow). This process's own deletes are no longer indexed and drop nothing."""
+        rows = conn.execute(
+            select(deleted_rows.c.seq, deleted_rows.c.row_id, deleted_rows.c.partition_key)
+            .where(deleted_rows.c.seq > self.mark)
+            .order_by(deleted_rows.c.seq)
+            .limit(CATCH_UP_CHUNK)
+        ).all()
+        if not rows:
+            return 0, False
+        by_partition: dict[str, list[int]] = defaultdict(list)
+        for _, row_id, key in rows:
+            by_partition[str(key)].append(int(row_id))
+        dropped = sum(vectors.remove(key, ids) for key, ids in by_partition.items())
+        self.mark = int(rows[-1][0])
+        return dropped, len(rows) == CATCH_UP_CHUNK
+
+    @staticmethod
+    def prune_due(conn: Connection, now: float) -> bool:
+        """Whether a tombstone is old enough to prune: a read, before taking any lock."""
+        # The first by seq is the oldest (commit order): one primary-key step, no scan.
+        oldest = conn.execute(
+            select(deleted_rows.c.deleted_at).order_by(deleted_rows.c.seq).limit(1)
+        ).scalar_one_or_none()
+        return oldest is not None and float(oldest) < now - DELETED_ROWS_KEEP_S
+
+    @staticmethod
+    def prune(conn: Connection, now: float) -> int:
+        """Delete the tombstones every running process has had time to read."""
+        cutoff = now - DELETED_ROWS_KEEP_S
+        gone = conn.execute(delete(deleted_rows).where(deleted_rows.c.deleted_at < cutoff))
+        return int(gone.rowcount)

@@ -113,22 +113,23 @@ class VectorIndexes:
             part.stop()
         return new
 
-    def remove(self, key: str, row_ids: Iterable[int]) -> None:
-        """Remove vectors by row id; unknown ids are ignored."""
+    def remove(self, key: str, row_ids: Iterable[int]) -> int:
+        """Remove vectors by row id; unknown ids are ignored. Returns how many were removed."""
         ids = np.fromiter(row_ids, dtype=np.int64)
         part = self._get(key)
         if not ids.size or part is None:
-            return
+            return 0
         if isinstance(part, ApproxPartition):
-            part.remove(ids, log_it=self.writable)
+            removed = part.remove(ids, log_it=self.writable)
         else:
-            part.remove(ids)
+            removed = part.remove(ids)
         # Here, not in save: writers are serialised by the store, so no add can land in the
         # object being replaced.
         if part.size == 0:
             self._drop(key, part)
         elif part.kind != "flat" and part.size < self.options.approximate_min_entries // 2:
             self._convert(key, part)
+        return removed
 
     def search(self, key: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """(row id, cosine similarity) of the k nearest vectors, most similar first."""
