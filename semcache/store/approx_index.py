@@ -141,9 +141,11 @@ class ApproxPartition:
             self._changed.extend(gone)
         dropped = np.array(gone, dtype=np.int64)
         if self._fresh.ntotal:
-            in_fresh = int(self._fresh.remove_ids(ids))
-            if in_fresh:
-                dropped = np.union1d(dropped, ids)
+            # Only the ids the fresh segment holds: the count is returned and logged.
+            in_fresh = np.intersect1d(ids, faiss.vector_to_array(self._fresh.id_map))
+            if in_fresh.size:
+                self._fresh.remove_ids(in_fresh.astype(np.int64))
+                dropped = np.union1d(dropped, in_fresh)
         self._refresh_selector()
         return dropped
 
