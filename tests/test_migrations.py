@@ -177,6 +177,10 @@ def test_migrations_make_the_tables_the_code_queries_sqlite(tmp_path: Path) -> N
     SqlFaissStore(url, tmp_path / "faiss", DIM).close()
     engine = create_engine(url)
     assert _drift(engine) == []
+    with engine.connect() as conn:
+        made = set(conn.execute(text("SELECT type, name FROM sqlite_master")).all())
+    # Revision 0007's tombstones, which catch_up reads (tests/test_shared_data_dir.py).
+    assert {("table", "deleted_rows"), ("trigger", "entries_deleted")} <= made
     engine.dispose()
 
 

@@ -9,6 +9,7 @@ is ``flock`` on an open file, which two opens in one process contend for as two 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from store_entries import PARTITION, numbered_entry, unit_vector
 
 from semcache.store import NewEntry, SqlFaissStore
 from semcache.store.faiss_index import IndexOptions
-from semcache.store.sql_sync import DELETED_ROWS_KEEP_S
+from semcache.store.sql_sync import DELETED_ROWS_KEEP_S, PRUNE_SLACK_S
 
 DIM = 8
 P = PARTITION
@@ -114,25 +115,49 @@ def test_the_vectors_of_entries_another_store_deletes_leave_the_index(
 ) -> None:
     first, second = opener(options), opener(options)
     put(first, range(50))
-    assert second.catch_up() == 50
-    # Three ways a row goes in the second: a delete, an invalidation, an LRU eviction.
+    first.put_many([numbered_entry(60, DIM, expires_at=1500.0)], max_entries=100_000)
+    assert second.catch_up() == 51
+    # Every way a row goes, in the second: a delete, an LRU eviction (e0, the least recently
+    # used), a sweep of expired rows (e60), a stored exact key replacing its row (e3's k3).
     assert second.delete(P.tenant, "e1")
-    second.put_many([entry(50)], max_entries=49)  # evicts the least recently used, e0
-    assert second.invalidate(P.tenant, namespace="other") == 0
-    # And one in the first itself, which drops its vector at once: no second drop later.
+    second.put_many([entry(50)], max_entries=50)
+    assert second.sweep_expired(now=2000.0) == 1
+    replacement = replace(entry(3), entry_id="e3b")
+    second.put_many([replacement], max_entries=100_000)
+    assert second.invalidate(P.tenant, namespace="elsewhere") == 0
+    # And one in the first itself, which drops its vector at once.
     assert first.delete(P.tenant, "e2")
-    assert first.vectors.size(P.key) == 49
-    assert first.catch_up() == 1  # e50 added; e0 and e1 dropped
+    assert first.vectors.size(P.key) == 50
+    assert first.catch_up() == 2  # e50 and e3b added; e0, e1, e3 and e60 dropped
     assert first.vectors.size(P.key) == 48
-    assert found(first, 50) and found(first, 3)
-    assert first.catch_up() == 0 and first.vectors.size(P.key) == 48  # nothing twice
-    assert second.catch_up() == 0 and second.vectors.size(P.key) == 48  # e2 left the second
-    assert third_size(opener, options) == 48
+    assert found(first, 50) and found(first, 4)
+    hits = first.search(P, unit(3), context_hash="ctx", now=2000.0, k=1)
+    assert [hit.entry.entry_id for hit in hits] == ["e3b"]
+    # Every tombstone read once: the mark is at the top and nothing is left to drop.
+    assert first._deletes is not None and first._deletes.mark == top_tombstone(first) == 5
+    assert second.catch_up() == 0 and second.vectors.size(P.key) == 48  # e2 left it too
+    third = opener(options)  # its mark starts at the top: nothing to read either
+    assert third._deletes is not None and third._deletes.mark == 5
+    assert third.vectors.size(P.key) == 48
+    # remove counts only what it held (the fresh segment's ids included).
+    assert first.vectors.remove(P.key, [50, 99_999]) == 1
 
 
-def third_size(opener: Opener, options: IndexOptions | None) -> int:
-    """The partition's size in a store opened now (its reconcile reads SQL)."""
-    return opener(options).vectors.size(P.key)
+def test_a_store_s_own_deletes_leave_its_catch_up_nothing_to_read(opener: Opener) -> None:
+    store = opener()
+    put(store, range(5))
+    assert store.delete(P.tenant, "e0")
+    store.put_many([entry(5)], max_entries=4)  # evicts e1
+    assert store.invalidate(P.tenant, namespace=P.namespace) == 4
+    deletes = store._deletes
+    assert deletes is not None and deletes.mark == top_tombstone(store) == 6
+    with store.engine.connect() as conn:
+        assert not deletes.behind(conn)  # so catch_up takes no lock
+
+
+def top_tombstone(store: SqlFaissStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text("SELECT max(seq) FROM deleted_rows")).scalar_one())
 
 
 def test_the_owner_prunes_tombstones_every_process_has_had_time_to_read(opener: Opener) -> None:
@@ -142,7 +167,7 @@ def test_the_owner_prunes_tombstones_every_process_has_had_time_to_read(opener: 
     with first.engine.begin() as conn:
         conn.execute(
             text("UPDATE deleted_rows SET deleted_at = deleted_at - :age WHERE row_id = 1"),
-            {"age": DELETED_ROWS_KEEP_S + 1},
+            {"age": DELETED_ROWS_KEEP_S + PRUNE_SLACK_S + 1},
         )
     second.flush()  # not the owner: prunes nothing
     assert tombstones(first) == [1, 2]

@@ -182,6 +182,8 @@ class SqlFaissStore(SqlEntries):
                     for tenant in keys_of
                     for gone in self._evict_lru(conn, tenant, max_entries)
                 ]
+                deletes_mark = self._own_deletes(conn, len(replaced) + len(evicted))
+            self._deletes_advance(deletes_mark)
             # Vectors change after SQL committed and before the next writer, so the indexes
             # never hold a row SQL rejected, and change in the same order as SQL: added first,
             # so that a row of this batch evicted at once is removed again.
@@ -196,6 +198,16 @@ class SqlFaissStore(SqlEntries):
                 self.vectors.remove(key, [old_id])
         stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
         return [stored[slot] for slot in slots], len(evicted)
+
+    def _own_deletes(self, conn: Connection, deleted: int) -> int | None:
+        # This process drops its deleted rows' vectors itself: when the tombstones above the
+        # mark are all its own, the mark passes them after the commit, and the next catch-up
+        # has nothing to read and takes no lock.
+        return None if self._deletes is None else self._deletes.mark_after_own(conn, deleted)
+
+    def _deletes_advance(self, mark: int | None) -> None:
+        if self._deletes is not None:
+            self._deletes.advance(mark)
 
     def _vector(self, vector: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(vector, dtype=np.float32).reshape(self.dim)
@@ -339,6 +351,8 @@ class SqlFaissStore(SqlEntries):
                     .where(*conditions)
                     .returning(entries.c.row_id, entries.c.partition_key)
                 ).all()
+                deletes_mark = self._own_deletes(conn, len(gone))
+            self._deletes_advance(deletes_mark)
             by_partition: dict[str, list[int]] = defaultdict(list)
             for row_id, key in gone:
                 by_partition[key].append(row_id)
@@ -387,8 +401,13 @@ class SqlFaissStore(SqlEntries):
         with self._read() as conn:
             if not ForeignDeletes.prune_due(conn, now):
                 return
-        with self._writing(), self._transaction() as conn:
-            pruned = ForeignDeletes.prune(conn, now)
+        try:
+            with self._writing(), self._transaction() as conn:
+                pruned = ForeignDeletes.prune(conn, now)
+        except StorageError as exc:
+            # The save itself succeeded; old tombstones only wait for the next one.
+            log.warning("could not prune tombstones of deleted entries: %s", exc.message)
+            return
         log.debug("pruned %d tombstones of deleted entries", pruned)
 
     def catch_up(self) -> int:

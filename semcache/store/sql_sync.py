@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 CATCH_UP_CHUNK = 2048
 # Tombstones older than this are pruned: every running process reads them within a second.
 DELETED_ROWS_KEEP_S = 600.0
+# How far past that the oldest may be before a prune: batches the pruning of steady deletes.
+PRUNE_SLACK_S = 60.0
 
 # Made by revision 0007 on SQLite only; not in schema.py, whose tables both backends have.
 _meta = MetaData()
@@ -192,6 +194,23 @@ class ForeignDeletes:
         top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
         return top is not None and int(top) > self.mark
 
+    def mark_after_own(self, conn: Connection, deleted: int) -> int | None:
+        """Inside this process's deleting transaction: the mark to move to once it commits
+        (``advance``), when every tombstone above the mark is one of its ``deleted`` rows, so
+        that a catch-up has nothing to read; None when others' are among them (a catch-up
+        reads them, and drops nothing for these). Moved only after the commit: a rolled-back
+        transaction's seq numbers are handed out again."""
+        if not deleted:
+            return None
+        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
+        if top is not None and int(top) == self.mark + deleted:
+            return int(top)
+        return None
+
+    def advance(self, mark: int | None) -> None:
+        if mark is not None:
+            self.mark = max(self.mark, mark)
+
     def drop_round(self, conn: Connection, vectors: VectorIndexes) -> tuple[int, bool]:
         """Drop the vectors of one chunk of tombstones: (vectors dropped, whether more may
         follow). This process's own deletes are no longer indexed and drop nothing."""
@@ -212,16 +231,29 @@ class ForeignDeletes:
 
     @staticmethod
     def prune_due(conn: Connection, now: float) -> bool:
-        """Whether a tombstone is old enough to prune: a read, before taking any lock."""
+        """Whether the oldest tombstone is past its time by ``PRUNE_SLACK_S`` (so that a
+        steady stream of deletes is pruned once a minute, not at every save): a read, before
+        taking any lock."""
         # The first by seq is the oldest (commit order): one primary-key step, no scan.
         oldest = conn.execute(
             select(deleted_rows.c.deleted_at).order_by(deleted_rows.c.seq).limit(1)
         ).scalar_one_or_none()
-        return oldest is not None and float(oldest) < now - DELETED_ROWS_KEEP_S
+        return oldest is not None and float(oldest) < now - DELETED_ROWS_KEEP_S - PRUNE_SLACK_S
 
     @staticmethod
     def prune(conn: Connection, now: float) -> int:
-        """Delete the tombstones every running process has had time to read."""
+        """Delete the tombstones every running process has had time to read: those below the
+        first young one in seq (commit) order, a primary-key range."""
         cutoff = now - DELETED_ROWS_KEEP_S
-        gone = conn.execute(delete(deleted_rows).where(deleted_rows.c.deleted_at < cutoff))
-        return int(gone.rowcount)
+        first_young = conn.execute(
+            select(deleted_rows.c.seq)
+            .where(deleted_rows.c.deleted_at >= cutoff)
+            .order_by(deleted_rows.c.seq)
+            .limit(1)
+        ).scalar_one_or_none()
+        old = (
+            deleted_rows.c.deleted_at < cutoff
+            if first_young is None
+            else deleted_rows.c.seq < int(first_young)
+        )
+        return int(conn.execute(delete(deleted_rows).where(old)).rowcount)
