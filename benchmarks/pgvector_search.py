@@ -44,9 +44,10 @@ import numpy as np
 from _common import summary_ms, write_results
 
 from semcache.store import NewEntry, Partition
-from semcache.store import postgres as pg
+from semcache.store import pg_engine as pg
 from semcache.store.migrations.frozen import HNSW_INDEX
-from semcache.store.postgres import PostgresOptions, PostgresStore
+from semcache.store.pg_engine import PostgresOptions
+from semcache.store.postgres import PostgresStore
 
 DIM = 384
 CENTRES = 2000
