@@ -178,12 +178,14 @@ def train_model(
         model, tokenizer = load_pair_model(init_from)
     else:
         model, tokenizer = load_base()
-    if layers and layers < len(model.encoder.encoder.layer):
+    if layers:
         from semcache.cache.verifier_model import keep_layers
 
         # A student: evenly spaced layers of the deeper model, its first and last included
         # (the head was trained on the last layer's output).
         depth = len(model.encoder.encoder.layer)
+        if not 2 <= layers < depth:
+            raise SystemExit(f"--layers must be from 2 to {depth - 1} (the model has {depth})")
         keep = sorted({round(i * (depth - 1) / (layers - 1)) for i in range(layers)})
         print(f"student: layers {keep} of {depth}", file=log, flush=True)
         keep_layers(model, keep)

@@ -68,7 +68,8 @@ class IndexDirLock:
             # Unlock before closing: a child forked meanwhile (any subprocess, between its fork
             # and its exec) shares the open file, and closing only our descriptor would leave
             # the lock held until the child lets go. LOCK_UN frees it for every copy. The file
-            # stays, for the next holder.
+            # stays, for the next holder. (A child forked without exec that called release
+            # would free its parent's lock too; nothing in semcache forks so.)
             try:
                 fcntl.flock(self._handle, fcntl.LOCK_UN)
             finally:
