@@ -20,7 +20,8 @@ from .api.deps import Services, principal_of
 from .api.errors import install_error_handlers
 from .api.requestlog import RequestLogMiddleware
 from .cache.decision import HitDecision, ThresholdDecision
-from .cache.service import CacheConfig, CacheService
+from .cache.results import CacheConfig
+from .cache.service import CacheService
 from .cache.verifier import VerifiedDecision
 from .config import Settings
 from .embed.batcher import MicroBatcher

@@ -34,7 +34,8 @@ from .api.auth import OPEN_TENANT
 from .api.body import field_problems, parse_json
 from .api.cache_aside import Name, Number, StoreBody, prepare_store
 from .app import cache_config, load_encoder, open_configured_store
-from .cache.service import CacheService, PreparedStore, StoreItem
+from .cache.results import PreparedStore, StoreItem
+from .cache.service import CacheService
 from .config import Settings
 from .embed.batcher import MicroBatcher
 from .errors import SemcacheError, StorageError

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from ..cache.service import CacheService, PreparedStore, StoreItem
+from ..cache.results import PreparedStore, StoreItem
+from ..cache.service import CacheService
 from ..errors import InvalidRequest
 from ..requestlog import note
 from ..store.base import Entry, Partition

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .decision import HitDecision, ThresholdDecision
 from .keys import Partition, RequestKeys, request_keys
-from .service import HIT_EXACT, HIT_SEMANTIC, MISS, CacheConfig, CacheService, LookupResult
+from .results import CacheConfig, LookupResult
+from .service import HIT_EXACT, HIT_SEMANTIC, MISS, CacheService
 
 __all__ = [
     "HIT_EXACT",

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..store.base import Candidate
 
-__all__ = ["BatchHitDecision", "HitDecision", "ScoringDecision", "ThresholdDecision"]
+__all__ = [
+    "BatchHitDecision",
+    "Decided",
+    "HitDecision",
+    "ScoringDecision",
+    "ThresholdDecision",
+    "decide_many",
+]
 
 
 class HitDecision(Protocol):
@@ -54,3 +61,28 @@ class ThresholdDecision:
         if best is not None and best.similarity >= threshold:
             return best
         return None
+
+
+# What a batched hit decision answers a lookup: the candidate chosen (None: a miss) and the
+# best score among its candidates (None when the decision gives no scores, or had none).
+Decided = tuple[Candidate | None, float | None]
+
+
+def decide_many(
+    decision: BatchHitDecision,
+) -> Callable[[Sequence[tuple[str, Sequence[Candidate], float]]], list[Decided]]:
+    """The decision's batch call, each answer with its best score when the decision scores."""
+    if isinstance(decision, ScoringDecision):
+
+        def scored(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[Decided]:
+            return [
+                (decision.accept(pairs), max((s for s, _ in pairs), default=None))
+                for pairs in decision.scored_many(requests)
+            ]
+
+        return scored
+
+    def chosen(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[Decided]:
+        return [(candidate, None) for candidate in decision.choose_many(requests)]
+
+    return chosen

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,10 @@ from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
 from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
 from ..telemetry import Tracing
-from .decision import BatchHitDecision, HitDecision, ScoringDecision, ThresholdDecision
+from .decision import BatchHitDecision, Decided, HitDecision, ThresholdDecision, decide_many
 from .keys import RequestKeys, normalize_query, request_keys
-from .status import CacheStatus, MissReason, outcome_headers
+from .results import CacheConfig, LookupResult, PreparedStore, StoreItem
+from .status import CacheStatus, MissReason
 from .workers import StoreWorkers
 
 __all__ = [
@@ -34,12 +35,8 @@ __all__ = [
     "HIT_SEMANTIC",
     "MISS",
     "WRONG_HIT_IS_OWN_QUESTION",
-    "CacheConfig",
     "CacheService",
     "CacheStatus",
-    "LookupResult",
-    "PreparedStore",
-    "StoreItem",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,74 +47,6 @@ HIT_SEMANTIC = CacheStatus.HIT_SEMANTIC
 MISS = CacheStatus.MISS
 # The error code of a wrong-hit report naming the entry's own question (delete it instead).
 WRONG_HIT_IS_OWN_QUESTION = "wrong_hit_is_own_question"
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """The settings the cache service acts on."""
-
-    threshold: float = 0.9
-    min_request_threshold: float = 0.5
-    default_ttl_s: int = 86400
-    max_ttl_s: int = 30 * 86400
-    max_entries_per_tenant: int = 100_000
-    search_k: int = 16
-    max_query_chars: int = 16_384
-    # Expired entries are kept this long for stale-if-error before the sweeper deletes them.
-    stale_retention_s: float = 0.0
-    # Most lookups one batched hit decision (a verifier pass) decides.
-    decision_batch_max_size: int = 64
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    """What a lookup found: a status, the entry served (if any) and its similarity."""
-
-    status: CacheStatus
-    entry: Entry | None = None
-    similarity: float | None = None
-    keys: RequestKeys | None = None
-    # The query's embedding when the semantic layer computed one; a store after a miss reuses
-    # it instead of embedding the same text twice.
-    vector: np.ndarray | None = None
-    # Why a lookup missed (``MissReason``); None on a hit.
-    miss_reason: str | None = None
-    # The verifier's best hit probability when it rejected the candidates.
-    verifier_score: float | None = None
-
-    @property
-    def hit(self) -> bool:
-        return self.entry is not None
-
-    def headers(self, now: float) -> dict[str, str]:
-        """The X-Semcache-* headers and ``Age`` of this outcome (with the miss reason and the
-        verifier's score on a miss)."""
-        headers = outcome_headers(self.status, self.entry, self.similarity, now)
-        if self.entry is None and self.miss_reason is not None:
-            headers["X-Semcache-Miss-Reason"] = self.miss_reason
-        if self.entry is None and self.verifier_score is not None:
-            headers["X-Semcache-Verifier-Score"] = f"{self.verifier_score:.4f}"
-        return headers
-
-
-@dataclass(frozen=True)
-class StoreItem:
-    """One answer to store, as ``CacheService.store`` takes it."""
-
-    partition: Partition
-    request: Mapping[str, Any]
-    response: Any
-    ttl_s: float | None = None
-    metadata: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class PreparedStore:
-    """A ``StoreItem`` that passed the store's checks, with its keys and TTL in seconds."""
-
-    item: StoreItem
-    keys: RequestKeys
-    ttl_s: float
 
 
 class CacheService:
@@ -144,12 +73,12 @@ class CacheService:
         # Lookups that reach the decision together share one call (one verifier pass); no
         # lookup waits for company (max_wait 0): those arriving while a pass runs form the next.
         # Each gets the candidate chosen (or None) and, from a scoring decision, its best score.
-        self.decision_batcher: MicroBatcher[tuple[str, list[Candidate], float], _Decided] | None = (
+        self.decision_batcher: MicroBatcher[tuple[str, list[Candidate], float], Decided] | None = (
             None
         )
         if isinstance(self.decision, BatchHitDecision):
             self.decision_batcher = MicroBatcher(
-                _decide_many(self.decision),
+                decide_many(self.decision),
                 max_size=config.decision_batch_max_size,
                 max_wait_s=0.0,
             )
@@ -513,31 +442,6 @@ class CacheService:
         if removed:
             self.metrics.evictions.labels("expired").inc(removed)
         return removed
-
-
-# What a batched hit decision answers a lookup: the candidate chosen (None: a miss) and the
-# best score among its candidates (None when the decision gives no scores, or had none).
-_Decided = tuple[Candidate | None, float | None]
-
-
-def _decide_many(
-    decision: BatchHitDecision,
-) -> Callable[[Sequence[tuple[str, Sequence[Candidate], float]]], list[_Decided]]:
-    """The decision's batch call, each answer with its best score when the decision scores."""
-    if isinstance(decision, ScoringDecision):
-
-        def scored(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[_Decided]:
-            return [
-                (decision.accept(pairs), max((s for s, _ in pairs), default=None))
-                for pairs in decision.scored_many(requests)
-            ]
-
-        return scored
-
-    def chosen(requests: Sequence[tuple[str, Sequence[Candidate], float]]) -> list[_Decided]:
-        return [(candidate, None) for candidate in decision.choose_many(requests)]
-
-    return chosen
 
 
 def _best(candidates: list[Candidate]) -> float:

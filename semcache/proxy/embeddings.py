@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..cache.keys import RequestKeys, embedding_keys
-from ..cache.service import LookupResult
+from ..cache.results import LookupResult
 from ..cache.status import CacheStatus
 from ..errors import StorageError
 from ..store.base import Partition

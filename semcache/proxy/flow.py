@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..cache.keys import RequestKeys, request_keys
-from ..cache.service import CacheService, LookupResult
+from ..cache.results import LookupResult
+from ..cache.service import CacheService
 from ..cache.status import CacheStatus, MissReason
 from ..errors import SemcacheError
 from ..telemetry import Tracing
