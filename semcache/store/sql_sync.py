@@ -171,6 +171,11 @@ def catch_up_round(conn: Connection, feed: ForeignRows, vectors: VectorIndexes) 
     return sum(len(ids) for ids in by_partition.values()), more
 
 
+def _top_tombstone(conn: Connection) -> int:
+    """The newest tombstone's seq, 0 when there is none."""
+    return int(conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none() or 0)
+
+
 class ForeignDeletes:
     """The entries deleted since the last look, read from the ``deleted_rows`` tombstones.
 
@@ -187,12 +192,10 @@ class ForeignDeletes:
         SQLite, whose migration makes the table and its trigger)."""
         if conn.dialect.name != "sqlite":
             return None
-        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
-        return cls(int(top or 0))
+        return cls(_top_tombstone(conn))
 
     def behind(self, conn: Connection) -> bool:
-        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
-        return top is not None and int(top) > self.mark
+        return _top_tombstone(conn) > self.mark
 
     def mark_after_own(self, conn: Connection, deleted: int) -> int | None:
         """Inside this process's deleting transaction: the mark to move to once it commits
@@ -202,10 +205,8 @@ class ForeignDeletes:
         transaction's seq numbers are handed out again."""
         if not deleted:
             return None
-        top = conn.execute(select(func.max(deleted_rows.c.seq))).scalar_one_or_none()
-        if top is not None and int(top) == self.mark + deleted:
-            return int(top)
-        return None
+        top = _top_tombstone(conn)
+        return top if top == self.mark + deleted else None
 
     def advance(self, mark: int | None) -> None:
         if mark is not None:
