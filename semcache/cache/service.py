@@ -169,6 +169,20 @@ class CacheService:
         self.metrics.lookup_seconds.labels(result.status).observe(time.perf_counter() - started)
         return result
 
+    async def recheck_exact(self, partition: Partition, keys: RequestKeys) -> LookupResult | None:
+        """The exact layer alone, for a caller whose lookup missed and who has reason to think
+        the entry was stored since (proxy: a flight landed in between). A hit is counted on
+        the entry; the lookup counters keep the miss the first probe recorded."""
+        now = self.clock()
+        entry = await self.workers.read(
+            self.storage.get_exact, partition.tenant, keys.exact_key, now
+        )
+        if entry is None:
+            return None
+        count, _ = self._pending_hits.get(entry.row_id, (0, now))
+        self._pending_hits[entry.row_id] = (count + 1, now)
+        return LookupResult(HIT_EXACT, entry, 1.0, keys)
+
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:

@@ -108,6 +108,7 @@ class ProxyService:
         store = not controls.no_store and embeddable
         vector = None
         found: LookupResult | None = None
+        landings = self.flights.landings
         if not controls.no_cache:
             found = await self.cache.lookup(
                 call.partition,
@@ -126,7 +127,7 @@ class ProxyService:
             miss_reason = MissReason.MAX_AGE
         else:
             miss_reason = None if found is None else found.miss_reason
-        response = await self._upstream(call, status, keys, store, vector)
+        response = await self._upstream(call, status, keys, store, vector, landings)
         if miss_reason is not None and response.headers.get("X-Semcache-Status") == str(status):
             response.headers["X-Semcache-Miss-Reason"] = miss_reason
             if found is not None and found.verifier_score is not None:
@@ -140,8 +141,14 @@ class ProxyService:
         keys: RequestKeys,
         store: bool,
         vector: np.ndarray | None,
+        landings: int,
     ) -> ProxyResponse:
-        """Serve a miss: follow a flight in the air for the same request, or lead one."""
+        """Serve a miss: follow a flight in the air for the same request, or lead one.
+
+        ``landings`` is the flights' landing count before the lookup: when a flight landed
+        since, its store may be the entry this lookup missed (the store committed after the
+        exact probe, its flight landed before this join), so the leader probes once more.
+        """
         controls = call.controls
         pending = self.flights.peek(keys.exact_key)
         if (
@@ -155,6 +162,10 @@ class ProxyService:
         for _ in range(_MAX_FLIGHT_JOINS):
             flight, leader = self.flights.join(keys.exact_key)
             if leader:
+                if self.flights.landings != landings and not controls.no_cache:
+                    stored = await self._stored_meanwhile(call, keys, flight)
+                    if stored is not None:
+                        return stored
                 elsewhere = await self._from_another_replica(call, keys, flight, store)
                 if elsewhere is not None:
                     return elsewhere
@@ -175,6 +186,23 @@ class ProxyService:
             headers.update(call.account(self.policy, served, call.model, answer, False))
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
         return await self._miss(call, status, keys, store=False, vector=vector).run()
+
+    async def _stored_meanwhile(
+        self, call: ProxyCall, keys: RequestKeys, flight: Flight[dict[str, Any]]
+    ) -> ProxyResponse | None:
+        """The exact hit a landed flight stored after this request's probe, served to this
+        flight's followers too; None: still a miss, and this flight's leader calls upstream."""
+        try:
+            found = await self.cache.recheck_exact(call.partition, keys)
+        except BaseException:
+            flight.fail(FlightAbandoned("the request leading this upstream call failed"))
+            self.flights.land(keys.exact_key, flight)
+            raise
+        if found is None or found.entry is None:
+            return None
+        flight.resolve(found.entry.response)
+        self.flights.land(keys.exact_key, flight)
+        return self._hit(call, found)
 
     async def _from_another_replica(
         self, call: ProxyCall, keys: RequestKeys, flight: Flight[dict[str, Any]], store: bool

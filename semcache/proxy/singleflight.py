@@ -57,6 +57,10 @@ class SingleFlight(Generic[T]):
         self._flights: dict[str, Flight[T]] = {}
         # Told the key of every flight that lands (cross-replica claims are released then).
         self._on_land = on_land
+        # How many answered flights have landed: a miss's leader stores before its flight
+        # lands, so a caller whose exact probe came before a landing may have missed an entry
+        # that is now there (ProxyService rechecks only then).
+        self.landings = 0
 
     def join(self, key: str) -> tuple[Flight[T], bool]:
         """The flight for ``key`` and whether the caller leads it."""
@@ -75,6 +79,8 @@ class SingleFlight(Generic[T]):
         """Forget the flight; later callers start a new one (or hit the cache)."""
         if self._flights.get(key) is flight:
             del self._flights[key]
+            if flight.resolved:
+                self.landings += 1
             if self._on_land is not None:
                 self._on_land(key)
 

@@ -1,0 +1,104 @@
+"""Races between a miss's background store and the next identical request, pinned in order.
+
+The server runs in this process (uvicorn in a thread, real SQLite and FAISS, the simulator
+upstream) so that a fault can be injected into its store: a search held until another request
+has finished. That replays, step by step, what a slow machine does by chance.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import uvicorn
+from proxy_fixtures import KEY
+from simulator_helpers import GPT, RunningSimulator, user
+
+from semcache.api.deps import Services
+from semcache.app import build_services, create_app
+from semcache.config import load_settings
+from semcache.netbind import listen_socket
+
+
+@contextmanager
+def serving(sim: RunningSimulator, data_dir: Path) -> Iterator[tuple[str, Services]]:
+    """``semcache serve`` in this process: its URL and its services, to inject faults into."""
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": str(data_dir),
+            "api_keys": f"{KEY}=race-tenant",
+            "openai_base_url": sim.openai_base_url,
+            "openai_api_key": "sk-upstream-openai",
+        },
+    )
+    services = build_services(settings)
+    sock = listen_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(services), log_level="error"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", services
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+def test_a_store_that_lands_during_a_lookup_is_served_as_the_exact_hit(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """B's exact probe runs before A's answer is stored, B's search before it is indexed, and
+    A's flight lands before B would join it. B must still not call upstream a second time:
+    it finds the stored entry on a second exact probe (the CI failure of
+    test_miss_then_exact_then_semantic_hit, ('MISS', 'MISS'), was this order)."""
+    with serving(sim, tmp_path) as (url, services):
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0)
+        store = services.store
+        search: Callable[..., Any] = store.search
+        held, release = threading.Event(), threading.Event()
+        calls = 0
+
+        def held_search(*args: Any, **kwargs: Any) -> Any:
+            # Fault: the first search (B's) sees the index as it was, then waits for A.
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                found = search(*args, **kwargs)
+                held.set()
+                assert release.wait(30)
+                return found
+            return search(*args, **kwargs)
+
+        store.search = held_search  # type: ignore[method-assign]
+        messages = user("How do I rotate my API keys safely?")
+        outcome: dict[str, Any] = {}
+
+        def ask_b() -> None:
+            raw = client.chat.completions.with_raw_response.create(model=GPT, messages=messages)
+            outcome["b"] = raw.headers["x-semcache-status"]
+
+        before = sim.stats()["requests"]
+        b = threading.Thread(target=ask_b)
+        b.start()
+        assert held.wait(30)
+        a = client.chat.completions.with_raw_response.create(model=GPT, messages=messages)
+        assert a.headers["x-semcache-status"] == "MISS"
+        # A's flight lands once its store is done; only then does B go on.
+        deadline = time.monotonic() + 30
+        while len(services.proxy.flights) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert services.proxy.flights.landings == 1
+        release.set()
+        b.join(30)
+        assert outcome["b"] == "HIT-EXACT"
+        assert sim.stats()["requests"] == before + 1
