@@ -268,3 +268,44 @@ def test_the_batcher_waits_for_company_only_after_a_shared_batch() -> None:
 
     asyncio.run(run())
     assert calls == [[1], [2], [3, 4], [5, 6]]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_the_batcher_runs_at_most_in_flight_batches_at_once(in_flight: int) -> None:
+    """Batches overlap up to ``in_flight`` (an import's one per core) and never beyond; each
+    caller still gets its own result, and a failing batch fails only its own callers."""
+    lock = threading.Lock()
+    running = peak = 0
+
+    def slow(items: list[int]) -> list[int]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.15)
+        with lock:
+            running -= 1
+        if 13 in items:
+            raise ValueError("a bad batch")
+        return [10 * i for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(
+        slow, max_size=2, max_wait_s=0.0, in_flight=in_flight
+    )
+
+    async def run() -> list[Any]:
+        out = await asyncio.gather(*(batcher.submit_many([i]) for i in range(12)))
+        failed = await asyncio.gather(batcher.submit_many([13, 14]), return_exceptions=True)
+        await batcher.close()
+        return [*out, *failed]
+
+    results = asyncio.run(run())
+    assert results[:12] == [[10 * i] for i in range(12)]
+    assert isinstance(results[12], ValueError)
+    assert peak == in_flight
+    assert batcher.stats.texts == 12
+
+
+def test_in_flight_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="in_flight"):
+        MicroBatcher(lambda items: items, max_size=2, max_wait_s=0.0, in_flight=0)
