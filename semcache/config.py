@@ -112,8 +112,7 @@ class Settings:
         0,
         "Intra-op threads of the encoder and of the verifier (ONNX Runtime's per model, torch's "
         "per process); 0 means 2 on onnx (faster on 2 cores, also when other work shares them) "
-        "and 1 on torch (whose threads stall each other when other work shares the cores). "
-        "With 0 on onnx, semcache import runs one one-thread encoder batch per core at once.",
+        "and 1 on torch (whose threads stall each other when other work shares the cores).",
     )
     inference_runtime: str = _setting(
         "onnx",

@@ -20,8 +20,6 @@ and writes nothing when any line is bad.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -278,25 +276,12 @@ async def run(
         cache.storage.close()
 
 
-def import_batches() -> int:
-    """Encoder batches an import runs at once: one per core this process may use, up to 8."""
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
-
-
 def open_cache(settings: Settings) -> CacheService:
     """The cache service over the configured store and encoder, for storing only (no hit
     decision, so the verifier is never loaded)."""
-    # One batch per core at once, each on one thread (embed/batcher.py), unless the settings
-    # name the threads: then one batch at a time on that many.
-    threads = settings.embedding_threads
-    in_flight = 1 if threads or settings.inference_runtime != "onnx" else import_batches()
-    if not threads and in_flight > 1:
-        settings = dataclasses.replace(settings, embedding_threads=1)
     encoder = load_encoder(settings)
     store = open_configured_store(settings, encoder.dim)
     # Nobody waits for company: a chunk's texts arrive together and fill the batches.
-    batcher = MicroBatcher(
-        encoder.encode, max_size=settings.batch_max_size, max_wait_s=0.0, in_flight=in_flight
-    )
+    batcher = MicroBatcher(encoder.encode, max_size=settings.batch_max_size, max_wait_s=0.0)
     # The threshold is for lookups, which an import never makes.
     return CacheService(cache_config(settings, threshold=1.0), store, batcher)

@@ -9,10 +9,6 @@ is alone now (sequential traffic), and waiting would only add ``max_wait_s`` to 
 the first batch of a burst runs at once and the items arriving meanwhile turn waiting back on.
 The encoder's batcher takes texts and gives vectors; the verifier's takes lookups and gives
 their decisions.
-
-``in_flight`` is how many batches run at once (a server's: one, since its model call already
-takes every core; an import's: one per core, each batch on a one-thread model session, which on
-2 cores embedded 1.26 to 1.30x the texts per second of one two-thread call at a time).
 """
 
 from __future__ import annotations
@@ -49,21 +45,12 @@ class BatchStats:
 
 class MicroBatcher(Generic[T, R]):
     """Collects items from concurrent callers into batched ``run`` calls (one result per item,
-    in order), run in worker threads, ``in_flight`` batches at a time (module doc)."""
+    in order), run in a worker thread one batch at a time."""
 
     def __init__(
-        self,
-        run: Callable[[list[T]], Results[R]],
-        *,
-        max_size: int,
-        max_wait_s: float,
-        in_flight: int = 1,
+        self, run: Callable[[list[T]], Results[R]], *, max_size: int, max_wait_s: float
     ) -> None:
-        if in_flight < 1:
-            raise ValueError("in_flight must be at least 1")
         self._run_batch = run
-        self._slots = in_flight
-        self._running: set[asyncio.Task[None]] = set()
         self._max_size = max_size
         self._max_wait_s = max_wait_s
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
@@ -120,39 +107,26 @@ class MicroBatcher(Generic[T, R]):
             live = [(item, fut) for item, fut in batch if not fut.cancelled()]
             if not live:
                 continue
-            if self._slots == 1:
-                await self._call(live)
+            try:
+                results = await asyncio.to_thread(self._run_batch, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"a batch of {len(live)} gave {len(results)} results")
+            except Exception as exc:  # handed to every waiting caller, who raise it
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
                 continue
-            while len(self._running) >= self._slots:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(self._call(live))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _call(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
-        """Run one batch; its results, or its error, go to its callers."""
-        try:
-            results = await asyncio.to_thread(self._run_batch, [item for item, _ in live])
-            if len(results) != len(live):
-                raise RuntimeError(f"a batch of {len(live)} gave {len(results)} results")
-        except Exception as exc:  # handed to every waiting caller, who raise it
-            for _, fut in live:
+            self.stats.batches += 1
+            self.stats.texts += len(live)
+            self.stats.largest = max(self.stats.largest, len(live))
+            for (_, fut), result in zip(live, results, strict=True):
                 if not fut.done():
-                    fut.set_exception(exc)
-            return
-        self.stats.batches += 1
-        self.stats.texts += len(live)
-        self.stats.largest = max(self.stats.largest, len(live))
-        for (_, fut), result in zip(live, results, strict=True):
-            if not fut.done():
-                fut.set_result(result)
+                    fut.set_result(result)
 
     async def close(self) -> None:
-        """Stop the worker task and the batches it started."""
-        tasks = [*self._running, *([self._worker] if self._worker is not None else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        """Stop the worker task."""
+        if self._worker is not None:
+            self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._worker = None
+                await self._worker
+            self._worker = None
