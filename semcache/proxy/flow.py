@@ -19,7 +19,7 @@ from ..cache.keys import RequestKeys, request_keys
 from ..cache.results import LookupResult
 from ..cache.service import CacheService
 from ..cache.status import CacheStatus, MissReason
-from ..errors import SemcacheError
+from ..errors import SemcacheError, StorageError
 from ..telemetry import Tracing
 from ..upstream.client import UpstreamClient
 from ..wire.base import temperature_bypass
@@ -194,6 +194,11 @@ class ProxyService:
         flight's followers too; None: still a miss, and this flight's leader calls upstream."""
         try:
             found = await self.cache.recheck_exact(call.partition, keys)
+        except StorageError as exc:
+            # The lookup just read this store; a second probe that fails costs the client
+            # only the upstream call it would have made anyway.
+            log.warning("exact recheck before an upstream call failed, calling: %s", exc)
+            return None
         except BaseException:
             flight.fail(FlightAbandoned("the request leading this upstream call failed"))
             self.flights.land(keys.exact_key, flight)
