@@ -9,27 +9,24 @@ conversation, a new one, and the same label). The JSONL formats are the ones in 
     context cases:  {"cached": [chat messages], "new": [chat messages], "label": 0|1, ...}
 
 The shared files live in a folder given explicitly (``--shared-data DIR`` or
-``$SEMCACHE_SHARED_DATA``; ``shared_data_dir``), never found relative to this package; they are
-read in place and never copied into the repository. Only ``training_pairs`` (GPTCache's full QQP
-file minus every MeanCache test pair) may be used for training or threshold tuning; everything
-else, including the repository's ``benchmarks/data/hard_pairs.jsonl``, is evaluation data.
+``$SEMCACHE_SHARED_DATA``; ``shared_data_dir`` in ``shared_data.py``), never found relative to
+this package; they are read in place and never copied into the repository. Only
+``training_pairs`` (GPTCache's full QQP file minus every MeanCache test pair) may be used for
+training or threshold tuning; everything else, including the repository's
+``benchmarks/data/hard_pairs.jsonl``, is evaluation data.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import itertools
 import json
-import os
 import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-from ..errors import ConfigError
 from .pairs import (
     ContextCase,
     LabelledPair,
@@ -41,6 +38,14 @@ from .pairs import (
     read_pairs_jsonl,
     write_context_cases_jsonl,
     write_pairs_jsonl,
+)
+from .shared_data import (
+    SHARED_DATA_ENV,
+    SHARED_SETS,
+    add_shared_data_option,
+    shared_data_dir,
+    shared_data_option,
+    shared_set_path,
 )
 
 __all__ = [
@@ -71,22 +76,6 @@ __all__ = [
     "write_context_cases_jsonl",
     "write_pairs_jsonl",
 ]
-
-SHARED_DATA_ENV = "SEMCACHE_SHARED_DATA"
-
-# name -> path relative to the shared data folder (read-only constants, not state).
-SHARED_SETS: Mapping[str, str] = MappingProxyType(
-    {
-        "qqp-test": "meancache-qqp/test.csv",
-        "contextual-queries": "meancache-qqp/contextual_queries.json",
-        "gptcache-mock": "gptcache/mock_data.json",
-        "qqp-full": "gptcache/similiar_qqp_full.json.gz",
-        "qqp-positives": "gptcache/similiar_qqp.json.gz",
-        "stsb-test": "stsb-test/sts-test.csv",
-        "arena-prompts": "arena-prompts-5k/prompts.jsonl",
-        "arena-hard": "arena-hard-500/question.jsonl",
-    }
-)
 
 CONVERT_SOURCES = ("qqp-csv", "gptcache-mock", "gptcache-tar", "stsb", "arena-hard")
 
@@ -342,73 +331,6 @@ def training_pairs(qqp_full_path: PathLike, test_csv_path: PathLike) -> list[Lab
     """GPTCache's full QQP pairs minus every MeanCache test pair (unordered), in file order."""
     held_out = {pair_key(p.a, p.b) for p in load_qqp_csv(test_csv_path)}
     return [p for p in load_gptcache_qqp_tar(qqp_full_path) if pair_key(p.a, p.b) not in held_out]
-
-
-# ---------------------------------------------------------------------------------------------
-# Locations
-
-
-def shared_data_dir(path: PathLike | None = None, *, option: str = "--shared-data") -> Path:
-    """The shared data folder: ``path`` if given, else ``$SEMCACHE_SHARED_DATA``.
-
-    Never a default relative to this package (it may be installed anywhere). ``ConfigError``
-    when neither is given or the folder does not exist; ``option`` names the command's flag in
-    the message.
-    """
-    chosen = path if path is not None else (os.environ.get(SHARED_DATA_ENV) or None)
-    if chosen is None:
-        raise ConfigError(
-            f"no shared data folder: give {option} DIR or set ${SHARED_DATA_ENV} to the folder "
-            "that holds the shared data (gptcache/, meancache-qqp/, stsb-test/, ...)"
-        )
-    folder = Path(chosen).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(
-            f"shared data folder {folder} does not exist (from "
-            f"{option if path is not None else '$' + SHARED_DATA_ENV})"
-        )
-    return folder
-
-
-def add_shared_data_option(parser: argparse.ArgumentParser) -> None:
-    """``--shared-data DIR`` (alias ``--data-dir``) for a script that reads the shared sets."""
-    parser.add_argument(
-        "--shared-data",
-        "--data-dir",
-        dest="data_dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help=f"shared data folder (default ${SHARED_DATA_ENV})",
-    )
-
-
-def shared_data_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
-    """The folder ``add_shared_data_option`` asked for, or a usage error naming what to give."""
-    try:
-        return shared_data_dir(args.data_dir)
-    except ConfigError as exc:
-        parser.error(exc.message)
-
-
-def shared_set_path(name: str, data_dir: PathLike) -> Path:
-    """Path of a known shared file (see ``SHARED_SETS``) under ``data_dir``.
-
-    ``FileNotFoundError`` if it is absent; ``data_dir`` is the folder ``shared_data_dir`` gives.
-    """
-    try:
-        relative = SHARED_SETS[name]
-    except KeyError:
-        known = ", ".join(sorted(SHARED_SETS))
-        raise ValueError(f"unknown shared data set {name!r}; known: {known}") from None
-    path = Path(data_dir) / relative
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"shared data set {name!r} not found at {path}; point --shared-data (or "
-            f"${SHARED_DATA_ENV}) at the folder that holds the shared data (gptcache/, "
-            "meancache-qqp/, stsb-test/, ...)"
-        )
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
