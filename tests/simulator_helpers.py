@@ -23,7 +23,15 @@ from semcache.netbind import listen_socket
 from semcache.simulator import SimulatorConfig, SimulatorState, create_simulator_app
 from semcache.simulator import simulator_state as state_of
 
-__all__ = ["CLAUDE", "GPT", "LONG_TEXT", "RunningSimulator", "serve_simulator", "user"]
+__all__ = [
+    "CLAUDE",
+    "GPT",
+    "LONG_TEXT",
+    "RunningSimulator",
+    "serve_in_thread",
+    "serve_simulator",
+    "user",
+]
 
 GPT = "gpt-4o-mini"
 CLAUDE = "claude-haiku-4-5"
@@ -71,23 +79,31 @@ class RunningSimulator:
 
 
 @contextmanager
-def serve_simulator(config: SimulatorConfig | None = None) -> Iterator[RunningSimulator]:
-    app = create_simulator_app(config or SimulatorConfig())
+def serve_in_thread(
+    app: Any, *, start_timeout_s: float = 20, stop_timeout_s: float = 10, **config: Any
+) -> Iterator[str]:
+    """uvicorn serving ``app`` on a free loopback port in a background thread, in this process;
+    yields its base URL once it has started. ``config``: more ``uvicorn.Config`` options."""
     sock = listen_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="error", lifespan="off", timeout_graceful_shutdown=2)
-    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + start_timeout_s
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the simulator did not start")
+                raise RuntimeError("the in-process server did not start")
             time.sleep(0.02)
-        yield RunningSimulator(base_url=f"http://127.0.0.1:{port}", state=state_of(app))
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=stop_timeout_s)
         sock.close()
+
+
+@contextmanager
+def serve_simulator(config: SimulatorConfig | None = None) -> Iterator[RunningSimulator]:
+    app = create_simulator_app(config or SimulatorConfig())
+    with serve_in_thread(app, lifespan="off", timeout_graceful_shutdown=2) as url:
+        yield RunningSimulator(base_url=url, state=state_of(app))

@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import uvicorn
 from proxy_fixtures import KEY
-from simulator_helpers import GPT, RunningSimulator, user
+from simulator_helpers import GPT, RunningSimulator, serve_in_thread, user
 
 from semcache.api.deps import Services
 from semcache.app import build_services, create_app
 from semcache.config import load_settings
-from semcache.netbind import listen_socket
 
 
 @contextmanager
@@ -38,20 +36,8 @@ def serving(sim: RunningSimulator, data_dir: Path) -> Iterator[tuple[str, Servic
         },
     )
     services = build_services(settings)
-    sock = listen_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(services), log_level="error"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", services
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    with serve_in_thread(create_app(services), start_timeout_s=60, stop_timeout_s=20) as url:
+        yield url, services
 
 
 def test_a_store_that_lands_during_a_lookup_is_served_as_the_exact_hit(

@@ -160,10 +160,7 @@ class CacheService:
         now = self.clock()
         result = await self._lookup(partition, keys, use_threshold, now - stale_window_s, semantic)
         if result.entry is not None:
-            # Hits are counted in memory and written in batches (flush_hits): a write per hit
-            # would put an fsync on every exact hit, tens of milliseconds.
-            count, _ = self._pending_hits.get(result.entry.row_id, (0, now))
-            self._pending_hits[result.entry.row_id] = (count + 1, now)
+            self._count_hit(result.entry.row_id, now)
         self._lookups[partition.tenant][result.status] += 1
         self.metrics.lookups.labels(result.status).inc()
         self.metrics.lookup_seconds.labels(result.status).observe(time.perf_counter() - started)
@@ -174,24 +171,33 @@ class CacheService:
         the entry was stored since (proxy: a flight landed in between). A hit is counted on
         the entry; the lookup counters keep the miss the first probe recorded."""
         now = self.clock()
-        entry = await self.workers.read(
-            self.storage.get_exact, partition.tenant, keys.exact_key, now
-        )
+        entry = await self._probe_exact(partition, keys, now)
         if entry is None:
             return None
-        count, _ = self._pending_hits.get(entry.row_id, (0, now))
-        self._pending_hits[entry.row_id] = (count + 1, now)
+        self._count_hit(entry.row_id, now)
         return LookupResult(HIT_EXACT, entry, 1.0, keys)
+
+    def _count_hit(self, row_id: int, now: float) -> None:
+        # Hits are counted in memory and written in batches (flush_hits): a write per hit
+        # would put an fsync on every exact hit, tens of milliseconds.
+        count, _ = self._pending_hits.get(row_id, (0, now))
+        self._pending_hits[row_id] = (count + 1, now)
+
+    async def _probe_exact(
+        self, partition: Partition, keys: RequestKeys, now: float
+    ) -> Entry | None:
+        with self.tracing.span("semcache.exact_lookup") as span:
+            exact = await self.workers.read(
+                self.storage.get_exact, partition.tenant, keys.exact_key, now
+            )
+            span.set_attribute("semcache.found", exact is not None)
+        return exact
 
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:
         tracing = self.tracing
-        with tracing.span("semcache.exact_lookup") as span:
-            exact = await self.workers.read(
-                self.storage.get_exact, partition.tenant, keys.exact_key, now
-            )
-            span.set_attribute("semcache.found", exact is not None)
+        exact = await self._probe_exact(partition, keys, now)
         if exact is not None:
             return LookupResult(HIT_EXACT, exact, 1.0, keys)
         if not semantic or not keys.semantic_text.strip():

@@ -187,6 +187,16 @@ class ProxyService:
             return self._answer(call, call.wire.fresh(answer, call.model), headers)
         return await self._miss(call, status, keys, store=False, vector=vector).run()
 
+    def _abandon(self, key: str, flight: Flight[dict[str, Any]]) -> None:
+        """End a flight whose leader failed without an answer: its followers start over."""
+        flight.fail(FlightAbandoned("the request leading this upstream call failed"))
+        self.flights.land(key, flight)
+
+    def _settle(self, key: str, flight: Flight[dict[str, Any]], answer: dict[str, Any]) -> None:
+        """End a flight with an answer found in the store: its followers are served it."""
+        flight.resolve(answer)
+        self.flights.land(key, flight)
+
     async def _stored_meanwhile(
         self, call: ProxyCall, keys: RequestKeys, flight: Flight[dict[str, Any]]
     ) -> ProxyResponse | None:
@@ -200,13 +210,11 @@ class ProxyService:
             log.warning("exact recheck before an upstream call failed, calling: %s", exc)
             return None
         except BaseException:
-            flight.fail(FlightAbandoned("the request leading this upstream call failed"))
-            self.flights.land(keys.exact_key, flight)
+            self._abandon(keys.exact_key, flight)
             raise
         if found is None or found.entry is None:
             return None
-        flight.resolve(found.entry.response)
-        self.flights.land(keys.exact_key, flight)
+        self._settle(keys.exact_key, flight, found.entry.response)
         return self._hit(call, found)
 
     async def _from_another_replica(
@@ -221,13 +229,11 @@ class ProxyService:
         try:
             entry = await self.cluster.lead_or_wait(call.partition.tenant, keys.exact_key)
         except BaseException:
-            flight.fail(FlightAbandoned("the request leading this upstream call failed"))
-            self.flights.land(keys.exact_key, flight)
+            self._abandon(keys.exact_key, flight)
             raise
         if entry is None:
             return None
-        flight.resolve(entry.response)
-        self.flights.land(keys.exact_key, flight)
+        self._settle(keys.exact_key, flight, entry.response)
         served = CacheStatus.HIT_EXACT
         headers = {"X-Semcache-Status": str(served), "X-Semcache-Coalesced": "true"}
         headers.update(call.account(self.policy, served, call.model, entry.response, False))
@@ -263,8 +269,7 @@ class ProxyService:
                 return stale
             raise
         except BaseException:
-            flight.fail(FlightAbandoned("the request leading this upstream call failed"))
-            self.flights.land(key, flight)
+            self._abandon(key, flight)
             raise
 
     # -- hits -------------------------------------------------------------------------------------
