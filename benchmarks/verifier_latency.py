@@ -188,7 +188,9 @@ async def _concurrent(
             seconds[name] += time.perf_counter() - started
     out = {}
     for name, service in services.items():
-        stats = service.decision_batcher.stats if service.decision_batcher else None
+        stats = (
+            service.semantic.decision_batcher.stats if service.semantic.decision_batcher else None
+        )
         out[name] = {
             "lookups_per_s": round(rounds * n / seconds[name], 1),
             **summary_ms(latencies[name]),
@@ -242,8 +244,10 @@ async def _stages(service: CacheService, stored: list[str], n: int) -> dict[str,
             store.search, P, vector, context_hash=keys.context_hash, now=time.time(), k=16
         )
         t3 = time.perf_counter()
-        assert service.decision_batcher is not None
-        await service.decision_batcher.submit((keys.semantic_text, found, service.config.threshold))
+        assert service.semantic.decision_batcher is not None
+        await service.semantic.decision_batcher.submit(
+            (keys.semantic_text, found, service.config.threshold)
+        )
         t4 = time.perf_counter()
         if i >= 10:
             for name, a, b in (("exact", t0, t1), ("embed", t1, t2), ("search", t2, t3)):

@@ -107,8 +107,8 @@ def test_concurrent_lookups_share_decision_calls_off_the_loop(tmp_path: Path) ->
     assert statuses == ["HIT-SEMANTIC"] * 24 + ["MISS"]
     assert sum(decision.batches) == 25
     assert len(decision.batches) < 25 / 2, decision.batches
-    assert service.decision_batcher is not None
-    assert service.decision_batcher.stats.largest == max(decision.batches) > 1
+    assert service.semantic.decision_batcher is not None
+    assert service.semantic.decision_batcher.stats.largest == max(decision.batches) > 1
     service.storage.close()
 
 
@@ -162,7 +162,7 @@ def test_a_decision_without_choose_many_runs_in_a_worker_thread(tmp_path: Path) 
             return super().choose(query, candidates, threshold)
 
     service, _ = _service(tmp_path, Recording())
-    assert service.decision_batcher is None
+    assert service.semantic.decision_batcher is None
 
     async def run() -> str:
         await service.store(P, _chat("alpha question one"), "a")

@@ -1,20 +1,17 @@
 """The cache service: exact layer, semantic layer, store, expiry and eviction.
 
 Everything here is ``async`` and pushes blocking work (SQL, FAISS, the hit decision) to worker
-threads; embedding goes through the micro-batcher, and so does a hit decision that can decide
-several lookups at once (``BatchHitDecision``, the verifier): concurrent lookups' verifier pairs
-are scored in one cross-encoder call. The HTTP layer and the proxy both call it.
+threads; the semantic layer's embed, search and decision are ``semantic.SemanticLayer``'s. The
+HTTP layer and the proxy both call it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,11 +19,12 @@ import numpy as np
 from ..embed.batcher import MicroBatcher
 from ..errors import InvalidRequest, NotFound
 from ..metrics import CacheMetrics
-from ..store.base import CacheStore, Candidate, Entry, NewEntry, Partition, TenantStats
+from ..store.base import CacheStore, Entry, NewEntry, Partition, TenantStats
 from ..telemetry import Tracing
-from .decision import BatchHitDecision, Decided, HitDecision, ThresholdDecision, decide_many
+from .decision import HitDecision, ThresholdDecision
 from .keys import RequestKeys, normalize_query, request_keys
 from .results import CacheConfig, LookupResult, PreparedStore, StoreItem
+from .semantic import SemanticLayer
 from .status import CacheStatus, MissReason
 from .workers import StoreWorkers
 
@@ -70,21 +68,18 @@ class CacheService:
         self.storage = store
         self.batcher = batcher
         self.decision: HitDecision = decision or ThresholdDecision()
-        # Lookups that reach the decision together share one call (one verifier pass); no
-        # lookup waits for company (max_wait 0): those arriving while a pass runs form the next.
-        # Each gets the candidate chosen (or None) and, from a scoring decision, its best score.
-        self.decision_batcher: MicroBatcher[tuple[str, list[Candidate], float], Decided] | None = (
-            None
-        )
-        if isinstance(self.decision, BatchHitDecision):
-            self.decision_batcher = MicroBatcher(
-                decide_many(self.decision),
-                max_size=config.decision_batch_max_size,
-                max_wait_s=0.0,
-            )
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
         self.workers = workers or StoreWorkers()
+        self.semantic = SemanticLayer(
+            config,
+            store,
+            batcher,
+            self.decision,
+            workers=self.workers,
+            metrics=self.metrics,
+            tracing=self.tracing,
+        )
         self._lookups: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._pending_hits: dict[int, tuple[int, float]] = {}
 
@@ -196,96 +191,12 @@ class CacheService:
     async def _lookup(
         self, partition: Partition, keys: RequestKeys, threshold: float, now: float, semantic: bool
     ) -> LookupResult:
-        tracing = self.tracing
         exact = await self._probe_exact(partition, keys, now)
         if exact is not None:
             return LookupResult(HIT_EXACT, exact, 1.0, keys)
         if not semantic or not keys.semantic_text.strip():
             return LookupResult(MISS, keys=keys, miss_reason=MissReason.NO_CANDIDATE)
-        with tracing.span("semcache.embed"):
-            vector = await self.batcher.embed(keys.semantic_text)
-        with tracing.span("semcache.search", {"semcache.search_k": self.config.search_k}) as span:
-            candidates = await self.workers.read(
-                self.storage.search,
-                partition,
-                vector,
-                context_hash=keys.context_hash,
-                now=now,
-                k=self.config.search_k,
-                min_similarity=threshold,
-            )
-            span.set_attribute("semcache.candidates", len(candidates))
-            if candidates:
-                span.set_attribute("semcache.similarity", _best(candidates))
-        if not candidates:
-            reason = await self._filtered(partition, keys, vector, threshold, now)
-            return LookupResult(
-                MISS, keys=keys, vector=vector, miss_reason=reason or MissReason.NO_CANDIDATE
-            )
-        kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
-        score: float | None = None
-        with tracing.span("semcache.verify", {"semcache.hit_decision": kind}) as span:
-            if self.decision_batcher is not None:
-                submitted = (keys.semantic_text, candidates, threshold)
-                chosen, score = await self.decision_batcher.submit(submitted)
-            else:
-                chosen = await asyncio.to_thread(
-                    self.decision.choose, keys.semantic_text, candidates, threshold
-                )
-            span.set_attribute("semcache.accepted", chosen is not None)
-        if any(c.similarity >= threshold for c in candidates):
-            self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
-        if chosen is None:
-            return await self._rejected(partition, keys, vector, candidates, threshold, now, score)
-        # A store that committed between the exact probe and the search shows up here as the
-        # same request: report it as the exact hit it is.
-        status = HIT_EXACT if chosen.entry.exact_key == keys.exact_key else HIT_SEMANTIC
-        return LookupResult(status, chosen.entry, chosen.similarity, keys, vector)
-
-    async def _filtered(
-        self,
-        partition: Partition,
-        keys: RequestKeys,
-        vector: np.ndarray,
-        threshold: float,
-        now: float,
-    ) -> str | None:
-        """Why the search left out an entry near enough to hit (another context, expired, a
-        hit floor), from a second unfiltered query the store runs only on a miss."""
-        return await self.workers.read(
-            self.storage.explain_miss,
-            partition,
-            vector,
-            context_hash=keys.context_hash,
-            now=now,
-            threshold=threshold,
-            k=self.config.search_k,
-        )
-
-    async def _rejected(
-        self,
-        partition: Partition,
-        keys: RequestKeys,
-        vector: np.ndarray,
-        candidates: list[Candidate],
-        threshold: float,
-        now: float,
-        score: float | None = None,
-    ) -> LookupResult:
-        """The miss when the hit decision chose none of the candidates, with its reason and
-        ``score``, the best score of the pass that rejected them when the decision gave it."""
-        best = _best(candidates)
-        result = LookupResult(MISS, similarity=best, keys=keys, vector=vector)
-        if best < threshold:
-            reason = await self._filtered(partition, keys, vector, threshold, now)
-            return replace(result, miss_reason=reason or MissReason.BELOW_THRESHOLD)
-        scored = getattr(self.decision, "scored", None)
-        if score is None and scored is not None:
-            # A decision that scores but decided without saying: its pass again, on this miss
-            # only, for its best probability.
-            pairs = await asyncio.to_thread(scored, keys.semantic_text, candidates, threshold)
-            score = max((s for s, _ in pairs), default=None)
-        return replace(result, miss_reason=MissReason.VERIFIER_REJECTED, verifier_score=score)
+        return await self.semantic.lookup(partition, keys, threshold, now)
 
     def prepare_store(self, item: StoreItem, keys: RequestKeys | None = None) -> PreparedStore:
         """The item's keys and TTL, checked as ``store`` checks them (``InvalidRequest``)."""
@@ -452,8 +363,7 @@ class CacheService:
 
     async def stop_batching(self) -> None:
         """Stop the hit decision's micro-batcher task (the encoder's is the caller's)."""
-        if self.decision_batcher is not None:
-            await self.decision_batcher.close()
+        await self.semantic.close()
 
     async def sweep(self) -> int:
         """Delete expired entries now; returns how many."""
@@ -462,7 +372,3 @@ class CacheService:
         if removed:
             self.metrics.evictions.labels("expired").inc(removed)
         return removed
-
-
-def _best(candidates: list[Candidate]) -> float:
-    return max(c.similarity for c in candidates)
