@@ -73,7 +73,7 @@ async def data(request: Request) -> dict[str, Any]:
     sources = DashboardSources(
         attribution=services.usage.attribution,
         levers=services.usage.levers,
-        spend=services.proxy.policy.spend,
+        spend=services.proxy.policy.spending.budgets,
         metrics=services.metrics,
         journal=services.journal,
     )

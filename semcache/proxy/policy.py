@@ -19,21 +19,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ..errors import RateLimited, SemcacheError, UpstreamUnavailable
+from ..errors import RateLimited, SemcacheError
 from ..levers.budgets import budget_headers, clamp_max_tokens, trim_history
 from ..levers.config import LeversConfig
 from ..levers.pricing import PricingTable, Usage, format_usd
 from ..levers.prompt_cache import annotate_anthropic, annotate_openai
 from ..levers.ratelimit import Buckets, KeyLimiter, ModelQueue
 from ..levers.routing import Router
-from ..levers.spend import BudgetBreach, SpendBudgets, SpendLedger, WrittenLedger, scopes_for
+from ..levers.spend import SpendLedger, scopes_for
 from ..levers.tokens import TokenCounter
 from ..metrics import CacheMetrics
 from ..requestlog import note
 from ..store.attribution import AttributionStore, UsageRow
-from ..upstream.webhook import post_webhook
 from ..wire.base import ANTHROPIC, Wire
 from .background import BackgroundTasks
+from .spend_guard import SpendGuard
 
 __all__ = ["Admission", "Caller", "Policy"]
 
@@ -111,18 +111,12 @@ class Policy:
         self.keys = KeyLimiter(
             lambda key: config.limits_for(self._tiers_by_key.get(key, "")), buckets=buckets
         )
-        self.spend = SpendBudgets(config.spend, ledger)
-        # A shared ledger is read in a worker thread and written right after each call.
-        self._shared_ledger = ledger if isinstance(ledger, WrittenLedger) else None
-        self._ledger_dirty = asyncio.Event()
-        self._ledger_writer: asyncio.Task[None] | None = None
+        self.spending = SpendGuard(config, metrics, ledger)
         self._queues = {
             model: ModelQueue(model, tpm, buckets=buckets, recheck_s=0.2 if buckets else None)
             for model, tpm in config.model_tpm.items()
         }
         self._pending: list[UsageRow] = []
-        self._alerted: set[tuple[str, str, str]] = set()
-        self._background = BackgroundTasks("a spend alert webhook")
         self._settlements = BackgroundTasks("settling a rate limit")
 
     # -- before the cache ----------------------------------------------------------------------
@@ -206,16 +200,8 @@ class Policy:
 
     async def before_upstream(self, caller: Caller, admission: Admission, model: str) -> None:
         """Refuse a request over a hard spend budget; wait for the model's TPM budget."""
-        now = datetime.now(UTC)
         estimate = self.pricing.estimate(model, admission.estimated_tokens, 0).usd or Decimal(0)
-        scopes = scopes_for(caller.tenant, caller.user, caller.feature)
-        if self._shared_ledger is not None:
-            decision = await asyncio.to_thread(self.spend.check, scopes, now, estimate)
-        else:
-            decision = self.spend.check(scopes, now, pending=estimate)
-        for breach in decision.alerts:
-            self._alert(breach)
-        decision.raise_if_blocked(now)
+        await self.spending.check(scopes_for(caller.tenant, caller.user, caller.feature), estimate)
         queue = self._queues.get(model)
         if queue is not None:
             waited = time.perf_counter()
@@ -277,9 +263,7 @@ class Policy:
             headers["X-Semcache-Saved-USD"] = format_usd(cost.usd)
         now = time.time()
         scopes = scopes_for(caller.tenant, caller.user, caller.feature)
-        self.spend.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
-        if self._shared_ledger is not None:
-            self._write_spend_soon()
+        self.spending.record(scopes, datetime.fromtimestamp(now, UTC), spent, saved)
         self.metrics.record_cost(model, status, spent, saved, cache_saved)
         row = _usage_row(
             caller,
@@ -327,25 +311,6 @@ class Policy:
             used = actual if queued_model == model else 0
             await self._queues[queued_model].settle(tokens, used)
 
-    def _write_spend_soon(self) -> None:
-        """Have the shared ledger written now; calls accounted meanwhile go in the next write."""
-        self._ledger_dirty.set()
-        if self._ledger_writer is None or self._ledger_writer.done():
-            self._ledger_writer = asyncio.create_task(self._write_spend())
-
-    async def _write_spend(self) -> None:
-        ledger = self._shared_ledger
-        assert ledger is not None
-        while self._ledger_dirty.is_set():
-            self._ledger_dirty.clear()
-            try:
-                await asyncio.to_thread(ledger.flush)
-            except SemcacheError as exc:
-                # The totals stay pending in this process (counted by its own checks) and go
-                # in the next write; the attribution flush retries the same way.
-                log.warning("spend not written yet: %s", exc.message)
-                return
-
     async def flush(self) -> int:
         """Write queued attribution rows in one transaction."""
         pending, self._pending = self._pending, []
@@ -358,51 +323,14 @@ class Policy:
         return len(pending)
 
     def seed_spend(self) -> None:
-        """Load this month's spend from the attribution rows, so budgets survive a restart.
-        A shared ledger keeps its own rows and needs none."""
-        if self._shared_ledger is not None:
-            return
-        start = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        for row in self.attribution.rows(since=start.timestamp()):
-            scopes = scopes_for(row["tenant"], row["user"] or None, row["feature"] or None)
-            spent = Decimal(str(row["cost_usd"])) if row["cost_usd"] is not None else None
-            when = datetime.fromtimestamp(row["ts"], UTC)
-            self.spend.record(scopes, when, spent, Decimal(str(row["saved_usd"])))
-
-    def _alert(self, breach: BudgetBreach) -> None:
-        period_key = breach.resets_at.isoformat()
-        key = (breach.scope.label, breach.period, period_key)
-        if key in self._alerted:
-            return
-        self._alerted.add(key)
-        log.warning("spend alert: %s", breach.message)
-        self.metrics.budget_alerts.labels(breach.scope.kind, breach.period).inc()
-        if self.config.alert_webhook:
-            self._background.spawn(self._post_alert(breach))
+        """This month's spend from the attribution rows, so budgets survive a restart."""
+        self.spending.seed(self.attribution)
 
     async def drain(self) -> None:
-        """Wait for alert webhooks still being posted (at shutdown; each is bounded by 5 s),
-        settlements, and the shared ledger's last write."""
-        await self._background.drain()
+        """Wait for settlements, alert webhooks and the shared ledger's last write (at
+        shutdown)."""
         await self._settlements.drain()
-        if self._shared_ledger is not None:
-            await asyncio.to_thread(self._shared_ledger.flush)
-
-    async def _post_alert(self, breach: BudgetBreach) -> None:
-        payload = {
-            "budget": breach.budget,
-            "message": breach.message,
-            "spent_usd": str(breach.spent),
-            "estimated_usd": str(breach.pending),
-            "limit_usd": str(breach.limit),
-            "resets_at": breach.resets_at.isoformat(),
-        }
-        try:
-            await post_webhook(self.config.alert_webhook, payload)
-        except UpstreamUnavailable as exc:
-            # An alert that cannot be delivered must not fail the request; the log line and
-            # the metric above still record it.
-            log.warning("spend alert webhook failed: %s", exc.message)
+        await self.spending.drain()
 
 
 def _usage_row(
