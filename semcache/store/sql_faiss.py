@@ -8,20 +8,15 @@ owns the index files (``index_dir_lock``), and each indexes the rows the others 
 from __future__ import annotations
 
 import logging
-import shutil
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, case, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import StorageError
 from .attribution import AttributionStore
 from .base import (
     HIT_FLOOR_MARGIN,
@@ -37,7 +32,7 @@ from .index_dir_lock import IndexDirLock
 from .schema import ENTRY_COLUMNS, entries
 from .sql_entries import SqlEntries
 from .sql_sync import ForeignDeletes, catch_up_round, reconcile
-from .sqlite import StoreOptions, is_damage, make_engine, open_schema, storage_error
+from .sqlite import SqliteAccess, StoreOptions, open_schema
 from .vectors import IndexOptions, VectorIndexes
 
 __all__ = ["SqlFaissStore"]
@@ -64,7 +59,8 @@ class SqlFaissStore(SqlEntries):
         self.dim = dim
         self.options = options or StoreOptions()
         self.index_dir = index_dir
-        self.engine = make_engine(database_url, self.options)
+        self.sql = SqliteAccess(database_url, self.options)
+        self.engine = self.sql.engine
         self._closed = False
         # None: another process owns the index files (held until close).
         self._owner_lock = IndexDirLock.try_acquire(index_dir)
@@ -79,12 +75,6 @@ class SqlFaissStore(SqlEntries):
         self.vectors = VectorIndexes(
             index_dir, dim, index_options, writable=self._owner_lock is not None
         )
-        # SQLite has one writer at a time; serialising writes here keeps SQL and the vector
-        # indexes changing in the same order and avoids SQLITE_BUSY on lock upgrades.
-        self._write_lock = threading.Lock()
-        # Set when SQLite reports the file damaged while serving: from then on the store
-        # refuses writes (they could spread the damage) and /readyz reports it.
-        self.damaged: str | None = None
         try:
             self.schema = open_schema(self.engine, index_dir)
             with self._read() as conn:
@@ -104,49 +94,8 @@ class SqlFaissStore(SqlEntries):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        try:
-            with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise self._failed("store read failed", exc) from exc
-
-    @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the write lock, waiting at most ``write_timeout_s`` for it."""
-        if self.damaged is not None:
-            raise StorageError(
-                f"the store is read-only: {self.damaged}; restart to check the file",
-                code="store_damaged",
-            )
-        if not self._write_lock.acquire(timeout=self.options.write_timeout_s):
-            raise StorageError(
-                f"the store is busy: a write waited {self.options.write_timeout_s:g} s for the "
-                "write lock (another process, or a long write, holds it); retry shortly",
-                code="store_busy",
-                headers={"Retry-After": "1"},
-            )
-        try:
-            yield
-        finally:
-            self._write_lock.release()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """One committed transaction; callers hold the write lock around it."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise self._failed("store write failed; nothing was written", exc) from exc
-
-    def _failed(self, action: str, exc: SQLAlchemyError) -> StorageError:
-        error = storage_error(action, exc)
-        if is_damage(exc) and self.damaged is None:
-            self.damaged = "SQLite reported the database file damaged"
-            log.error("the database file is damaged; refusing writes from now on: %s", exc)
-        return error
+    def _read(self) -> AbstractContextManager[Connection]:
+        return self.sql.read()
 
     # -- CacheStore ---------------------------------------------------------------------------
 
@@ -163,8 +112,8 @@ class SqlFaissStore(SqlEntries):
         keys_of: dict[str, list[str]] = defaultdict(list)
         for e in written:
             keys_of[e.partition.tenant].append(e.exact_key)
-        with self._writing():
-            with self._transaction() as conn:
+        with self.sql.writing():
+            with self.sql.transaction() as conn:
                 # Storing an exact key again replaces the answer: same request, newest response.
                 replaced = [
                     gone
@@ -309,7 +258,7 @@ class SqlFaissStore(SqlEntries):
     ) -> tuple[Entry, float] | None:
         query = self._vector(vector)
         where = (entries.c.tenant == tenant, entries.c.entry_id == entry_id)
-        with self._writing(), self._transaction() as conn:
+        with self.sql.writing(), self.sql.transaction() as conn:
             row = conn.execute(
                 select(entries.c.embedding, entries.c.hit_floor).where(*where)
             ).first()
@@ -325,7 +274,7 @@ class SqlFaissStore(SqlEntries):
         if not hits:
             return
         rows = [{"rid": r, "n": n, "at": at} for r, (n, at) in hits.items()]
-        with self._writing(), self._transaction() as conn:
+        with self.sql.writing(), self.sql.transaction() as conn:
             conn.execute(
                 update(entries)
                 .where(entries.c.row_id == bindparam("rid"))
@@ -344,8 +293,8 @@ class SqlFaissStore(SqlEntries):
         return self._delete_where([entries.c.expires_at <= now])
 
     def _delete_where(self, conditions: list[Any]) -> int:
-        with self._writing():
-            with self._transaction() as conn:
+        with self.sql.writing():
+            with self.sql.transaction() as conn:
                 gone = conn.execute(
                     delete(entries)
                     .where(*conditions)
@@ -361,20 +310,7 @@ class SqlFaissStore(SqlEntries):
         return len(gone)
 
     def check(self) -> None:
-        if self.damaged is not None:
-            raise StorageError(f"the store is read-only: {self.damaged}", code="store_damaged")
-        with self._read() as conn:
-            conn.execute(select(1)).scalar_one()
-        try:
-            free_mb = shutil.disk_usage(self.index_dir.parent).free / 2**20
-        except OSError as exc:
-            raise StorageError(f"cannot read the data dir's free space: {exc.strerror}") from exc
-        if free_mb < self.options.min_free_disk_mb:
-            raise StorageError(
-                f"the data dir's disk has {free_mb:.0f} MiB free, under min_free_disk_mb "
-                f"({self.options.min_free_disk_mb:g}); free space before stores fail",
-                code="store_full",
-            )
+        self.sql.check(self.index_dir.parent)
 
     def attribution(self) -> AttributionStore:
         return AttributionStore(self.engine)
@@ -395,25 +331,13 @@ class SqlFaissStore(SqlEntries):
 
     def _prune_tombstones(self) -> None:
         """The owner deletes the tombstones every process has read (``sql_sync``)."""
-        if self._owner_lock is None or self._deletes is None or self.damaged is not None:
-            return
-        now = time.time()
-        with self._read() as conn:
-            if not ForeignDeletes.prune_due(conn, now):
-                return
-        try:
-            with self._writing(), self._transaction() as conn:
-                pruned = ForeignDeletes.prune(conn, now)
-        except StorageError as exc:
-            # The save itself succeeded; old tombstones only wait for the next one.
-            log.warning("could not prune tombstones of deleted entries: %s", exc.message)
-            return
-        log.debug("pruned %d tombstones of deleted entries", pruned)
+        if self._owner_lock is not None and self._deletes is not None and self.sql.damaged is None:
+            ForeignDeletes.prune_old(self.sql)
 
     def catch_up(self) -> int:
         """Index the rows other processes committed since the last call, and drop the vectors
         of the rows they deleted; returns how many rows were indexed."""
-        if self._closed or self.damaged is not None:  # a damaged file is left alone
+        if self._closed or self.sql.damaged is not None:  # a damaged file is left alone
             return 0
         deletes = self._deletes
         with self._read() as conn:
@@ -424,13 +348,13 @@ class SqlFaissStore(SqlEntries):
         more = adds_behind
         while more:
             # Round by round, so stores wait for one chunk at most.
-            with self._writing(), self._read() as conn:
+            with self.sql.writing(), self._read() as conn:
                 count, more = catch_up_round(conn, self._foreign, self.vectors)
             added += count
         # After the adds: a row added and deleted elsewhere since the last look is gone.
         more = deletes_behind
         while more and deletes is not None:
-            with self._writing(), self._read() as conn:
+            with self.sql.writing(), self._read() as conn:
                 count, more = deletes.drop_round(conn, self.vectors)
             dropped += count
         if added:

@@ -24,8 +24,10 @@ slots.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import (
@@ -41,8 +43,12 @@ from sqlalchemy import (
     select,
 )
 
+from ..errors import StorageError
 from .schema import entries
 from .vectors import VectorIndexes
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteAccess
 
 __all__ = [
     "DELETED_ROWS_KEEP_S",
@@ -229,6 +235,23 @@ class ForeignDeletes:
         dropped = sum(vectors.remove(key, ids) for key, ids in by_partition.items())
         self.mark = int(rows[-1][0])
         return dropped, len(rows) == CATCH_UP_CHUNK
+
+    @classmethod
+    def prune_old(cls, sql: SqliteAccess) -> None:
+        """Prune the tombstones every process has had time to read, when due (``prune_due``);
+        a failure only leaves them for the next call."""
+        now = time.time()
+        with sql.read() as conn:
+            if not cls.prune_due(conn, now):
+                return
+        try:
+            with sql.writing(), sql.transaction() as conn:
+                pruned = cls.prune(conn, now)
+        except StorageError as exc:
+            # The save before this succeeded; old tombstones only wait for the next one.
+            log.warning("could not prune tombstones of deleted entries: %s", exc.message)
+            return
+        log.debug("pruned %d tombstones of deleted entries", pruned)
 
     @staticmethod
     def prune_due(conn: Connection, now: float) -> bool:

@@ -9,12 +9,16 @@ text or its documentation link.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StorageError
@@ -23,6 +27,7 @@ from .schema import entries
 from .vectors import INDEX_SUFFIXES
 
 __all__ = [
+    "SqliteAccess",
     "StoreOptions",
     "is_damage",
     "make_engine",
@@ -127,6 +132,83 @@ def storage_error(action: str, exc: SQLAlchemyError) -> StorageError:
     orig = getattr(exc, "orig", None)
     reason = str(orig) if orig is not None else type(exc).__name__
     return StorageError(f"{action}: {reason}")
+
+
+class SqliteAccess:
+    """One engine as the embedded store uses it: reads, one writer at a time, errors
+    translated, and writes refused once SQLite reports the file damaged."""
+
+    def __init__(self, url: str, options: StoreOptions) -> None:
+        self.options = options
+        self.engine = make_engine(url, options)
+        # SQLite has one writer at a time; serialising writes here keeps SQL and the vector
+        # indexes changing in the same order and avoids SQLITE_BUSY on lock upgrades.
+        self._write_lock = threading.Lock()
+        # Set when SQLite reports the file damaged while serving: from then on the store
+        # refuses writes (they could spread the damage) and /readyz reports it.
+        self.damaged: str | None = None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self._failed("store read failed", exc) from exc
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the write lock, waiting at most ``write_timeout_s`` for it."""
+        if self.damaged is not None:
+            raise StorageError(
+                f"the store is read-only: {self.damaged}; restart to check the file",
+                code="store_damaged",
+            )
+        if not self._write_lock.acquire(timeout=self.options.write_timeout_s):
+            raise StorageError(
+                f"the store is busy: a write waited {self.options.write_timeout_s:g} s for the "
+                "write lock (another process, or a long write, holds it); retry shortly",
+                code="store_busy",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One committed transaction; callers hold ``writing`` around it."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise self._failed("store write failed; nothing was written", exc) from exc
+
+    def check(self, data_dir: Path) -> None:
+        """Raise ``StorageError`` unless the file answers, is not damaged, and ``data_dir``'s
+        disk has ``min_free_disk_mb`` free."""
+        if self.damaged is not None:
+            raise StorageError(f"the store is read-only: {self.damaged}", code="store_damaged")
+        with self.read() as conn:
+            conn.execute(select(1)).scalar_one()
+        try:
+            free_mb = shutil.disk_usage(data_dir).free / 2**20
+        except OSError as exc:
+            raise StorageError(f"cannot read the data dir's free space: {exc.strerror}") from exc
+        if free_mb < self.options.min_free_disk_mb:
+            raise StorageError(
+                f"the data dir's disk has {free_mb:.0f} MiB free, under min_free_disk_mb "
+                f"({self.options.min_free_disk_mb:g}); free space before stores fail",
+                code="store_full",
+            )
+
+    def _failed(self, action: str, exc: SQLAlchemyError) -> StorageError:
+        error = storage_error(action, exc)
+        if is_damage(exc) and self.damaged is None:
+            self.damaged = "SQLite reported the database file damaged"
+            log.error("the database file is damaged; refusing writes from now on: %s", exc)
+        return error
 
 
 def open_schema(engine: Engine, index_dir: Path) -> Upgrade:
