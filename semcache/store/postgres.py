@@ -28,30 +28,20 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import xxhash
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
-    Float,
-    MetaData,
-    String,
-    Table,
     bindparam,
     delete,
     func,
-    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.types import UserDefinedType
 
 from ..errors import StorageError
 from .attribution import AttributionStore
 from .base import (
-    HIT_FLOOR_MARGIN,
     Candidate,
     Entry,
     NewEntry,
@@ -66,7 +56,16 @@ from .migrate import upgrade
 from .migrations.frozen import HNSW_INDEX
 from .pg_engine import PostgresOptions, is_postgres_url, make_pg_engine
 from .pg_errors import pg_storage_error
-from .schema import ENTRY_COLUMNS, entries
+from .pg_statements import (
+    INSERT,
+    LOCK_KEYS,
+    NEAREST,
+    SEARCH,
+    TENANT_COUNT,
+    WRONG_HIT,
+    lock_key,
+)
+from .schema import entries
 from .sql_entries import SqlEntries
 
 __all__ = ["PostgresOptions", "PostgresStore", "is_postgres_url", "pg_storage_error"]
@@ -78,84 +77,6 @@ _SWEEP_BATCH = 5000
 # pg_try_advisory_xact_lock key of the expiry sweep: one replica sweeps at a time, the others
 # skip their round ("sweeping" in ASCII).
 _SWEEP_LOCK_KEY = 0x7377656570696E67
-
-
-class _BinaryVector(UserDefinedType[np.ndarray]):
-    """A numpy vector handed to psycopg as it is: pgvector's dumper (registered on every
-    connection) sends it in binary, instead of SQLAlchemy's Vector type formatting 384 floats
-    as text on every call."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **_: Any) -> str:
-        return "vector"
-
-
-# The hot path's statements, built once: the same SQL text every call, which psycopg then
-# runs as a prepared statement.
-_QUERY = bindparam("q", type_=_BinaryVector())
-# <#> is minus the inner product (cosine similarity here); the HNSW index orders by it.
-_DISTANCE = entries.c.embedding.op("<#>", return_type=Float)(_QUERY)
-_SIMILARITY = _DISTANCE * -1
-_SEARCH = (
-    select(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
-    .where(
-        entries.c.partition_key == bindparam("partition_key"),
-        entries.c.tenant == bindparam("tenant"),
-        entries.c.context_hash == bindparam("context_hash"),
-        entries.c.expires_at > bindparam("now"),
-        # An entry reported as a wrong hit answers only queries closer than the reported one.
-        # In the WHERE clause, so the index scan goes on past floored entries as it does past
-        # other conversations': a floored top k cannot hide a match.
-        or_(entries.c.hit_floor.is_(None), entries.c.hit_floor + HIT_FLOOR_MARGIN < _SIMILARITY),
-    )
-    .order_by(_DISTANCE)
-    .limit(bindparam("k"))
-)
-# The partition's nearest entries before the context, expiry and hit-floor filters: why a
-# search missed (run only after a miss).
-_NEAREST = (
-    select(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
-    .where(
-        entries.c.partition_key == bindparam("partition_key"),
-        entries.c.tenant == bindparam("tenant"),
-    )
-    .order_by(_DISTANCE)
-    .limit(bindparam("k"))
-)
-# Per-tenant entry counts (revision 0005: PostgreSQL only, kept by triggers on entries).
-tenant_entries = Table(
-    "tenant_entries",
-    MetaData(),
-    Column("tenant", String(200), primary_key=True),
-    Column("entries", BigInteger, nullable=False),
-)
-_TENANT_COUNT = select(tenant_entries.c.entries).where(
-    tenant_entries.c.tenant == bindparam("tenant")
-)
-_INSERT = (
-    entries.insert()
-    .values(embedding=bindparam("vector", type_=_BinaryVector()))
-    .returning(entries.c.row_id, sort_by_parameter_order=True)
-)
-# Transaction-scoped advisory locks on a put's exact keys, taken one by one in array order
-# (unnest yields the elements in order, and the aggregate consumes them as they come).
-_LOCK_KEYS = text(
-    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS t(k)"
-)
-_WRONG_HIT = (
-    update(entries)
-    .where(entries.c.tenant == bindparam("b_tenant"), entries.c.entry_id == bindparam("b_id"))
-    # The floor only rises (GREATEST ignores a NULL floor).
-    .values(hit_floor=func.greatest(entries.c.hit_floor, _SIMILARITY))
-    .returning(*ENTRY_COLUMNS, _SIMILARITY.label("similarity"))
-)
-
-
-def _lock_key(*parts: str) -> int:
-    """A signed 64-bit advisory lock key for these strings."""
-    digest = xxhash.xxh3_64_digest("\0".join(parts).encode())
-    return int.from_bytes(digest, "big", signed=True)
 
 
 class PostgresStore(SqlEntries):
@@ -239,16 +160,16 @@ class PostgresStore(SqlEntries):
         # Two replicas storing the same request at once take turns here, so the second
         # replaces the first's answer instead of failing on the unique exact key; locked in
         # key order, so two batches sharing keys never deadlock.
-        locks = sorted({_lock_key("put", e.partition.tenant, e.exact_key) for e in written})
+        locks = sorted({lock_key("put", e.partition.tenant, e.exact_key) for e in written})
         with self._transaction() as conn:
-            conn.execute(_LOCK_KEYS, {"keys": locks})
+            conn.execute(LOCK_KEYS, {"keys": locks})
             # Storing an exact key again replaces the answer: same request, newest response.
             for tenant, keys in keys_of.items():
                 conn.execute(
                     delete(entries).where(entries.c.tenant == tenant, entries.c.exact_key.in_(keys))
                 )
             # One multi-row INSERT (SQLAlchemy's insertmanyvalues), ids in batch order.
-            row_ids = [int(r) for r in conn.execute(_INSERT, rows).scalars().all()]
+            row_ids = [int(r) for r in conn.execute(INSERT, rows).scalars().all()]
             evicted = sum(self._evict_lru(conn, tenant, max_entries) for tenant in keys_of)
         stored = [e.stored(row_id) for e, row_id in zip(written, row_ids, strict=True)]
         return [stored[slot] for slot in slots], evicted
@@ -259,7 +180,7 @@ class PostgresStore(SqlEntries):
     def _evict_lru(self, conn: Connection, tenant: str, max_entries: int) -> int:
         # Kept by triggers (revision 0005), including this transaction's own insert; the
         # insert locked the tenant's row, so concurrent stores of one tenant count in turn.
-        count = conn.execute(_TENANT_COUNT, {"tenant": tenant}).scalar() or 0
+        count = conn.execute(TENANT_COUNT, {"tenant": tenant}).scalar() or 0
         excess = count - max_entries
         if excess <= 0:
             return 0
@@ -298,7 +219,7 @@ class PostgresStore(SqlEntries):
             "k": k,
         }
         with self._read() as conn:
-            rows = conn.execute(_SEARCH, params).all()
+            rows = conn.execute(SEARCH, params).all()
         found = [Candidate(entry_from_row(row._mapping), float(row.similarity)) for row in rows]
         # relaxed_order: the iterative scan may return rows slightly out of order.
         found.sort(key=lambda c: c.similarity, reverse=True)
@@ -321,7 +242,7 @@ class PostgresStore(SqlEntries):
             "k": k,
         }
         with self._read() as conn:
-            rows = conn.execute(_NEAREST, params).all()
+            rows = conn.execute(NEAREST, params).all()
         nearest = [Candidate(entry_from_row(row._mapping), float(row.similarity)) for row in rows]
         return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
 
@@ -331,7 +252,7 @@ class PostgresStore(SqlEntries):
         params = {"q": self._vector(vector), "b_tenant": tenant, "b_id": entry_id}
         with self._transaction() as conn:
             # One statement, so two reports from two replicas at once both count.
-            row = conn.execute(_WRONG_HIT, params).first()
+            row = conn.execute(WRONG_HIT, params).first()
         if row is None:
             return None
         return entry_from_row(row._mapping), float(row.similarity)
