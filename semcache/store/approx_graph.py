@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -13,6 +14,7 @@ import numpy as np
 from .faiss_index import IndexOptions
 
 __all__ = [
+    "fill_graph",
     "graph_kind",
     "ivf_lists",
     "ivf_training_size",
@@ -97,3 +99,35 @@ def release_freed_memory() -> None:
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     if trim is not None:
         trim(0)
+
+
+def fill_graph(
+    graph: Any,
+    positions: np.ndarray,
+    read: Callable[[np.ndarray], np.ndarray],
+    stopped: Callable[[], bool],
+) -> bool:
+    """Add to ``graph``, in order, the vectors ``read`` returns for ``positions`` (of the graph
+    being replaced), 4,096 at a time; False if ``stopped()`` turned true on the way. An IVF graph
+    gets its list assignments first, so each list is allocated once at its size (lists grown by
+    appends hold up to twice what they store)."""
+    chunks = range(0, len(positions), 4096)
+    assign = None
+    if isinstance(graph, faiss.IndexIVF):
+        assign = np.empty(len(positions), dtype=np.int64)
+        for start in chunks:
+            if stopped():
+                return False
+            chunk = read(positions[start : start + 4096])
+            assign[start : start + len(chunk)] = graph.quantizer.search(chunk, 1)[1][:, 0]
+        reserve_lists(graph, np.bincount(assign, minlength=graph.nlist))
+    for start in chunks:
+        if stopped():
+            return False
+        chunk = read(positions[start : start + 4096])
+        if assign is None:
+            graph.add(chunk)
+        else:
+            where = np.ascontiguousarray(assign[start : start + len(chunk)])
+            graph.add_core(len(chunk), faiss.swig_ptr(chunk), None, faiss.swig_ptr(where))
+    return True

@@ -25,12 +25,12 @@ import faiss
 import numpy as np
 
 from .approx_graph import (
+    fill_graph,
     graph_kind,
     ivf_lists,
     ivf_training_size,
     new_graph,
     release_freed_memory,
-    reserve_lists,
     untrained,
 )
 from .faiss_index import IndexOptions, RWLock, hits, new_flat, one_thread
@@ -360,31 +360,12 @@ class ApproxPartition:
         release_freed_memory()
 
     def _fill(self, graph: Any, positions: np.ndarray) -> bool:
-        """Add the vectors at ``positions`` of the current graph to ``graph``, in order; False
-        if stopped. An IVF graph gets its list assignments first, so each list is allocated
-        once at its size (lists grown by appends hold up to twice what they store)."""
-        chunks = range(0, len(positions), 4096)
-        assign = None
-        if isinstance(graph, faiss.IndexIVF):
-            assign = np.empty(len(positions), dtype=np.int64)
-            for start in chunks:
-                if self._stop.is_set():
-                    return False
-                with self.lock.shared():
-                    chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
-                assign[start : start + len(chunk)] = graph.quantizer.search(chunk, 1)[1][:, 0]
-            reserve_lists(graph, np.bincount(assign, minlength=graph.nlist))
-        for start in chunks:
-            if self._stop.is_set():
-                return False
-            with self.lock.shared():
-                chunk = self._graph.reconstruct_batch(positions[start : start + 4096])
-            if assign is None:
-                graph.add(chunk)
-            else:
-                where = np.ascontiguousarray(assign[start : start + len(chunk)])
-                graph.add_core(len(chunk), faiss.swig_ptr(chunk), None, faiss.swig_ptr(where))
-        return True
+        """The current graph's vectors at ``positions`` into ``graph``; False if stopped."""
+        return fill_graph(graph, positions, self._read_graph, self._stop.is_set)
+
+    def _read_graph(self, positions: np.ndarray) -> np.ndarray:
+        with self.lock.shared():
+            return np.asarray(self._graph.reconstruct_batch(positions))
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until the fresh segment is merged and no rebuild is due (tests, benchmarks)."""
