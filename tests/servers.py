@@ -52,8 +52,12 @@ class ServerProcess:
         port: int | None = None,
         health_path: str = "/healthz",
         log_path: Path | None = None,
+        repo: Path = REPO,
     ) -> None:
         self.port = port or free_port()
+        # The checkout whose code runs (cwd is first on sys.path for ``-m semcache``): another
+        # one for a benchmark's baseline.
+        self.repo = repo
         self.args = list(args)
         # Every server reuses one ONNX export of the models (the one in-process tests use)
         # instead of exporting them again into each fresh data dir.
@@ -73,7 +77,7 @@ class ServerProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semcache", *self.args, "--port", str(self.port)],
-            cwd=REPO,
+            cwd=self.repo,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
