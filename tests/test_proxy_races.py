@@ -7,6 +7,7 @@ has finished. That replays, step by step, what a slow machine does by chance.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,3 +89,40 @@ def test_a_store_that_lands_during_a_lookup_is_served_as_the_exact_hit(
         b.join(30)
         assert outcome["b"] == "HIT-EXACT"
         assert sim.stats()["requests"] == before + 1
+
+
+def test_only_a_landing_of_the_same_request_calls_for_a_recheck() -> None:
+    """Sequential traffic lands a flight during nearly every next request's lookup; only one
+    for the same exact key can have stored the entry that lookup missed."""
+    from semcache.proxy.singleflight import _LANDED_KEYS, FlightAbandoned, SingleFlight
+
+    def land(flights: SingleFlight[str], key: str, answered: bool = True) -> None:
+        flight, leader = flights.join(key)
+        assert leader
+        if answered:
+            flight.resolve("answer")
+        else:
+            flight.fail(FlightAbandoned("gone"))
+        flights.land(key, flight)
+
+    async def run() -> None:
+        flights: SingleFlight[str] = SingleFlight()
+        mark = flights.landings
+        land(flights, "a")
+        land(flights, "b")
+        land(flights, "c", answered=False)  # abandoned: nothing was stored
+        assert flights.landed_since("a", mark) and flights.landed_since("b", mark)
+        assert not flights.landed_since("c", mark)
+        assert not flights.landed_since("never-asked", mark)
+        later = flights.landings
+        assert not flights.landed_since("a", later)
+        land(flights, "a")
+        assert flights.landed_since("a", later)
+        for n in range(_LANDED_KEYS):
+            land(flights, f"key-{n}")
+        # The latest landing of "a" is no longer remembered: a lookup begun before it
+        # rechecks, to be safe, and one begun after it does not.
+        assert flights.landed_since("a", later)
+        assert not flights.landed_since("a", flights.landings)
+
+    asyncio.run(run())

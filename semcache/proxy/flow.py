@@ -145,9 +145,10 @@ class ProxyService:
     ) -> ProxyResponse:
         """Serve a miss: follow a flight in the air for the same request, or lead one.
 
-        ``landings`` is the flights' landing count before the lookup: when a flight landed
-        since, its store may be the entry this lookup missed (the store committed after the
-        exact probe, its flight landed before this join), so the leader probes once more.
+        ``landings`` is the flights' landing count before the lookup: when a flight for the
+        same request landed since, its store may be the entry this lookup missed (the store
+        committed after the exact probe, its flight landed before this join), so the leader
+        probes once more.
         """
         controls = call.controls
         pending = self.flights.peek(keys.exact_key)
@@ -162,7 +163,7 @@ class ProxyService:
         for _ in range(_MAX_FLIGHT_JOINS):
             flight, leader = self.flights.join(keys.exact_key)
             if leader:
-                if self.flights.landings != landings and not controls.no_cache:
+                if self.flights.landed_since(keys.exact_key, landings) and not controls.no_cache:
                     stored = await self._stored_meanwhile(call, keys, flight)
                     if stored is not None:
                         return stored

@@ -6,12 +6,17 @@ docs/ARCHITECTURE.md, "Hot path": a flight always ends, whatever raised.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Flight", "FlightAbandoned", "SingleFlight"]
 
 T = TypeVar("T")
+
+# The keys of this many of the latest landed flights are remembered for ``landed_since``; an
+# older one answers as if it had landed (a recheck too many costs one indexed read).
+_LANDED_KEYS = 4096
 
 
 class FlightAbandoned(Exception):
@@ -57,10 +62,13 @@ class SingleFlight(Generic[T]):
         self._flights: dict[str, Flight[T]] = {}
         # Told the key of every flight that lands (cross-replica claims are released then).
         self._on_land = on_land
-        # How many answered flights have landed: a miss's leader stores before its flight
-        # lands, so a caller whose exact probe came before a landing may have missed an entry
-        # that is now there (ProxyService rechecks only then).
+        # How many answered flights have landed, and at which count each key last did: a
+        # miss's leader stores before its flight lands, so a caller whose exact probe came
+        # before its own key's landing may have missed an entry that is now there
+        # (ProxyService rechecks only then: not after every other request's landing).
         self.landings = 0
+        self._landed: OrderedDict[str, int] = OrderedDict()
+        self._forgotten = 0  # the latest landing count dropped from _landed
 
     def join(self, key: str) -> tuple[Flight[T], bool]:
         """The flight for ``key`` and whether the caller leads it."""
@@ -81,8 +89,18 @@ class SingleFlight(Generic[T]):
             del self._flights[key]
             if flight.resolved:
                 self.landings += 1
+                self._landed[key] = self.landings
+                self._landed.move_to_end(key)
+                if len(self._landed) > _LANDED_KEYS:
+                    self._forgotten = self._landed.popitem(last=False)[1]
             if self._on_land is not None:
                 self._on_land(key)
+
+    def landed_since(self, key: str, mark: int) -> bool:
+        """Whether an answered flight for ``key`` landed after ``landings`` was ``mark``; True
+        also when that is no longer known."""
+        landed = self._landed.get(key, 0)
+        return landed > mark or self._forgotten > mark
 
     def __len__(self) -> int:
         return len(self._flights)
