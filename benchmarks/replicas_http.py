@@ -54,173 +54,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from _common import REPO, summary_ms, write_results
+from _common import REPO, write_results
+from _replicas_report import CONFIGS, FILES, PROBES, earlier, markdown, summarize
+from _replicas_rows import (
+    MODEL,
+    SQLITE_URL,
+    load_postgres,
+    load_sqlite,
+    real_entries,
+    search_times,
+    synthetic_chunks,
+)
 from _workload import Workload, build_workload
 from replicas import start_replicas
 from servers import ServerProcess
 
 from semcache.bench.datasets import add_shared_data_option, shared_data_option
-from semcache.cache.keys import request_keys
 from semcache.embed import Encoder
 from semcache.embed.runtime import default_models_dir
-from semcache.store import NewEntry, Partition
+from semcache.store import NewEntry
 from semcache.store.factory import open_store
-from semcache.store.migrations.frozen import HNSW_INDEX
 from semcache.store.postgres import PostgresStore
 
-MODEL = "gpt-4o-mini"
-PARTITION = Partition("default", "", MODEL, "")  # the open tenant, as lookups send it
 TEMPLATE = '{"query": "{q}", "model": "gpt-4o-mini"}'
 EXPECT_HIT = '"hit":true'
-FILES = ("exact", "reworded", "new")
-CONFIGS = ("sqlite-1", "postgres-1", "postgres-2")
 LOADGEN = REPO.parent / "shared" / "tools" / "loadgen.py"
-NO_EVICTION = 10**9
-TTL_S = 7 * 86400.0
 # The shipped default (tests/replicas.py sets 4 to keep its many replicas' connections low).
-# What `serve --data-dir DIR` opens when no database_url is set.
-SQLITE_URL = "sqlite:///{}/semcache.db"
-# Reworded queries whose in-process store.search is timed on each backend.
-PROBES = 200
 POOL = {"SEMCACHE_DATABASE_POOL_SIZE": "10"}
-
-
-# -- the rows --------------------------------------------------------------------------------
-
-
-def real_entries(prompts: list[str], encoder: Encoder, now: float) -> list[NewEntry]:
-    """The stored prompts as ``POST /v1/cache/store`` would write them (keys, embedding)."""
-    keyed = [
-        request_keys(PARTITION, {"messages": [{"role": "user", "content": q}]}) for q in prompts
-    ]
-    texts = [k.semantic_text for k in keyed]
-    vectors = np.vstack([encoder.encode(texts[i : i + 256]) for i in range(0, len(texts), 256)])
-    return [
-        NewEntry(
-            entry_id=f"real{n}",
-            partition=PARTITION,
-            exact_key=k.exact_key,
-            context_hash=k.context_hash,
-            query=k.semantic_text,
-            response={"text": q[:40]},
-            embedding=v,
-            created_at=now,
-            expires_at=now + TTL_S,
-        )
-        for n, (q, k, v) in enumerate(zip(prompts, keyed, vectors, strict=True))
-    ]
-
-
-def synthetic_chunks(
-    count: int, chunk: int, context_hash: str, dim: int, now: float
-) -> Iterator[list[NewEntry]]:
-    """``count`` rows with random unit vectors, in chunks; the same rows on every call."""
-    rng = np.random.default_rng(14)
-    for start in range(0, count, chunk):
-        size = min(chunk, count - start)
-        matrix = rng.standard_normal((size, dim)).astype(np.float32)
-        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-        yield [
-            NewEntry(
-                entry_id=f"syn{start + i}",
-                partition=PARTITION,
-                exact_key=f"synthetic-{start + i:08d}",
-                context_hash=context_hash,
-                query=f"synthetic entry {start + i}",
-                response={"text": f"synthetic answer {start + i}"},
-                embedding=matrix[i],
-                created_at=now,
-                expires_at=now + TTL_S,
-            )
-            for i in range(size)
-        ]
-
-
-def load_sqlite(data_dir: Path, real: list[NewEntry], synthetic: Iterator[list[NewEntry]]) -> dict:
-    started = time.perf_counter()
-    url = SQLITE_URL.format(data_dir.resolve())
-    store = open_store(url, data_dir=data_dir, dim=len(real[0].embedding))
-    rows = 0
-    for batch in [real, *synthetic]:
-        store.put_many(batch, max_entries=NO_EVICTION)
-        rows += len(batch)
-    store.flush()  # the FAISS index on disk before the server opens it
-    count = store.count_entries()
-    store.close()
-    seconds = time.perf_counter() - started
-    return {"rows": count, "s": round(seconds, 1), "rows_per_s": round(rows / seconds)}
-
-
-def load_postgres(url: str, real: list[NewEntry], synthetic: Iterator[list[NewEntry]]) -> dict:
-    store = PostgresStore(url, len(real[0].embedding))  # runs the migrations: index present
-    timings: dict[str, Any] = {}
-    started = time.perf_counter()
-    first = next(synthetic)
-    store.put_many(real, max_entries=NO_EVICTION)
-    store.put_many(first, max_entries=NO_EVICTION)
-    with_index = time.perf_counter() - started
-    timings["with_index"] = {
-        "rows": len(real) + len(first),
-        "s": round(with_index, 1),
-        "rows_per_s": round((len(real) + len(first)) / with_index),
-    }
-    print(f"postgres, HNSW index present: {timings['with_index']}", flush=True)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql(f"DROP INDEX {HNSW_INDEX}")
-    started = time.perf_counter()
-    rows = 0
-    for batch in synthetic:
-        store.put_many(batch, max_entries=NO_EVICTION)
-        rows += len(batch)
-    without = time.perf_counter() - started
-    timings["without_index"] = {
-        "rows": rows,
-        "s": round(without, 1),
-        "rows_per_s": round(rows / without) if without else None,
-    }
-    print(f"postgres, no index: {timings['without_index']}", flush=True)
-    started = time.perf_counter()
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
-        conn.exec_driver_sql(
-            f"CREATE INDEX {HNSW_INDEX} ON entries "
-            "USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)"
-        )
-    timings["index_build_s"] = round(time.perf_counter() - started, 1)
-    started = time.perf_counter()
-    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM (ANALYZE) entries")
-    timings["vacuum_s"] = round(time.perf_counter() - started, 1)
-    with store.engine.connect() as conn:
-        version = conn.exec_driver_sql(
-            "SELECT current_setting('server_version'), extversion FROM pg_extension "
-            "WHERE extname = 'vector'"
-        ).one()
-        sizes = conn.exec_driver_sql(
-            f"SELECT pg_table_size('entries'), pg_relation_size('{HNSW_INDEX}')"
-        ).one()
-    timings.update(
-        rows=store.count_entries(),
-        postgresql=version[0],
-        pgvector=version[1],
-        table_mb=round(sizes[0] / 2**20, 1),
-        index_mb=round(sizes[1] / 2**20, 1),
-    )
-    store.close()
-    return timings
-
-
-def search_times(store: Any, vectors: np.ndarray, context_hash: str, now: float) -> dict:
-    """``store.search`` as the hot path calls it, one query at a time, after a warm-up."""
-    for vector in vectors[:20]:
-        store.search(PARTITION, vector, context_hash=context_hash, now=now, k=16)
-    samples = []
-    for vector in vectors:
-        started = time.perf_counter()
-        store.search(PARTITION, vector, context_hash=context_hash, now=now, k=16)
-        samples.append(time.perf_counter() - started)
-    return summary_ms(samples)
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -474,35 +334,6 @@ def bench(args: Any, workload: Workload, base: Path, url: str) -> dict[str, Any]
     }
 
 
-def earlier(path: Path) -> dict[str, Any]:
-    """What the report keeps of an earlier run: when, how loaded, its summary."""
-    old = json.loads(path.read_text())
-    keep = ("uptime_before", "uptime_after", "command", "summary")
-    return {k: old[k] for k in keep} | {"search_ms": old["load"].get("search_ms")}
-
-
-def earlier_table(r: dict[str, Any]) -> list[str]:
-    old = r.get("earlier_run")
-    if not old:
-        return []
-    then = {(s["queries"], s["c"], s["config"]): s for s in old["summary"]}
-    lines = [
-        "",
-        f"An earlier run of `{old['command']}` (`uptime` before: `{old['uptime_before']}`, "
-        f"after: `{old['uptime_after']}`), mean req/s, to show the run-to-run noise:",
-        "",
-        "| queries | c | config | this run | earlier run |",
-        "|---|---|---|---|---|",
-    ]
-    for s in r["summary"]:
-        before = then.get((s["queries"], s["c"], s["config"]))
-        lines.append(
-            f"| {s['queries']} | {s['c']} | {s['config']} | {s['rps']:g} | "
-            f"{before['rps'] if before else 'n/a'} |"
-        )
-    return lines
-
-
 def command(args: Any) -> str:
     parts = [".venv/bin/python benchmarks/replicas_http.py --shared-data ../shared/data"]
     if args.entries != 100_000:
@@ -513,131 +344,6 @@ def command(args: Any) -> str:
         parts.append(f"--chunk {args.chunk}")
     parts.append(f"--duration {args.duration:g} --reps {args.reps}")
     return " ".join(parts)
-
-
-def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each (queries, c, config): rounds' mean req/s, p50 and p99, and each round's req/s."""
-    out = []
-    for name in FILES:
-        for concurrency in (1, 16):
-            for config in CONFIGS:
-                mine = [
-                    r
-                    for r in runs
-                    if r["queries"] == name and r["c"] == concurrency and r["config"] == config
-                ]
-                if not mine:
-                    continue
-                out.append(
-                    {
-                        "queries": name,
-                        "c": concurrency,
-                        "config": config,
-                        "rps": round(float(np.mean([r["rps"] for r in mine])), 1),
-                        "rps_each": [r["rps"] for r in mine],
-                        "p50_ms": round(float(np.mean([r["p50_ms"] for r in mine])), 2),
-                        "p99_ms": round(float(np.mean([r["p99_ms"] for r in mine])), 2),
-                        "hit_pct": round(float(np.mean([r["hit_pct"] for r in mine])), 1),
-                        "errors": sum(r["non2xx"] + r["failed"] for r in mine),
-                    }
-                )
-    return out
-
-
-def busy_note(r: dict[str, Any]) -> list[str]:
-    """A warning when the load average (1 min, at either end) passed the core count."""
-    loads = [float(u.split("load average:")[1].split(",")[0]) for u in
-             (r["uptime_before"], r["uptime_after"])]  # fmt: skip
-    if max(loads) <= (os.cpu_count() or 1):
-        return []
-    return [
-        f"Load average {max(loads):g} on {os.cpu_count()} cores: other processes shared the "
-        "machine during the run. The runs alternate, so each configuration met about the same "
-        "noise and the ratios mean more than the absolute figures, which (the encoder-bound "
-        "rows, reworded and new, above all) an idle machine would put higher.",
-        "",
-    ]
-
-
-def markdown(r: dict[str, Any]) -> str:
-    load, pg = r["load"], r["load"]["postgres"]
-    lines = [
-        f"# Lookups over HTTP: SQLite + FAISS against PostgreSQL replicas, "
-        f"{r['entries']:,} entries",
-        "",
-        f"Generated by `{r['command']}`. Machine: {r['machine']}; `uptime` before: "
-        f"`{r['uptime_before']}`, after: `{r['uptime_after']}`.",
-        "",
-        f"One partition of {r['entries']:,} rows in each backend: {r['real_entries']:,} arena "
-        "prompts (benchmarks/_workload.py's stored set, embedded with the encoder) and "
-        f"{r['entries'] - r['real_entries']:,} synthetic rows (random unit vectors, far from "
-        "every real query), written through `CacheStore.put_many` in chunks of "
-        f"{r['chunk']:,}. PostgreSQL {pg['postgresql']} + pgvector {pg['pgvector']} "
-        "(embedded, default settings), HNSW m=16, ef_construction=64, ef_search 100. Servers "
-        "at shipped defaults (verified hit decision), all up at once: `sqlite-1` one "
-        "`semcache serve` on the SQLite data dir, `postgres-1` replica A, `postgres-2` "
-        "replicas A and B on the same database. Client: `../shared/tools/loadgen.py` on "
-        f"`POST /v1/cache/lookup`, {r['duration_s']:g} s per run, {r['reps']} rounds, runs "
-        "alternated between the configurations; `postgres-2` is two loadgen processes "
-        "started together (c/2 each, one per replica, alternate lines of the query file): "
-        "req/s summed, p50 their request-weighted mean, p99 the larger. A closed-loop client "
-        "at c=1 cannot use two replicas at once, so `postgres-2` runs at c=16 only.",
-        "",
-        "**On 2 cores, PostgreSQL, both replicas (each with its own encoder and verifier) and "
-        "the client share the same two CPUs: the `postgres-2` figure measures contention on "
-        "one machine, not the capacity two replicas on two machines would add.**",
-        "",
-        *busy_note(r),
-        "| queries | c | config | req/s (mean; each round) | p50 ms | p99 ms | hits | errors |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    by = {(s["queries"], s["c"], s["config"]): s for s in r["summary"]}
-    for s in r["summary"]:
-        each = ", ".join(f"{x:g}" for x in s["rps_each"])
-        lines.append(
-            f"| {s['queries']} | {s['c']} | {s['config']} | {s['rps']:g} ({each}) | "
-            f"{s['p50_ms']:g} | {s['p99_ms']:g} | {s['hit_pct']:g}% | {s['errors']} |"
-        )
-    lines += [
-        "",
-        "Ratios of mean req/s:",
-        "",
-        "| queries | c | postgres-1 / sqlite-1 | postgres-2 / postgres-1 | postgres-2 / sqlite-1 |",
-        "|---|---|---|---|---|",
-    ]
-
-    def ratio(a: tuple[str, int, str], b: tuple[str, int, str]) -> str:
-        if a not in by or b not in by or not by[b]["rps"]:
-            return "n/a"
-        return f"{by[a]['rps'] / by[b]['rps']:.2f}x"
-
-    for name in FILES:
-        for c in (1, 16):
-            lines.append(
-                f"| {name} | {c} | {ratio((name, c, 'postgres-1'), (name, c, 'sqlite-1'))} | "
-                f"{ratio((name, c, 'postgres-2'), (name, c, 'postgres-1'))} | "
-                f"{ratio((name, c, 'postgres-2'), (name, c, 'sqlite-1'))} |"
-            )
-    wi, wo = pg["with_index"], pg["without_index"]
-    sq, ps = load["search_ms"]["sqlite"], load["search_ms"]["postgres"]
-    lines += [
-        "",
-        f"Load: embedding the {r['real_entries']:,} prompts {load['embed_real_s']} s; SQLite + "
-        f"FAISS {load['sqlite']['s']} s ({load['sqlite']['rows_per_s']:,} rows/s, FAISS saved "
-        f"after); PostgreSQL with the HNSW index present {wi['rows_per_s']:,} rows/s (the first "
-        f"{wi['rows']:,} rows), without it {wo['rows_per_s']:,} rows/s ({wo['rows']:,} rows, "
-        f"{wo['s']} s), then the index built in {pg['index_build_s']} s and the table vacuumed "
-        f"in {pg['vacuum_s']} s (table {pg['table_mb']} MiB, index {pg['index_mb']} MiB). "
-        f"Server start: SQLite {r['server_start_s']['sqlite']} s, two replicas "
-        f"{r['server_start_s']['two_replicas']} s. In-process `store.search` (k=16, the "
-        f"hot path's filters, {PROBES} reworded queries one at a time, before the servers "
-        f"started): SQLite + FAISS (flat index) p50 {sq['median_ms']} ms, p99 {sq['p99_ms']} "
-        f"ms; PostgreSQL (HNSW) p50 {ps['median_ms']} ms, p99 {ps['p99_ms']} ms. First "
-        f"lookups (exact, reworded, new) per server: {r['first_lookups']}.",
-        *earlier_table(r),
-        "",
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
