@@ -223,6 +223,19 @@ def test_first_start_exports_each_model_once_into_the_data_dir(onnx_start: Any) 
     assert encoder.runtime == verifier.runtime == "onnx"
 
 
+def test_the_exports_run_fused_attention(onnx_start: Any) -> None:
+    """One ONNX Runtime ``Attention`` node per layer of the six, not the dozens of small ops
+    torch writes for each (``semcache.embed.fusion``): the same numbers, fewer kernels."""
+    import onnx
+
+    settings, _, _, stems = onnx_start
+    for stem in stems:
+        graph = onnx.load(str(Path(settings.data_dir) / "models" / f"{stem}.onnx")).graph
+        ops = [node.op_type for node in graph.node]
+        assert ops.count("Attention") == 6, (stem, sorted(set(ops)))
+        assert ops.count("SkipLayerNormalization") == 12 and len(ops) < 100, stem
+
+
 def test_second_start_reuses_the_exports_without_torch(onnx_start: Any, exports: Exports) -> None:
     settings, encoder, _, _ = onnx_start
     before = len(exports.stems)

@@ -92,16 +92,18 @@ def default_artifact_dir() -> Path:
 # One lookup's question to the verifier: (query, candidates, cosine threshold).
 VerificationRequest = tuple[str, Sequence[Candidate], float]
 # Bump when the exported graph changes for the same weights (a new export replaces old files).
-_RECIPE = "semcache-verifier-onnx-1"
+_RECIPE = "semcache-verifier-onnx-2"  # 2: eager attention, fused graph
 
 
-def _export_verifier(artifact: Path, model_path: Path | None) -> Any:
+def _export_verifier(artifact: Path, model_path: Path | None, fused: bool = True) -> Any:
+    """A function that exports the pair model to a path (``fused`` as ``_export_encoder``)."""
+
     def export(target: Path) -> None:
         from .verifier_model import load_pair_model
 
         model, _ = load_pair_model(artifact, model_path)
         names = ("input_ids", "attention_mask", "token_type_ids")
-        export_module(model, target, names, "logit", (0,))
+        export_module(model, target, names, "logit", (0,), model.encoder if fused else None)
 
     return export
 

@@ -40,7 +40,7 @@ __all__ = ["Encoder", "bundled_model_path"]
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes for the same weights (a new export replaces old files).
-_RECIPE = "semcache-encoder-onnx-1"
+_RECIPE = "semcache-encoder-onnx-2"  # 2: eager attention, fused graph
 
 
 def bundled_model_path() -> Path:
@@ -63,8 +63,9 @@ def _sentence_config(folder: Path) -> tuple[int, bool]:
         ) from exc
 
 
-def _export_encoder(folder: Path) -> Any:
-    """A function that exports the model folder's sentence-transformers pipeline to a path."""
+def _export_encoder(folder: Path, fused: bool = True) -> Any:
+    """A function that exports the model folder's sentence-transformers pipeline to a path
+    (``fused``: as shipped; unfused only to measure against, benchmarks/onnx_fusion.py)."""
 
     def export(target: Path) -> None:
         import torch
@@ -87,7 +88,8 @@ def _export_encoder(folder: Path) -> Any:
                 pooled = self.st(features)["sentence_embedding"]
                 return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-        export_module(Pipeline().eval(), target, names, "embedding", (0,))
+        transformer = st[0].auto_model if fused else None
+        export_module(Pipeline().eval(), target, names, "embedding", (0,), transformer)
 
     return export
 

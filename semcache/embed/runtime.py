@@ -156,11 +156,23 @@ def padded_feeds(encodings: list[Any], pad_id: int) -> dict[str, np.ndarray]:
 
 
 def export_module(
-    module: Any, path: Path, inputs: Sequence[str], output: str, dynamic_output: Sequence[int]
+    module: Any,
+    path: Path,
+    inputs: Sequence[str],
+    output: str,
+    dynamic_output: Sequence[int],
+    transformer: Any = None,
 ) -> None:
     """``torch.onnx.export`` of ``module(*inputs)`` (int64 ``(batch, seq)`` tensors) to
-    ``path``, batch and sequence dynamic; ``output``'s ``dynamic_output`` axes are dynamic."""
+    ``path``, batch and sequence dynamic; ``output``'s ``dynamic_output`` axes are dynamic.
+    ``transformer``, the BERT model inside ``module``, is exported with eager attention and
+    its graph fused into ONNX Runtime's transformer kernels (``fusion``)."""
     import torch
+
+    from .fusion import eager_attention, fuse_bert
+
+    if transformer is not None:
+        eager_attention(transformer)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(min(threads, _EXPORT_THREADS))
@@ -189,6 +201,8 @@ def export_module(
             )
     finally:
         torch.set_num_threads(threads)
+    if transformer is not None:
+        fuse_bert(path, transformer.config)
 
 
 class OnnxModel:
