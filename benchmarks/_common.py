@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,14 @@ def write_results(name: str, data: dict[str, Any], table: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print(table)
+
+
+def alternated(calls: dict[str, Any], inputs: list[Any]) -> dict[str, dict[str, float]]:
+    """Each of ``calls`` on each input in turn, sample by sample; their timings (ms)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for item in inputs:
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call(item)
+            times[name].append(time.perf_counter() - started)
+    return {name: summary_ms(samples) for name, samples in times.items()}
