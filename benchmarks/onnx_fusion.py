@@ -16,10 +16,8 @@ between the two graphs. Writes benchmarks/results/onnx_fusion.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,11 @@ from typing import Any
 import numpy as np
 import onnx
 from _common import alternated, write_results
-from _workload import build_workload
+from _models import ShippedModels, workload_arguments
 
-from semcache.cache.verifier import VerifiedDecision, _export_verifier, default_artifact_dir
-from semcache.embed import Encoder
+from semcache.cache.verifier import _export_verifier, default_artifact_dir
 from semcache.embed.encoder import _export_encoder, bundled_model_path
-from semcache.embed.runtime import OnnxModel, default_threads
+from semcache.embed.runtime import OnnxModel
 
 
 def unfused(export: Any, folder: Path, name: str, threads: int) -> OnnxModel:
@@ -46,18 +43,10 @@ def nodes(model: OnnxModel) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared-data", type=Path, default=os.environ.get("SEMCACHE_SHARED_DATA"))
-    parser.add_argument("--samples", type=int, default=150)
-    args = parser.parse_args()
-    if args.shared_data is None:
-        sys.exit("name the shared data folder: --shared-data ../shared/data")
-    workload = build_workload(args.shared_data / "arena-prompts-5k" / "prompts.jsonl")
-    threads = default_threads("onnx")
-    encoder = Encoder()
-    verifier = VerifiedDecision()
-    assert encoder._onnx is not None and verifier._onnx is not None  # the onnx runtime
-    fused = {"encoder": encoder._onnx, "verifier": verifier._onnx}
+    args, workload = workload_arguments(__doc__.splitlines()[0], samples=150)
+    models = ShippedModels()
+    encoder, verifier, threads = models.encoder, models.verifier, models.threads
+    fused = dict(models.sessions)
     with tempfile.TemporaryDirectory(prefix="semcache-unfused-") as tmp:
         artifact = default_artifact_dir() / verifier.meta.artifact
         exports = {
@@ -69,21 +58,7 @@ def main() -> None:
             name: {"fused": nodes(fused[name]), "unfused": nodes(plain[name])} for name in fused
         }
     load_start = os.getloadavg()
-
-    def encode_with(model: OnnxModel) -> Any:
-        def encode(texts: list[str]) -> None:
-            encoder._onnx = model
-            encoder.encode(texts)
-
-        return encode
-
-    def verify_with(model: OnnxModel) -> Any:
-        def verify(pairs: list[tuple[str, str]]) -> None:
-            verifier._onnx = model
-            verifier.logits(pairs)
-
-        return verify
-
+    encode_with, verify_with = models.encode_with, models.verify_with
     n = args.samples
     reworded = workload.reworded
     pairs = list(zip(workload.stored, workload.reworded, strict=True))

@@ -21,23 +21,19 @@ against int8. Writes benchmarks/results/quantized_models.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import alternated, write_results
-from _workload import build_workload
+from _models import ShippedModels, workload_arguments
 
-from semcache.cache.verifier import VerifiedDecision
-from semcache.embed import Encoder
-from semcache.embed.runtime import OnnxModel, default_threads
+from semcache.embed.runtime import OnnxModel
 
 
 def quantize(source: str, folder: Path) -> bytes:
@@ -81,47 +77,25 @@ def op_profile(path_or_bytes: Any, feeds: dict[str, np.ndarray], threads: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared-data", type=Path, default=os.environ.get("SEMCACHE_SHARED_DATA"))
-    parser.add_argument("--samples", type=int, default=200)
-    args = parser.parse_args()
-    if args.shared_data is None:
-        sys.exit("name the shared data folder: --shared-data ../shared/data")
-    workload = build_workload(args.shared_data / "arena-prompts-5k" / "prompts.jsonl")
-    threads = default_threads("onnx")
-    encoder = Encoder()
-    verifier = VerifiedDecision()
-    assert encoder._onnx is not None and verifier._onnx is not None  # the onnx runtime
-    fp32 = {"encoder": encoder._onnx, "verifier": verifier._onnx}
+    args, workload = workload_arguments(__doc__.splitlines()[0], samples=200)
+    models = ShippedModels()
+    encoder, verifier, threads = models.encoder, models.verifier, models.threads
+    fp32 = dict(models.sessions)
     with tempfile.TemporaryDirectory(prefix="semcache-int8-") as tmp:
         int8_bytes = {name: quantize(model.source, Path(tmp)) for name, model in fp32.items()}
     int8 = {name: OnnxModel(data, threads, f"{name} int8") for name, data in int8_bytes.items()}
     started_load = os.getloadavg()
-
-    def encode_with(model: OnnxModel) -> Any:
-        def encode(text: str) -> None:
-            encoder._onnx = model
-            encoder.encode([text])
-
-        return encode
-
-    def verify_with(model: OnnxModel) -> Any:
-        def verify(pair: tuple[str, str]) -> None:
-            verifier._onnx = model
-            verifier.logits([pair])
-
-        return verify
-
+    encode_with, verify_with = models.encode_with, models.verify_with
     n = args.samples
     pairs = list(zip(workload.stored, workload.reworded, strict=True))
     timing = {
         "encode, 1 reworded query": alternated(
             {"fp32": encode_with(fp32["encoder"]), "int8": encode_with(int8["encoder"])},
-            workload.reworded[:n],
+            [[text] for text in workload.reworded[:n]],
         ),
         "verifier, 1 (prompt, rewording) pair": alternated(
             {"fp32": verify_with(fp32["verifier"]), "int8": verify_with(int8["verifier"])},
-            pairs[:n],
+            [[pair] for pair in pairs[:n]],
         ),
     }
     ids = np.full((16, 32), 1000, dtype=np.int64)
