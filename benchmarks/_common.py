@@ -6,6 +6,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,21 @@ def alternated(calls: dict[str, Any], inputs: list[Any]) -> dict[str, dict[str, 
             call(item)
             times[name].append(time.perf_counter() - started)
     return {name: summary_ms(samples) for name, samples in times.items()}
+
+
+def add_baseline_options(parser: Any, rounds: int) -> None:
+    """``--baseline DIR`` (another semcache checkout, such as ``git worktree add /tmp/base
+    HEAD~1``) and ``--rounds N``, for ``checkouts_in_turn``."""
+    parser.add_argument("--baseline", type=Path, default=None, help="another semcache checkout")
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
+def checkouts_in_turn(baseline: Path | None, rounds: int) -> Iterator[tuple[int, str, Path]]:
+    """(round, name, checkout) to run: this checkout once, or with ``baseline`` for ``rounds``
+    rounds, alternated and the order flipped each round, so the machine's drift falls on both."""
+    codes = [("this checkout", REPO)]
+    if baseline is not None:
+        codes.append(("baseline", baseline.resolve()))
+    for r in range(rounds if baseline is not None else 1):
+        for name, repo in codes[:: 1 if r % 2 == 0 else -1]:
+            yield r, name, repo

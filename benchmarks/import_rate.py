@@ -34,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
-from _common import REPO, queries, write_results
+from _common import add_baseline_options, checkouts_in_turn, queries, write_results
 
 from semcache.embed.runtime import default_models_dir
 
@@ -109,29 +110,21 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--shared-data", default=os.environ.get("SEMCACHE_SHARED_DATA"))
-    parser.add_argument("--baseline", type=Path, default=None, help="another semcache checkout")
-    parser.add_argument("--rounds", type=int, default=3)
+    add_baseline_options(parser, rounds=3)
     args = parser.parse_args()
     shared = Path(args.shared_data) if args.shared_data else None
     texts, source = prompts(shared, args.n)
-    codes = {"this checkout": REPO}
-    if args.baseline is not None:
-        codes["baseline"] = args.baseline.resolve()
-    runs: dict[str, list[dict]] = {name: [] for name in codes}
+    runs: dict[str, list[dict]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="semcache-import-rate-") as tmp:
         source_file = Path(tmp) / "records.jsonl"
         with source_file.open("w", encoding="utf-8") as out:
             for n, text in enumerate(texts):
                 record = {"query": text, "response": {"answer": ANSWER, "n": n}, "model": "m"}
                 out.write(json.dumps(record) + "\n")
-        rounds = args.rounds if args.baseline is not None else 1
-        for r in range(rounds):
-            # Alternated, and the order flipped each round, so drift falls on both.
-            order = list(codes.items()) if r % 2 == 0 else list(codes.items())[::-1]
-            for name, repo in order:
-                data = Path(tmp) / f"data-{r}-{len(runs[name])}-{name.replace(' ', '-')}"
-                runs[name].append(run_import(repo, source_file, data, args.n, args.batch_size))
-                print(name, runs[name][-1]["summary_line"], flush=True)
+        for r, name, repo in checkouts_in_turn(args.baseline, args.rounds):
+            data = Path(tmp) / f"data-{r}-{len(runs[name])}-{name.replace(' ', '-')}"
+            runs[name].append(run_import(repo, source_file, data, args.n, args.batch_size))
+            print(name, runs[name][-1]["summary_line"], flush=True)
     ours = runs["this checkout"]
     median_run = sorted(ours, key=lambda x: x["entries_per_s"])[len(ours) // 2]
     result = {

@@ -24,11 +24,12 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import REPO, queries, summary_ms, write_results
+from _common import add_baseline_options, checkouts_in_turn, queries, summary_ms, write_results
 from servers import ServerProcess
 
 
@@ -133,23 +134,17 @@ def baseline_table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--baseline", type=Path, default=None, help="another semcache checkout")
-    parser.add_argument("--rounds", type=int, default=2)
+    add_baseline_options(parser, rounds=2)
     args = parser.parse_args()
     n = args.requests
     texts = queries(n)
-    codes = {"this checkout": REPO}
-    if args.baseline is not None:
-        codes["baseline"] = args.baseline.resolve()
     # Other work on the machine moves these figures; the report keeps the load averages.
     load_start = os.getloadavg()
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in codes}
-    for r in range(args.rounds if args.baseline is not None else 1):
-        # Alternated, and the order flipped each round, so drift falls on both.
-        for name, repo in list(codes.items())[:: 1 if r % 2 == 0 else -1]:
-            summary = {path: summary_ms(x) for path, x in measure(repo, texts).items()}
-            runs[name].append(summary)
-            print(name, {p: s["median_ms"] for p, s in summary.items()}, flush=True)
+    runs: dict[str, list[dict[str, dict[str, float]]]] = defaultdict(list)
+    for _, name, repo in checkouts_in_turn(args.baseline, args.rounds):
+        summary = {path: summary_ms(x) for path, x in measure(repo, texts).items()}
+        runs[name].append(summary)
+        print(name, {p: s["median_ms"] for p, s in summary.items()}, flush=True)
     # The table: this checkout's median run (by the MISS path's added median).
     ours = sorted(runs["this checkout"], key=lambda s: added(s, "median_ms")["semcache MISS"])
     summary = ours[len(ours) // 2]
