@@ -29,11 +29,12 @@ def workload_arguments(description: str, samples: int) -> tuple[argparse.Namespa
 
 
 class ShippedModels:
-    """The encoder and the verifier on the ONNX runtime, the shipped intra-op threads."""
+    """The encoder (at ``precision``; the shipped one is int8) and the verifier on the ONNX
+    runtime, the shipped intra-op threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str = "int8") -> None:
         self.threads = default_threads("onnx")
-        self.encoder = Encoder()
+        self.encoder = Encoder(precision=precision)
         self.verifier = VerifiedDecision()
         assert self.encoder._onnx is not None and self.verifier._onnx is not None
         self.sessions: dict[str, OnnxModel] = {

@@ -44,7 +44,7 @@ def nodes(model: OnnxModel) -> int:
 
 def main() -> None:
     args, workload = workload_arguments(__doc__.splitlines()[0], samples=150)
-    models = ShippedModels()
+    models = ShippedModels(precision="fp32")  # fused against unfused, both fp32
     encoder, verifier, threads = models.encoder, models.verifier, models.threads
     fused = dict(models.sessions)
     with tempfile.TemporaryDirectory(prefix="semcache-unfused-") as tmp:

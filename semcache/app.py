@@ -70,6 +70,7 @@ def load_encoder(settings: Settings) -> Encoder:
         threads=settings.embedding_threads or None,
         runtime=settings.inference_runtime,
         models_dir=settings.resolved_models_dir,
+        precision=settings.encoder_precision,
     )
 
 
@@ -220,6 +221,7 @@ def track_store(metrics: CacheMetrics, store: CacheStore, settings: Settings) ->
             "version": _version(),
             "python": platform.python_version(),
             "runtime": settings.inference_runtime,
+            "encoder_precision": settings.encoder_precision,
             "store": backend,
             "hit_decision": settings.hit_decision,
         }

@@ -47,9 +47,9 @@ def _dim(settings: Settings) -> int:
     """The encoder's dimension, which a new PostgreSQL entries table is made for."""
     if not settings.embedding_model:
         return DEFAULT_DIM  # the bundled all-MiniLM-L6-v2, without loading it
-    from .embed.encoder import Encoder
+    from .app import load_encoder
 
-    return Encoder(settings.embedding_model).dim
+    return load_encoder(settings).dim
 
 
 def run_upgrade(args: argparse.Namespace) -> int:

@@ -215,7 +215,7 @@ def torch_start(
 
 def test_first_start_exports_each_model_once_into_the_data_dir(onnx_start: Any) -> None:
     settings, encoder, verifier, stems = onnx_start
-    assert sorted(s.split("-")[0] for s in stems) == ["encoder", "verifier"]
+    assert sorted(s.split("-")[0] for s in stems) == ["encoder_int8", "verifier"]
     models = Path(settings.data_dir) / "models"
     assert sorted(p.name for p in models.glob("*-*")) == sorted(
         f"{s}.{ext}" for s in stems for ext in ("onnx", "sha256")
@@ -225,15 +225,21 @@ def test_first_start_exports_each_model_once_into_the_data_dir(onnx_start: Any) 
 
 def test_the_exports_run_fused_attention(onnx_start: Any) -> None:
     """One ONNX Runtime ``Attention`` node per layer of the six, not the dozens of small ops
-    torch writes for each (``semcache.embed.fusion``): the same numbers, fewer kernels."""
+    torch writes for each (``semcache.embed.fusion``): the same numbers, fewer kernels. The
+    encoder's is int8 by default (its weight matrices multiplied as integers), the verifier's
+    fp32."""
     import onnx
 
     settings, _, _, stems = onnx_start
     for stem in stems:
         graph = onnx.load(str(Path(settings.data_dir) / "models" / f"{stem}.onnx")).graph
         ops = [node.op_type for node in graph.node]
-        assert ops.count("Attention") == 6, (stem, sorted(set(ops)))
-        assert ops.count("SkipLayerNormalization") == 12 and len(ops) < 100, stem
+        int8 = stem.startswith("encoder_int8")
+        assert ops.count("QAttention" if int8 else "Attention") == 6, (stem, sorted(set(ops)))
+        assert ops.count("SkipLayerNormalization") == 12, stem
+        # 6 layers x 4 weight matrices, 3 of them outside the attention node.
+        assert ops.count("MatMulInteger") == (18 if int8 else 0), stem
+        assert len(ops) < (160 if int8 else 100), stem
 
 
 def test_second_start_reuses_the_exports_without_torch(onnx_start: Any, exports: Exports) -> None:
@@ -268,12 +274,12 @@ def test_a_corrupt_cached_model_is_exported_again(
     settings, encoder, _, _ = onnx_start
     models = tmp_path / "models"
     shutil.copytree(Path(settings.data_dir) / "models", models)
-    damaged = next(models.glob("encoder-*.onnx"))
+    damaged = next(models.glob("encoder_int8-*.onnx"))
     with damaged.open("r+b") as fh:
         fh.truncate(os.path.getsize(damaged) // 3)
     before = len(exports.stems)
     repaired = Encoder(models_dir=models)
-    assert [s.split("-")[0] for s in exports.stems[before:]] == ["encoder"]
+    assert [s.split("-")[0] for s in exports.stems[before:]] == ["encoder_int8"]
     texts = ["How do I reset my password?"]
     assert np.allclose(repaired.encode(texts), encoder.encode(texts), atol=1e-6)
 
@@ -314,10 +320,17 @@ def test_onnx_matches_torch(onnx_start: Any, torch_start: Any) -> None:
     torch_vectors = np.vstack([torch_encoder.encode([t]) for t in TEXTS])
     assert onnx_vectors.dtype == np.float32 and onnx_vectors.shape == (len(TEXTS), 384)
     cosines = np.sum(onnx_vectors * torch_vectors, axis=1)
-    assert cosines.min() > 0.9999
-    # Batched (length groups) or one at a time: the same vectors.
+    # int8 (the default) moves a vector a little: near fp32's, never far from it (the
+    # farthest is "?", a single token, at 0.96).
+    assert encoder.precision == "int8"
+    assert cosines.min() > 0.95 and cosines.mean() > 0.99, (cosines.min(), cosines.mean())
+    assert cosines.min() < 0.9999  # it is the quantised graph that ran
+    # Batched (length groups) or one at a time: int8 quantises a call's activations with one
+    # scale for the whole batch, so a vector moves a little with its batch-mates; fp32's do not
+    # (test_fp32_precision_matches_torch).
     single = np.vstack([encoder.encode([t]) for t in TEXTS[:8]])
-    assert np.abs(single - onnx_vectors[:8]).max() < 1e-5
+    moved = np.sum(single * onnx_vectors[:8], axis=1)
+    assert moved.min() > 0.97, moved
 
     partner = [(i * 7 + 3) % len(TEXTS) for i in range(len(TEXTS))]
     pairs = [(TEXTS[i], TEXTS[j]) for i, j in enumerate(partner)]
@@ -331,6 +344,23 @@ def test_onnx_matches_torch(onnx_start: Any, torch_start: Any) -> None:
         for x, c in zip(torch_verifier.logits(pairs), cosine, strict=True)
     ]
     assert max(abs(a - b) for a, b in zip(onnx_p, torch_p, strict=True)) < 0.001
+
+
+def test_fp32_precision_matches_torch(torch_start: Any, tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={}, overrides={"data_dir": str(tmp_path), "encoder_precision": "fp32"}
+    )
+    fp32 = load_encoder(settings)
+    assert fp32.precision == "fp32" and fp32.runtime == "onnx"
+    torch_vectors = np.vstack([torch_start[1].encode([t]) for t in TEXTS])
+    vectors = fp32.encode(TEXTS)
+    cosines = np.sum(vectors * torch_vectors, axis=1)
+    assert cosines.min() > 0.9999
+    # Batched (length groups) or one at a time: the same vectors.
+    single = np.vstack([fp32.encode([t]) for t in TEXTS[:8]])
+    assert np.abs(single - vectors[:8]).max() < 1e-5
+    with pytest.raises(ConfigError, match="encoder precision must be one of"):
+        Encoder(models_dir=tmp_path / "models", precision="int4")
 
 
 def test_the_verifier_decides_a_batch_as_it_decides_each_lookup(onnx_start: Any) -> None:

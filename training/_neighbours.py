@@ -43,7 +43,9 @@ def neighbour_negatives(
 
     known = {frozenset((p.a, p.b)) for p in labelled}
     pool = sorted(set(questions))
-    vectors = Encoder().encode(pool)
+    # fp32, as the recorded data hashes were made: the pairs must not move with the
+    # encoder's shipped precision.
+    vectors = Encoder(precision="fp32").encode(pool)
     chosen: dict[frozenset[str], tuple[str, str]] = {}
     for start in range(0, len(pool), 2048):
         sims = vectors[start : start + 2048] @ vectors.T

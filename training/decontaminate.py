@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluation = evaluation_sentences(data_dir)
     normalized = {normalize_query(s) for s in evaluation}
-    encoder = Encoder()
+    encoder = Encoder(precision="fp32")  # as the committed files were checked
     eval_vectors = encoder.encode(evaluation)
     seen = {
         tuple(sorted((normalize_query(p.a), normalize_query(p.b))))

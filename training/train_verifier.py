@@ -273,10 +273,12 @@ def score_pairs(model: Any, tokenizer: Any, pairs: list[ds.LabelledPair]) -> np.
     return out
 
 
-def cosines(pairs: list[ds.LabelledPair]) -> np.ndarray:
+def cosines(pairs: list[ds.LabelledPair], precision: str) -> np.ndarray:
+    """The pairs' cosines from the encoder at ``precision``: the service's, which the stack
+    and the floor are calibrated for."""
     from semcache.embed import Encoder
 
-    enc = Encoder()
+    enc = Encoder(precision=precision)
     va = enc.encode([p.a for p in pairs])
     vb = enc.encode([p.b for p in pairs])
     return np.asarray((va * vb).sum(1), dtype=np.float64)
@@ -336,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--steps", type=int, default=0, help="exact step count (reproduces a run; no budget)"
+    )
+    parser.add_argument(
+        "--encoder-precision",
+        choices=("int8", "fp32"),
+        default="int8",
+        help="the encoder whose cosines are calibrated for (the service's encoder_precision)",
     )
     parser.add_argument("--max-train", type=int, default=0, help="cap (smoke tests)")
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR)
@@ -424,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = np.array([g for g in sorted(groups_map) for _ in groups_map[g]])
     y = np.array([p.label for p in pairs])
     logit = score_pairs(model, tokenizer, pairs)
-    cos = cosines(pairs)
+    cos = cosines(pairs, args.encoder_precision)
     x = np.stack([logit, cos], axis=1)
     coef, intercept = fit_stack(x, y, groups)
     score = 1.0 / (1.0 + np.exp(-(x @ coef + intercept)))
@@ -455,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "cosine_floor": floor,
         "score_threshold": threshold,
         "calibration": {
+            "encoder_precision": args.encoder_precision,
             "target_false_hit_rate": TARGET_FHR,
             "rule": "lowest score threshold with FHR <= target on the pooled held-out pairs; the "
             "lowest floor on a 0.025 grid whose mean held-out recall is within 0.5 point of the "

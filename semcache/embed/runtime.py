@@ -45,6 +45,7 @@ __all__ = [
     "load_onnx",
     "model_files",
     "padded_feeds",
+    "quantize_int8",
     "source_digest",
 ]
 
@@ -205,6 +206,24 @@ def export_module(
         fuse_bert(path, transformer.config)
 
 
+def quantize_int8(source: Path, target: Path) -> None:
+    """ONNX Runtime's dynamic int8 quantisation of the graph at ``source``, written to
+    ``target``: int8 weights per output channel, activations quantised per call (their scale
+    is taken over the whole input tensor, so over every row of a batch)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # The fused graph's contrib ops (Attention, SkipLayerNormalization) have no shape
+        # inference in the quantiser: say their outputs are float.
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
 class OnnxModel:
     """One ONNX Runtime session on the CPU. ``run`` is thread-safe (ONNX Runtime's is)."""
 
@@ -272,6 +291,9 @@ def _export_to(folder: Path, stem: str, export: Callable[[Path], None]) -> tuple
         data = tmp.read_bytes()
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp's file is private (0600), and an export that writes into it in place
+        # (the int8 quantiser does) would keep that: other users of the folder must read it.
+        os.chmod(tmp, 0o644)
         sidecar = folder / f".{stem}.sha256.tmp"
         sidecar.write_text(hashlib.sha256(data).hexdigest() + "\n", encoding="ascii")
         os.replace(tmp, final)
