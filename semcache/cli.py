@@ -216,12 +216,14 @@ def startup_summary(url: str, settings: Settings, services: Any) -> tuple[str, d
         else f"{len(keyring)} API keys ({keyring.admins} admin)"
     )
     upstreams = configured_upstreams(settings)
+    precision = services.encoder.precision  # fp32 on torch, whatever the setting says
     fields: dict[str, Any] = {
         "url": url,
         "store": backend,
         "database": where,
         "entries": services.store.count_entries(),
         "runtime": settings.inference_runtime,
+        "encoder_precision": precision,
         "hit_decision": settings.hit_decision,
         "api_keys": len(keyring),
         "admin_keys": keyring.admins,
@@ -232,7 +234,8 @@ def startup_summary(url: str, settings: Settings, services: Any) -> tuple[str, d
     probed = ", ".join(f"{n} {u}" for n, u in upstreams.items()) or "none configured"
     message = (
         f"semcache listening on {url}: store {backend} {where} ({fields['entries']} entries), "
-        f"runtime {settings.inference_runtime} ({settings.hit_decision} hits), {keys}, "
+        f"runtime {settings.inference_runtime}, {precision} encoder ({settings.hit_decision} "
+        f"hits), {keys}, "
         f"levers {fields['levers']}, upstreams {probed}"
     )
     return message, fields

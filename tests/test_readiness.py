@@ -149,7 +149,7 @@ def test_start_up_line_and_one_text_format(server: ServerProcess) -> None:
     assert any(" uvicorn.error: " in line for line in lines)
     (start,) = [line for line in lines if "semcache listening on" in line]
     assert "store sqlite" in start and "entries" in start
-    assert "runtime onnx (cosine hits)" in start
+    assert "runtime onnx, int8 encoder (cosine hits)" in start
     assert "open (no API keys)" in start and "levers defaults" in start
     assert "upstreams openai http://127.0.0.1:" in start
     request = [line for line in lines if " semcache.request: POST /v1/cache/lookup 200 " in line]
