@@ -1,4 +1,5 @@
-"""Store reliability: ids, index repair, reads under a write lock, damaged files, disk space.
+"""Store reliability: ids, index repair, reads under a write lock, disk space (a damaged
+database: test_reliability_damaged_store.py).
 
 Real ``semcache serve`` processes on real data dirs (SQLite in WAL mode + FAISS files), and the
 ``SqlFaissStore`` class on a real SQLite file where that is simpler.
@@ -8,11 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +20,8 @@ import faiss
 import httpx
 import numpy as np
 import pytest
-from servers import REPO, ServerProcess, free_port
+from data_dir_helpers import db_rows, lookup, store, wait_for
+from servers import ServerProcess
 from store_entries import PARTITION, numbered_entry, unit_vector
 
 from semcache.store import NewEntry, SqlFaissStore
@@ -37,34 +35,6 @@ Y_QUERY, Y_ANSWER = "What is the capital of Australia?", {"answer": "Y"}
 Y_REWORDED = "what's the capital city of australia"
 X_REWORDED = "how can I reset my password"
 LOOKUP_THRESHOLD = 0.8
-
-
-def _db_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def _wait_for(predicate: Any, timeout: float, what: str, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _store(client: httpx.Client, query: str, response: Any) -> httpx.Response:
-    return client.post("/v1/cache/store", json={"query": query, "model": "m", "response": response})
-
-
-def _lookup(client: httpx.Client, query: str, **extra: Any) -> dict[str, Any]:
-    r = client.post("/v1/cache/lookup", json={"query": query, "model": "m", **extra})
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 # -- 1. ids are never reused; a crash never points the index at another entry's answer --------
@@ -86,13 +56,13 @@ def test_deleted_id_is_not_reused_and_crash_never_serves_another_answer(
     server = ServerProcess(args, env=env, log_path=tmp_path / "server.log").start()
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            r = _store(client, X_QUERY, X_ANSWER)
+            r = store(client, X_QUERY, X_ANSWER)
             assert r.status_code == 201, r.text
             x_id = r.json()["id"]
-            (x_row,) = _db_rows(db, "SELECT row_id FROM entries")
-            _wait_for(lambda: any(index_dir.glob("*.faiss")), 15, "an index save holding X")
+            (x_row,) = db_rows(db, "SELECT row_id FROM entries")
+            wait_for(lambda: any(index_dir.glob("*.faiss")), 15, "an index save holding X")
             assert client.delete(f"/v1/cache/entries/{x_id}").status_code == 200
-            r = _store(client, Y_QUERY, Y_ANSWER)
+            r = store(client, Y_QUERY, Y_ANSWER)
             assert r.status_code == 201, r.text
             y_id = r.json()["id"]
     finally:
@@ -100,10 +70,10 @@ def test_deleted_id_is_not_reused_and_crash_never_serves_another_answer(
 
     again = ServerProcess(args, env=env, log_path=tmp_path / "server.log")
     with again, httpx.Client(base_url=again.url, timeout=30) as client:
-        y_reworded = _lookup(client, Y_REWORDED, threshold=LOOKUP_THRESHOLD)
-        x_reworded = _lookup(client, X_REWORDED, threshold=LOOKUP_THRESHOLD)
-        x_exact = _lookup(client, X_QUERY, threshold=LOOKUP_THRESHOLD)
-    rows = _db_rows(db, "SELECT row_id, entry_id, query FROM entries")
+        y_reworded = lookup(client, Y_REWORDED, threshold=LOOKUP_THRESHOLD)
+        x_reworded = lookup(client, X_REWORDED, threshold=LOOKUP_THRESHOLD)
+        x_exact = lookup(client, X_QUERY, threshold=LOOKUP_THRESHOLD)
+    rows = db_rows(db, "SELECT row_id, entry_id, query FROM entries")
 
     def seen(result: dict[str, Any]) -> tuple[Any, ...]:
         entry = result["entry"] or {}
@@ -220,10 +190,10 @@ def test_reads_never_wait_behind_a_held_write_lock(plain_server: ServerProcess) 
     db = _data_dir(plain_server) / "semcache.db"
     before_query = "What is your refund policy for annual plans?"
     with httpx.Client(base_url=plain_server.url, timeout=30) as client:
-        r = _store(client, before_query, {"answer": "refund"})
+        r = store(client, before_query, {"answer": "refund"})
         assert r.status_code == 201, r.text
         entry_id = r.json()["id"]
-        assert _lookup(client, before_query)["status"] == "HIT-EXACT"
+        assert lookup(client, before_query)["status"] == "HIT-EXACT"
 
     # Another process (here: this one) holds SQLite's write lock for ~8 s.
     lock = sqlite3.connect(db, timeout=0, isolation_level=None, check_same_thread=False)
@@ -253,7 +223,7 @@ def test_reads_never_wait_behind_a_held_write_lock(plain_server: ServerProcess) 
         started = time.monotonic()
         with httpx.Client(base_url=plain_server.url, timeout=30) as c:
             try:
-                result: Any = _store(c, f"How do I configure webhook {n} for team {n}?", {"n": n})
+                result: Any = store(c, f"How do I configure webhook {n} for team {n}?", {"n": n})
             except httpx.HTTPError as exc:
                 result = exc
         writes[n] = (result, time.monotonic() - started)
@@ -280,9 +250,9 @@ def test_reads_never_wait_behind_a_held_write_lock(plain_server: ServerProcess) 
             t.join(30)
         lock.close()
 
-    lookup, lookup_s, lookup_after_release = reads["lookup"]
-    assert lookup.status_code == 200, lookup.text
-    assert lookup.json()["status"] == "HIT-EXACT", lookup.text
+    looked_up, lookup_s, lookup_after_release = reads["lookup"]
+    assert looked_up.status_code == 200, looked_up.text
+    assert looked_up.json()["status"] == "HIT-EXACT", looked_up.text
     assert lookup_s < 1.0 and not lookup_after_release, (
         f"exact lookup under a held write lock took {lookup_s:.2f} s "
         f"(answered after the lock was released: {lookup_after_release})"
@@ -304,7 +274,7 @@ def test_reads_never_wait_behind_a_held_write_lock(plain_server: ServerProcess) 
         assert seconds < 15, f"store {n} took {seconds:.1f} s"
 
     with httpx.Client(base_url=plain_server.url, timeout=30) as client:
-        r = _store(client, "How do I rotate my API key after the lock?", {"answer": "rotate"})
+        r = store(client, "How do I rotate my API key after the lock?", {"answer": "rotate"})
         assert r.status_code == 201, r.text
 
 
@@ -313,10 +283,10 @@ def test_an_exact_hit_sees_another_process_change_or_delete_its_entry(
 ) -> None:
     query = "Which regions does the enterprise plan cover?"
     with httpx.Client(base_url=plain_server.url, timeout=30) as client:
-        r = _store(client, query, {"answer": "EU and US"})
+        r = store(client, query, {"answer": "EU and US"})
         assert r.status_code == 201, r.text
         entry_id = r.json()["id"]
-        first = _lookup(client, query)
+        first = lookup(client, query)
         assert first["status"] == "HIT-EXACT" and first["entry"]["response"] == {
             "answer": "EU and US"
         }
@@ -329,150 +299,11 @@ def test_an_exact_hit_sees_another_process_change_or_delete_its_entry(
                 "UPDATE entries SET response = ? WHERE entry_id = ?",
                 ('{"answer": "EU, US and APAC"}', entry_id),
             )
-        changed = _lookup(client, query)
+        changed = lookup(client, query)
         assert changed["status"] == "HIT-EXACT"
         assert changed["entry"]["response"] == {"answer": "EU, US and APAC"}
         with db:
             db.execute("DELETE FROM entries WHERE entry_id = ?", (entry_id,))
         db.close()
-        gone = _lookup(client, query)
+        gone = lookup(client, query)
         assert gone["status"] == "MISS" and gone["entry"] is None, gone
-
-
-# -- 4. a damaged store refuses to start, says why, and keeps the index files ------------------
-
-
-@pytest.fixture(scope="module")
-def populated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir a real server wrote ~300 entries and a saved index to, then stopped cleanly."""
-    data = tmp_path_factory.mktemp("populated")
-    server = ServerProcess(
-        ["serve", "--data-dir", str(data)],
-        env={"SEMCACHE_INDEX_SAVE_INTERVAL_S": "0.2"},
-        log_path=data / "server.log",
-    )
-    topics = ["billing", "passwords", "exports", "webhooks", "invoices", "SSO", "quotas", "backups"]
-    failures: list[str] = []
-
-    def fill(worker: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for n in range(worker, 300, 4):
-                query = f"How do I set up {topics[n % len(topics)]} for workspace {n}?"
-                r = _store(client, query, {"n": n, "text": "step " * 20})
-                if r.status_code != 201:
-                    failures.append(f"{r.status_code} {r.text}")
-
-    with server:
-        workers = [threading.Thread(target=fill, args=(w,)) for w in range(4)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join(300)
-        assert not failures, failures[:3]
-        _wait_for(lambda: any((data / "faiss").glob("*.faiss")), 15, "an index save")
-        time.sleep(0.5)
-    # Stopped with SIGTERM: the server saved its indexes and closed SQLite. Closing this last
-    # connection checkpoints whatever the WAL still holds into the main file.
-    assert _db_rows(data / "semcache.db", "SELECT count(*) FROM entries") == [(300,)]
-    wal = data / "semcache.db-wal"
-    assert not wal.exists() or wal.stat().st_size == 0
-    return data
-
-
-def _attempt_start(data: Path, timeout: float = 240.0) -> tuple[int | None, bool, str, str]:
-    """Run ``semcache serve`` on ``data``: (exit status or None, whether it served, out, err)."""
-    port = free_port()
-    out_path, err_path = data.parent / "attempt.out", data.parent / "attempt.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "semcache",
-                "serve",
-                "--data-dir",
-                str(data),
-                "--port",
-                f"{port}",
-            ],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=out,
-            stderr=err,
-        )
-        served = False
-        deadline = time.monotonic() + timeout
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    if r.status_code == 200:
-                        served = True
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        finally:
-            rc = proc.poll()
-            if rc is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    return rc, served, out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
-
-
-def _damage(data: Path, how: str) -> None:
-    db = data / "semcache.db"
-    for suffix in ("-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    if how == "empty":
-        with open(db, "r+b") as f:
-            f.truncate(0)
-        return
-    raw = db.read_bytes()
-    page_size = int.from_bytes(raw[16:18], "big")
-    pages = len(raw) // page_size
-    assert page_size == 4096 and pages >= 40, (page_size, pages)
-    # Pages are numbered from 1; page n starts at (n - 1) * page_size.
-    first = 3 if how == "early_pages" else pages // 2
-    rng = np.random.default_rng(7)
-    with open(db, "r+b") as f:
-        for page in range(first, first + 6):
-            f.seek((page - 1) * page_size)
-            f.write(rng.integers(0, 256, page_size, dtype=np.uint8).tobytes())
-
-
-@pytest.mark.parametrize(
-    ("how", "says"),
-    [
-        pytest.param("empty", r"database|semcache\.db", id="empty"),
-        pytest.param("early_pages", r"damaged|malformed|corrupt", id="early_pages"),
-        pytest.param("middle_pages", r"damaged|malformed|corrupt", id="middle_pages"),
-    ],
-)
-def test_damaged_database_refuses_to_start_and_keeps_index_files(
-    populated_data_dir: Path, tmp_path: Path, how: str, says: str
-) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(populated_data_dir, data)
-    index_files = sorted(p.name for p in (data / "faiss").glob("*.faiss"))
-    assert index_files
-    _damage(data, how)
-
-    rc, served, out, err = _attempt_start(data)
-    left = sorted(p.name for p in (data / "faiss").glob("*.faiss"))
-    observed = (
-        f"damage={how}: exit status {rc}, served /healthz: {served}, index files before "
-        f"{index_files} after {left}; stderr tail: {err[-800:]!r}; stdout tail: {out[-300:]!r}"
-    )
-    assert not served, "the server started on a damaged database; " + observed
-    assert rc is not None and rc != 0, observed
-    errors = [line for line in err.splitlines() if line.startswith("semcache: error:")]
-    assert errors, "no `semcache: error:` line; " + observed
-    assert re.search(says, errors[-1], re.IGNORECASE), observed
-    if how != "empty":
-        assert re.search(r"database|semcache\.db", errors[-1], re.IGNORECASE), observed
-    assert left == index_files, "index files were deleted; " + observed
