@@ -141,7 +141,7 @@ def build_services(
         metrics=metrics,
         tracing=tracing,
     )
-    track_store(metrics, store, settings)
+    track_store(metrics, store, settings, encoder.precision)
     upstream = UpstreamClient(upstream_config(settings), observer=metrics)
     attribution = store.attribution()
     # On a shared store (PostgreSQL) rate limits and spend budgets hold for every replica.
@@ -204,8 +204,11 @@ def configured_upstreams(settings: Settings) -> dict[str, str]:
     return out
 
 
-def track_store(metrics: CacheMetrics, store: CacheStore, settings: Settings) -> None:
-    """Index gauges and build info for ``/metrics``."""
+def track_store(
+    metrics: CacheMetrics, store: CacheStore, settings: Settings, encoder_precision: str
+) -> None:
+    """Index gauges and build info for ``/metrics`` (``encoder_precision``: the loaded
+    encoder's, fp32 on torch whatever the setting says)."""
     backend = "postgres" if settings.resolved_database_url.startswith("postgresql") else "faiss"
     faiss_dir = Path(settings.data_dir) / "faiss"
 
@@ -221,7 +224,7 @@ def track_store(metrics: CacheMetrics, store: CacheStore, settings: Settings) ->
             "version": _version(),
             "python": platform.python_version(),
             "runtime": settings.inference_runtime,
-            "encoder_precision": settings.encoder_precision,
+            "encoder_precision": encoder_precision,
             "store": backend,
             "hit_decision": settings.hit_decision,
         }

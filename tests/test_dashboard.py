@@ -360,6 +360,7 @@ def test_new_metrics(server: ServerProcess, traffic: Traffic) -> None:
     assert value(r'semcache_index_entries\{backend="faiss"\}') >= 1
     assert value(r'semcache_index_size_bytes\{backend="faiss"\}') >= 0
     assert re.search(r'semcache_build_info\{.*version="[^"]+".*\} 1\.0', text)
+    assert re.search(r'semcache_build_info\{.*encoder_precision="int8".*\} 1\.0', text)
 
 
 # -- the request log --------------------------------------------------------------------------
