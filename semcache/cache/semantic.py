@@ -89,6 +89,10 @@ class SemanticLayer:
                 vector=vector,
                 miss_reason=reason or MissReason.NO_CANDIDATE,
             )
+        if _best(candidates) < threshold:
+            # No decision accepts a candidate under the floor: skip its batcher's thread hop
+            # (most new prompts end here: no stored neighbour reaches the 0.5 floor).
+            return await self._rejected(partition, keys, vector, candidates, threshold, now)
         kind = "cosine" if isinstance(self.decision, ThresholdDecision) else "verified"
         score: float | None = None
         with tracing.span("semcache.verify", {"semcache.hit_decision": kind}) as span:
@@ -100,8 +104,7 @@ class SemanticLayer:
                     self.decision.choose, keys.semantic_text, candidates, threshold
                 )
             span.set_attribute("semcache.accepted", chosen is not None)
-        if any(c.similarity >= threshold for c in candidates):
-            self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
+        self.metrics.hit_decisions.labels(kind, "reject" if chosen is None else "accept").inc()
         if chosen is None:
             return await self._rejected(partition, keys, vector, candidates, threshold, now, score)
         # A store that committed between the exact probe and the search shows up here as the
