@@ -36,7 +36,8 @@ from _common import alternated, write_results
 from _models import ShippedModels, workload_arguments
 
 from semcache.embed import Encoder
-from semcache.embed.runtime import OnnxModel, quantize_int8
+from semcache.embed.quantize import quantize_int8
+from semcache.embed.runtime import OnnxModel
 
 
 def quantize(source: str, folder: Path) -> bytes:

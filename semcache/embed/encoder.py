@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from .quantize import int8_export
 from .runtime import (
     RUNTIMES,
     OnnxModel,
@@ -45,7 +46,6 @@ from .runtime import (
     load_onnx,
     model_files,
     padded_feeds,
-    quantize_int8,
     source_digest,
 )
 
@@ -106,21 +106,6 @@ def _export_encoder(folder: Path, fused: bool = True) -> Any:
 
         transformer = st[0].auto_model if fused else None
         export_module(Pipeline().eval(), target, names, "embedding", (0,), transformer)
-
-    return export
-
-
-def _export_int8(export_fp32: Any) -> Any:
-    """A function that exports the fp32 graph to a scratch file and writes its dynamic int8
-    quantisation to the path (``quantize_dynamic``: per-channel int8 weights)."""
-
-    def export(target: Path) -> None:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="semcache-int8-") as tmp:
-            fp32 = Path(tmp) / "encoder-fp32.onnx"
-            export_fp32(fp32)
-            quantize_int8(fp32, target)
 
     return export
 
@@ -214,7 +199,7 @@ class Encoder:
         export, recipe, name = _export_encoder(path), _RECIPE, "encoder"
         if self.precision == "int8":
             # Its own name: both precisions stay cached side by side (a name keeps one file).
-            export, recipe, name = _export_int8(export), _RECIPE + _INT8_RECIPE, "encoder_int8"
+            export, recipe, name = int8_export(export), _RECIPE + _INT8_RECIPE, "encoder_int8"
         digest = source_digest(recipe, model_files(path))
         folder = Path(models_dir) if models_dir else default_models_dir()
         self._onnx: OnnxModel = load_onnx(folder, name, digest, export, threads)

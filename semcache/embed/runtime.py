@@ -45,7 +45,6 @@ __all__ = [
     "load_onnx",
     "model_files",
     "padded_feeds",
-    "quantize_int8",
     "source_digest",
 ]
 
@@ -204,43 +203,6 @@ def export_module(
         torch.set_num_threads(threads)
     if transformer is not None:
         fuse_bert(path, transformer.config)
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantisation of the graph at ``source``, written to
-    ``target``: int8 weights per output channel, activations quantised per call (their scale
-    is taken over the whole input tensor, so over every row of a batch)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantiser advises, on the root logger, a pre-processing step meant for static
-    # quantisation of image models: noise in a server's first-start log.
-    root = logging.getLogger()
-    advice = _DropMessage("Please consider to run pre-processing before quantization")
-    root.addFilter(advice)
-    try:
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            # The fused graph's contrib ops (Attention, SkipLayerNormalization) have no shape
-            # inference in the quantiser: say their outputs are float.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-    finally:
-        root.removeFilter(advice)
-
-
-class _DropMessage(logging.Filter):
-    """Drops the records whose message starts with ``prefix``."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
 
 
 class OnnxModel:
