@@ -9,7 +9,8 @@ Everything in process, on the CPU, each runtime on its shipped intra-op threads
 loaded side by side and measured in alternation (sample by sample, or block by block for the
 concurrent runs), so that load from other processes on the machine falls on both alike;
 compare the two columns, not absolute figures across runs. The onnx models on the other
-thread count (1, or 2) are timed alongside too.
+thread count (1, or 2) are timed alongside too. ``--verifier-precision int8`` runs the onnx
+verifiers at ``verifier_precision = int8`` (results in ``verifier_latency-int8.*``).
 
 * ``encode``: ``Encoder.encode`` of one text and of 16 texts, per text;
 * ``choose``: ``VerifiedDecision.choose`` with 1 and 4 candidates above the cosine floor;
@@ -301,7 +302,14 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", default=str(default_models_dir()), help="ONNX export cache folder"
     )
+    parser.add_argument(
+        "--verifier-precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="the onnx verifier's (verifier_precision); int8 writes verifier_latency-int8.*",
+    )
     args = parser.parse_args()
+    precision = args.verifier_precision
     # onnx first: its load time is what a start with cached exports costs (no torch import);
     # torch's includes importing torch and sentence-transformers.
     threads = {r: args.threads or default_threads(r) for r in RUNTIMES}
@@ -310,11 +318,19 @@ def main() -> None:
         started = time.perf_counter()
         encoders[r] = Encoder(threads=threads[r], runtime=r, models_dir=args.models_dir)
         four[r] = VerifiedDecision(
-            max_candidates=4, runtime=r, models_dir=args.models_dir, threads=threads[r]
+            max_candidates=4,
+            runtime=r,
+            models_dir=args.models_dir,
+            threads=threads[r],
+            precision=precision,
         )
         load_s[r] = round(time.perf_counter() - started, 2)
         shipped[r] = VerifiedDecision(
-            max_candidates=1, runtime=r, models_dir=args.models_dir, threads=threads[r]
+            max_candidates=1,
+            runtime=r,
+            models_dir=args.models_dir,
+            threads=threads[r],
+            precision=precision,
         )
     # The same onnx models on the other thread count, for the thread-count choice.
     other = 1 if threads["onnx"] != 1 else 2
@@ -322,7 +338,9 @@ def main() -> None:
     more_encoders = {**encoders, x2: Encoder(threads=other, models_dir=args.models_dir)}
     more_four = {
         **four,
-        x2: VerifiedDecision(max_candidates=4, models_dir=args.models_dir, threads=other),
+        x2: VerifiedDecision(
+            max_candidates=4, models_dir=args.models_dir, threads=other, precision=precision
+        ),
     }
     stored = queries(args.entries)
     encode = _encode_times(more_encoders, stored, args.lookups)
@@ -344,7 +362,8 @@ def main() -> None:
         # The niceness it really ran at (os.nice(0) reads it), not the docstring's advice.
         "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
         + ".venv/bin/python benchmarks/verifier_latency.py "
-        f"--entries {args.entries} --lookups {args.lookups} --threads {args.threads}",
+        f"--entries {args.entries} --lookups {args.lookups} --threads {args.threads}"
+        + (f" --verifier-precision {precision}" if precision != "fp32" else ""),
         "machine": f"{platform.machine()}, {platform.python_version()}, intra-op threads: "
         f"onnx {threads['onnx']}, torch {threads['torch']}",
         "load_s": load_s,
@@ -431,7 +450,8 @@ def main() -> None:
     previous = RESULTS / "verifier_latency.md"
     if previous.is_file() and NOTES in previous.read_text():
         lines += ["", NOTES + previous.read_text().split(NOTES, 1)[1].rstrip("\n")]
-    write_results("verifier_latency", data, "\n".join(lines))
+    name = "verifier_latency" + ("" if precision == "fp32" else f"-{precision}")
+    write_results(name, data, "\n".join(lines))
 
 
 if __name__ == "__main__":

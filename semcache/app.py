@@ -58,6 +58,7 @@ def hit_decision(settings: Settings) -> tuple[HitDecision, float]:
         runtime=settings.inference_runtime,
         models_dir=settings.resolved_models_dir,
         threads=settings.embedding_threads or None,
+        precision=settings.verifier_precision,
     )
     threshold = settings.threshold if settings.threshold is not None else verifier.cosine_floor
     return verifier, threshold

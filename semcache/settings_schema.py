@@ -125,6 +125,7 @@ _CHOICES = {
     "hit_decision": ("verified", "cosine"),
     "inference_runtime": ("onnx", "torch"),
     "encoder_precision": ("int8", "fp32"),
+    "verifier_precision": ("int8", "fp32"),
     "approximate_index": ("ivf", "hnsw"),
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),

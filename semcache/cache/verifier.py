@@ -38,6 +38,8 @@ the default: the pair model exported once from the shipped weights and cached in
 ``models_dir``, ``semcache.embed.runtime``; torch is imported only to export) or on torch
 (``runtime="torch"``, the fallback). Both read the pairs tokenised the same way (the bundled
 model's ``tokenizer.json``) and give the same probabilities (within 1e-5 on the test pairs).
+On onnx ``precision="int8"`` runs a partly quantised export instead (``_INT8_RECIPE``), which
+moves a logit by about 0.15 on average; the shipped default and calibration are fp32's.
 ``choose`` and ``choose_many`` are thread-safe; ``choose_many`` scores the pairs of several
 lookups in one batched pass (the cache service's verifier micro-batcher calls it). The
 artifact (``semcache/data/verifier/``) holds the pair model without its word embeddings, which
@@ -51,11 +53,13 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..embed.encoder import bundled_model_path
+from ..embed.encoder import PRECISIONS, bundled_model_path
+from ..embed.quantize import int8_export
 from ..embed.runtime import (
     RUNTIMES,
     OnnxModel,
@@ -93,6 +97,16 @@ def default_artifact_dir() -> Path:
 VerificationRequest = tuple[str, Sequence[Candidate], float]
 # Bump when the exported graph changes for the same weights (a new export replaces old files).
 _RECIPE = "semcache-verifier-onnx-2"  # 2: eager attention, fused graph
+# int8: the attention's QKV projections, the feed-forward input projections and the head. The
+# feed-forward output projection (which reads the GELU output) moved the logit most when
+# quantised, so it stays fp32, with attention's output projection; the quantiser's defaults
+# would also take the word-embedding table (benchmarks/results/verifier_int8_layers.md).
+_INT8_RECIPE = "+int8-qkv-ffn_in-1"
+_INT8_OPS = ("MatMul", "Attention")
+
+
+def _int8_keeps_fp32(node: str) -> bool:
+    return node.endswith("/output/dense/MatMul")
 
 
 def _export_verifier(artifact: Path, model_path: Path | None, fused: bool = True) -> Any:
@@ -159,6 +173,7 @@ class VerifiedDecision:
         models_dir: str | os.PathLike[str] | None = None,
         threads: int | None = None,
         cascade: bool = True,
+        precision: str = "fp32",
     ) -> None:
         folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
         self.cascade = cascade
@@ -171,7 +186,10 @@ class VerifiedDecision:
         )
         if runtime not in RUNTIMES:
             raise ConfigError(f"inference runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"verifier precision must be one of {PRECISIONS}, got {precision!r}")
         self.runtime = runtime
+        self.precision = precision if runtime == "onnx" else "fp32"
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         artifact = folder / self.meta.artifact
@@ -183,17 +201,30 @@ class VerifiedDecision:
         self._lock = threading.Lock()
         self._onnx: OnnxModel | None = None
         self._model: Any = None
+        # On onnx each pair is scored in a call of its own, ``threads`` calls at a time (a
+        # lone pair's call has the session's threads to itself): on 2 cores two calls side by
+        # side score more pairs a second than one batched call (benchmarks/results/
+        # verifier_pairwise.md), and int8 needs it: its activations are quantised with one
+        # scale per call, so in a batch a pair's logit would move with its batch-mates.
+        self._pairwise: ThreadPoolExecutor | None = None
         if runtime == "onnx":
-            digest = source_digest(_RECIPE, [("verifier", artifact), *model_files(base)])
             from ..embed.runtime import default_models_dir
 
+            export = _export_verifier(artifact, Path(model_path) if model_path else None)
+            recipe, name = _RECIPE, "verifier"
+            if self.precision == "int8":
+                export = int8_export(export, op_types=_INT8_OPS, keep_fp32=_int8_keeps_fp32)
+                recipe, name = _RECIPE + _INT8_RECIPE, "verifier_int8"
+            digest = source_digest(recipe, [("verifier", artifact), *model_files(base)])
+            workers = threads or default_threads(runtime)
             self._onnx = load_onnx(
                 Path(models_dir) if models_dir else default_models_dir(),
-                "verifier",
+                name,
                 digest,
-                _export_verifier(artifact, Path(model_path) if model_path else None),
-                threads or default_threads(runtime),
+                export,
+                workers,
             )
+            self._pairwise = ThreadPoolExecutor(workers, thread_name_prefix="semcache-verifier")
         else:
             from .verifier_model import load_pair_model
 
@@ -227,12 +258,19 @@ class VerifiedDecision:
         return self.meta.cosine_floor
 
     def logits(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Raw cross-encoder logits for (cached query, new query) pairs, batched: one forward
-        pass per group of similar lengths (``semcache.embed.runtime.length_groups``)."""
+        """Raw cross-encoder logits for (cached query, new query) pairs: on onnx one call per
+        pair, ``threads`` at a time; on torch one forward pass per group of similar lengths
+        (``semcache.embed.runtime.length_groups``)."""
         if not pairs:
             return []
         fitted = [fit_to_window(self._tokenizer, a, b, self.meta.max_length) for a, b in pairs]
         encodings = self._tokenizer.encode_batch(fitted)
+        if self._pairwise is not None and self._onnx is not None:
+            run, pad = self._onnx.run, self._pad_id
+            one = [padded_feeds([e], pad) for e in encodings]
+            if len(one) == 1:  # no thread hop for a lone pair
+                return [float(run(one[0]).reshape(-1)[0])]
+            return [float(v.reshape(-1)[0]) for v in self._pairwise.map(run, one)]
         out = [0.0] * len(pairs)
         for group in length_groups([len(e.ids) for e in encodings]):
             feeds = padded_feeds([encodings[i] for i in group], self._pad_id)
