@@ -9,8 +9,9 @@ whenever padding saves more than one more model call costs, that cost given in t
 (``FIXED_COST_TOKENS``). This runs the shipped encoder and verifier (ONNX Runtime, their default
 threads) on the batches a loaded server makes of the side-by-side workload
 (``benchmarks/_workload.py``): 16 reworded or new prompts per encoder call, 4 or 16 (prompt,
-rewording) pairs per verifier call, each value of the fixed cost on the same batches, the
-values alternated and the best of three rounds kept. Results:
+rewording) pairs per verifier call (its batched pass, which ``semcache serve`` runs on torch;
+on onnx the verifier scores each pair in a call of its own), each value of the fixed cost on
+the same batches, the values alternated and the best of three rounds kept. Results:
 ``benchmarks/results/length_groups.{json,md}``.
 """
 
@@ -55,6 +56,9 @@ def main() -> int:
     workload = build_workload(args.shared_data / "arena-prompts-5k" / "prompts.jsonl")
     encoder = load_encoder(load_settings())
     verifier = VerifiedDecision()
+    # The batched pass (torch's, and onnx's before each pair got a call of its own): the one
+    # that pads pairs into length groups.
+    verifier._pairwise = None
     rng = random.Random(1)
     pairs = list(zip(workload.stored, workload.reworded, strict=True))
     jobs: dict[str, tuple[Callable[[Any], object], list[Any]]] = {

@@ -10,10 +10,13 @@ a time (ONNX Runtime ``quantize_dynamic``, per-channel int8 weights, as
 ``semcache.embed.runtime.quantize_int8`` does for the encoder), into a temporary folder:
 
 * ``all (default ops)``: the quantiser's defaults, which also take the word-embedding table
-  (``QEmbedLayerNormalization``) and the linear head: the graph ``quantized_models.py`` times;
+  (``QEmbedLayerNormalization``): the graph ``quantized_models.py`` times;
 * ``all matmuls``: the attention's fused QKV projection (``Attention``), its output
   projection, and the feed-forward input and output projections, in every layer;
 * each of those four alone, the first and the last layer alone, and ``qkv + ffn_in``.
+
+Every variant also quantises the linear head (a ``Gemm`` the quantiser takes as a MatMul; it
+reads one pooled vector a pair, and the last layer with the head moved the logit by 0.01).
 
 For each variant, every pair of four labelled sets (QQP test, STS-B, hard pairs, GPTCache
 mock) is scored alone (one pair per call: activations are quantised with one scale per call,

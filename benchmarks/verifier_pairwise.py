@@ -28,6 +28,8 @@ from _workload import build_workload
 from servers import ServerProcess
 from vs_gptcache import load, loadgen
 
+from semcache.cache.verifier import VerifiedDecision
+
 RUNS = (("reworded", 1), ("reworded", 16), ("new", 16))
 TEMPLATE = '{"query": "{q}", "model": "gpt-4o-mini"}'
 
@@ -59,6 +61,9 @@ def main() -> int:
             {"query": q, "model": "gpt-4o-mini", "response": {"text": q[:40]}}
             for q in workload.stored
         ]
+        # The int8 export (torch, then the quantiser) before the servers start: a server's
+        # first start would do it inside its health-check timeout.
+        VerifiedDecision(precision="int8")
         try:
             for server in servers.values():
                 server.start()

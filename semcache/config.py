@@ -94,8 +94,9 @@ class Settings:
     embedding_threads: int = _setting(
         0,
         "Intra-op threads of the encoder and of the verifier (ONNX Runtime's per model, torch's "
-        "per process); 0 means 2 on onnx (faster on 2 cores, also when other work shares them) "
-        "and 1 on torch (whose threads stall each other when other work shares the cores).",
+        "per process; on onnx also how many verifier pairs are scored at once); 0 means 2 on "
+        "onnx (faster on 2 cores, also when other work shares them) and 1 on torch (whose "
+        "threads stall each other when other work shares the cores).",
     )
     inference_runtime: str = _setting(
         "onnx",
@@ -115,9 +116,10 @@ class Settings:
         "fp32",
         "Precision of the verifier on onnx: fp32 (what the shipped decision is calibrated "
         "on) or int8 (its QKV and feed-forward input projections quantised from the fp32 "
-        "export at first start: about 1.4x faster a pair, scored with the fp32 calibration, "
-        "hit-quality figures within a point of fp32's; README, Benchmarks). Each pair is "
-        "scored in a call of its own either way. The torch runtime always runs fp32.",
+        "export at first start, and the head: about 1.4x faster a pair, scored with the fp32 "
+        "calibration; hard-pairs recall 1.6 points lower, the other figures within a point; "
+        "README, Benchmarks). Each pair is scored in a call of its own either way. The torch "
+        "runtime always runs fp32.",
     )
     models_dir: str = _setting(
         "",

@@ -390,33 +390,3 @@ def test_the_verifier_decides_a_batch_as_it_decides_each_lookup(onnx_start: Any)
             [s for s, _ in verifier.scored(*r)], abs=1e-5
         )
     assert [c is not None for c in verifier.choose_many(asked)] == [False, True, True, False, False]
-
-
-def test_the_int8_verifier_quantises_two_projections_and_scores_each_pair_alone(
-    onnx_start: Any, tmp_path: Path
-) -> None:
-    """``verifier_precision = int8``: the QKV and feed-forward input projections quantised,
-    the two output projections left fp32; each pair in a call of its own, so a pair's
-    logit does not move with the pairs scored beside it."""
-    import onnx
-
-    settings = load_settings(
-        environ={},
-        overrides={"data_dir": str(tmp_path), "verifier_precision": "int8"},
-    )
-    int8, _ = hit_decision(settings)
-    assert isinstance(int8, VerifiedDecision) and int8.precision == "int8"
-    assert int8._onnx is not None
-    ops = [node.op_type for node in onnx.load(int8._onnx.source).graph.node]
-    assert ops.count("QAttention") == 6 and ops.count("Attention") == 0
-    # The six feed-forward input projections and the linear head.
-    assert ops.count("MatMulInteger") == 7 and ops.count("MatMul") == 12
-    fp32: VerifiedDecision = onnx_start[2]
-    partner = [(i * 7 + 3) % len(TEXTS) for i in range(len(TEXTS))]
-    pairs = [(TEXTS[i], TEXTS[j]) for i, j in enumerate(partner)]
-    together = int8.logits(pairs)
-    assert together == [int8.logits([p])[0] for p in pairs]
-    moved = np.abs(np.array(together) - np.array(fp32.logits(pairs)))
-    assert 0 < moved.mean() < 0.3 and moved.max() < 1.5, (moved.mean(), moved.max())
-    with pytest.raises(ConfigError, match="verifier precision must be one of"):
-        VerifiedDecision(models_dir=tmp_path / "models", precision="int4")

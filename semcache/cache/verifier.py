@@ -41,7 +41,8 @@ model's ``tokenizer.json``) and give the same probabilities (within 1e-5 on the 
 On onnx ``precision="int8"`` runs a partly quantised export instead (``_INT8_RECIPE``), which
 moves a logit by about 0.15 on average; the shipped default and calibration are fp32's.
 ``choose`` and ``choose_many`` are thread-safe; ``choose_many`` scores the pairs of several
-lookups in one batched pass (the cache service's verifier micro-batcher calls it). The
+lookups in one pass (on onnx one call per pair, ``threads`` at a time; on torch one batch;
+the cache service's verifier micro-batcher calls it). The
 artifact (``semcache/data/verifier/``) holds the pair model without its word embeddings, which
 come from the bundled all-MiniLM-L6-v2 package.
 """
@@ -380,5 +381,5 @@ class VerifiedDecision:
         return self.accept(self.scored(query, candidates, threshold))
 
     def choose_many(self, requests: Sequence[VerificationRequest]) -> list[Candidate | None]:
-        """``choose`` for several lookups at once, their pairs scored in one batched pass."""
+        """``choose`` for several lookups at once, their pairs scored in one pass."""
         return [self.accept(scored) for scored in self.scored_many(requests)]
