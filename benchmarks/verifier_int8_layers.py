@@ -7,13 +7,14 @@ Run from the repository root, on a machine with nothing else running (15 to 20 m
 The shipped verifier runs fp32 because the whole-graph int8 version (``quantized_models.py``)
 lost 1 to 3 points of hit quality. This script quantises one part of the fp32 ONNX export at
 a time (ONNX Runtime ``quantize_dynamic``, per-channel int8 weights, as
-``semcache.embed.runtime.quantize_int8`` does for the encoder), into a temporary folder:
+``semcache.embed.quantize.quantize_int8`` does for the encoder), into a temporary folder:
 
 * ``all (default ops)``: the quantiser's defaults, which also take the word-embedding table
   (``QEmbedLayerNormalization``): the graph ``quantized_models.py`` times;
 * ``all matmuls``: the attention's fused QKV projection (``Attention``), its output
   projection, and the feed-forward input and output projections, in every layer;
-* each of those four alone, the first and the last layer alone, and ``qkv + ffn_in``.
+* each of those four alone, and the first and the last layer alone;
+* ``qkv + ffn_in``: ``verifier_precision = int8``, the export ``semcache serve`` caches.
 
 Every variant also quantises the linear head (a ``Gemm`` the quantiser takes as a MatMul; it
 reads one pooled vector a pair, and the last layer with the head moved the logit by 0.01).
@@ -43,6 +44,7 @@ from _models import ShippedModels, workload_arguments
 
 from semcache.bench import datasets as ds
 from semcache.cache.pair_text import fit_to_window, same_question
+from semcache.cache.verifier import VerifiedDecision
 from semcache.embed.quantize import quantize_int8
 from semcache.embed.runtime import OnnxModel, padded_feeds
 
@@ -75,7 +77,6 @@ def variants(nodes: list[str]) -> dict[str, tuple[list[str] | None, list[str]]]:
     last = max(layer(n) for n in nodes)
     table["layer 0"] = (list(MATMULS), [n for n in nodes if layer(n) == 0])
     table[f"layer {last}"] = (list(MATMULS), [n for n in nodes if layer(n) == last])
-    table["qkv + ffn_in"] = (list(MATMULS), [n for n in nodes if part(n) in ("qkv", "ffn_in")])
     return table
 
 
@@ -86,6 +87,11 @@ def build(source: Path, folder: Path, nodes: list[str]) -> dict[str, OnnxModel]:
         exclude = [n for n in nodes if n not in chosen]
         quantize_int8(source, target, op_types=ops, exclude=exclude)
         sessions[name] = OnnxModel(target.read_bytes(), 2, name)
+    # The one that ships, as ``semcache serve`` exports and caches it (its recipe lives in
+    # semcache.cache.verifier, not here): QKV and feed-forward input projections.
+    shipped = VerifiedDecision(precision="int8")._onnx
+    assert shipped is not None
+    sessions["qkv + ffn_in"] = shipped
     return sessions
 
 
