@@ -85,8 +85,9 @@ the same way); logit distance to fp32 on the hard pairs 0.22 against 0.29. Throu
 ``benchmarks/eval_verifier.py`` (a probe checkout whose int8 verifier ran this artifact with
 every projection int8 and its own calibration; not committed): QQP test 27.4% (FHR 1.24%),
 STS-B 15.1%, hard pairs 50.0% (1.53%), GPTCache mock 28.4%, contextual 0 false hits, against
-fp32's 29.2%, 15.7%, 51.1%, 27.1%: QQP 1.8 points down (its calibrated threshold came out at
-0.879 against 0.874), so not shipped. A first try with the labels mixed in
+fp32's 29.2%, 16.0%, 51.6%, 27.6% (``benchmarks/results/verifier.md``): QQP 1.8 and hard
+pairs 1.6 points down (the calibrated threshold came out at 0.879 against 0.874), so not
+shipped. A first try with the labels mixed in
 (``--teacher-weight 0.8``, BCE, dropout on, 1,495 steps) drifted
 from the teacher (logit distance 0.38) and lost more (held-out 57.5%, STS-B 13.6%, hard pairs
 47.9%). Each stage writes
