@@ -48,10 +48,16 @@ def test_miss_then_exact_then_semantic_hit(client: openai.OpenAI, sim: RunningSi
     h1, first = create(client, messages=ask("How do I rotate my API keys safely?"))
     h2, exact = create(client, messages=ask("How do I rotate my API keys safely?"))
     h3, para = create(client, messages=ask("How can I safely rotate my API keys?"))
+    # The paraphrase hit the stored entry, so the miss's store has landed: an exact repeat now
+    # reads the same entry. (h2 may come from the miss's flight while its store is still
+    # running, by design, ``Miss._finish``: then it has no entry id yet.)
+    h4, _ = create(client, messages=ask("How do I rotate my API keys safely?"))
     assert (h1["x-semcache-status"], h2["x-semcache-status"]) == ("MISS", "HIT-EXACT")
     assert h3["x-semcache-status"] == "HIT-SEMANTIC"
     assert 0.9 <= float(h3["x-semcache-similarity"]) < 1.0
-    assert h2["x-semcache-entry-id"] == h3["x-semcache-entry-id"]
+    assert h4["x-semcache-status"] == "HIT-EXACT"
+    assert h4["x-semcache-entry-id"] == h3["x-semcache-entry-id"]
+    assert h2.get("x-semcache-entry-id", h3["x-semcache-entry-id"]) == h3["x-semcache-entry-id"]
     assert sim.stats()["requests"] == before + 1
     for hit in (exact, para):
         assert hit.choices[0].message.content == first.choices[0].message.content
