@@ -44,7 +44,7 @@ from _models import ShippedModels, workload_arguments
 
 from semcache.bench import datasets as ds
 from semcache.cache.pair_text import fit_to_window, same_question
-from semcache.cache.verifier import VerifiedDecision
+from semcache.cache.verifier import VerifiedDecision, default_artifact_dir
 from semcache.embed.quantize import quantize_int8
 from semcache.embed.runtime import OnnxModel, padded_feeds
 
@@ -87,9 +87,10 @@ def build(source: Path, folder: Path, nodes: list[str]) -> dict[str, OnnxModel]:
         exclude = [n for n in nodes if n not in chosen]
         quantize_int8(source, target, op_types=ops, exclude=exclude)
         sessions[name] = OnnxModel(target.read_bytes(), 2, name)
-    # The one that ships, as ``semcache serve`` exports and caches it (its recipe lives in
-    # semcache.cache.verifier, not here): QKV and feed-forward input projections.
-    shipped = VerifiedDecision(precision="int8")._onnx
+    # The fp32 artifact at int8, as ``semcache serve`` exports and caches it (its recipe lives
+    # in semcache.cache.verifier, not here): QKV and feed-forward input projections. (The
+    # int8 setting's default artifact, trained for int8, quantises every projection.)
+    shipped = VerifiedDecision(default_artifact_dir(), precision="int8")._onnx
     assert shipped is not None
     sessions["qkv + ffn_in"] = shipped
     return sessions

@@ -38,8 +38,12 @@ the default: the pair model exported once from the shipped weights and cached in
 ``models_dir``, ``semcache.embed.runtime``; torch is imported only to export) or on torch
 (``runtime="torch"``, the fallback). Both read the pairs tokenised the same way (the bundled
 model's ``tokenizer.json``) and give the same probabilities (within 1e-5 on the test pairs).
-On onnx ``precision="int8"`` runs a partly quantised export instead (``_INT8_RECIPE``), which
-moves a logit by about 0.15 on average; the shipped default and calibration are fp32's.
+On onnx ``precision="int8"`` runs the artifact trained for int8 (``semcache/data/verifier-int8``:
+the fp32 model fine-tuned through int8's rounding, ``training/_int8_verifier.py``, and
+calibrated on the int8 graph's logits) with every projection quantised (``_INT8_ALL_RECIPE``).
+An artifact trained for fp32 run at int8 gets a partly quantised export (``_INT8_RECIPE``),
+which moves a logit by about 0.15 on average and keeps the fp32 calibration. The shipped
+default is fp32.
 ``choose`` and ``choose_many`` are thread-safe; ``choose_many`` scores the pairs of several
 lookups in one pass (on onnx one call per pair, ``threads`` at a time; on torch one batch;
 the cache service's verifier micro-batcher calls it). The
@@ -89,9 +93,14 @@ __all__ = [
 ]
 
 
-def default_artifact_dir() -> Path:
-    """``semcache/data/verifier``, where the shipped artifact lives."""
-    return Path(__file__).resolve().parent.parent / "data" / "verifier"
+def default_artifact_dir(precision: str = "fp32") -> Path:
+    """Where the shipped artifact for ``precision`` lives: ``semcache/data/verifier`` (fp32),
+    ``semcache/data/verifier-int8`` (int8: trained through int8's rounding, calibrated on the
+    int8 graph's logits) when that is shipped, else the fp32 one."""
+    data = Path(__file__).resolve().parent.parent / "data"
+    if precision == "int8" and (data / "verifier-int8" / "verifier.json").is_file():
+        return data / "verifier-int8"
+    return data / "verifier"
 
 
 # One lookup's question to the verifier: (query, candidates, cosine threshold).
@@ -103,6 +112,9 @@ _RECIPE = "semcache-verifier-onnx-2"  # 2: eager attention, fused graph
 # quantised, so it stays fp32, with attention's output projection; the quantiser's defaults
 # would also take the word-embedding table (benchmarks/results/verifier_int8_layers.md).
 _INT8_RECIPE = "+int8-qkv-ffn_in-1"
+# An artifact trained for int8 (its metadata's ``precision``) runs every projection in int8:
+# the rounding it was trained through (training/_int8_verifier.py).
+_INT8_ALL_RECIPE = "+int8-all-1"
 _INT8_OPS = ("MatMul", "Attention")
 
 
@@ -134,6 +146,7 @@ class VerifierMeta:
     cosine_floor: float
     score_threshold: float
     max_length: int
+    precision: str = "fp32"  # what the weights were trained and calibrated for
 
     @classmethod
     def read(cls, path: Path) -> VerifierMeta:
@@ -148,6 +161,7 @@ class VerifierMeta:
                 cosine_floor=float(raw["cosine_floor"]),
                 score_threshold=float(raw["score_threshold"]),
                 max_length=int(raw.get("max_length", 128)),
+                precision=str(raw.get("precision", "fp32")),
             )
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ConfigError(f"cannot read verifier metadata {path}: {exc}") from exc
@@ -176,7 +190,13 @@ class VerifiedDecision:
         cascade: bool = True,
         precision: str = "fp32",
     ) -> None:
-        folder = Path(artifact_dir) if artifact_dir else default_artifact_dir()
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"inference runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"verifier precision must be one of {PRECISIONS}, got {precision!r}")
+        self.runtime = runtime
+        self.precision = precision if runtime == "onnx" else "fp32"
+        folder = Path(artifact_dir) if artifact_dir else default_artifact_dir(self.precision)
         self.cascade = cascade
         self.meta = VerifierMeta.read(folder / "verifier.json")
         if max_candidates < 1:
@@ -185,12 +205,6 @@ class VerifiedDecision:
         self.score_threshold = (
             self.meta.score_threshold if score_threshold is None else float(score_threshold)
         )
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"inference runtime must be one of {RUNTIMES}, got {runtime!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"verifier precision must be one of {PRECISIONS}, got {precision!r}")
-        self.runtime = runtime
-        self.precision = precision if runtime == "onnx" else "fp32"
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         artifact = folder / self.meta.artifact
@@ -213,7 +227,10 @@ class VerifiedDecision:
 
             export = _export_verifier(artifact, Path(model_path) if model_path else None)
             recipe, name = _RECIPE, "verifier"
-            if self.precision == "int8":
+            if self.precision == "int8" and self.meta.precision == "int8":
+                export = int8_export(export, op_types=_INT8_OPS)
+                recipe, name = _RECIPE + _INT8_ALL_RECIPE, "verifier_int8"
+            elif self.precision == "int8":
                 export = int8_export(export, op_types=_INT8_OPS, keep_fp32=_int8_keeps_fp32)
                 recipe, name = _RECIPE + _INT8_RECIPE, "verifier_int8"
             digest = source_digest(recipe, [("verifier", artifact), *model_files(base)])
