@@ -12,6 +12,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def shipped_verifier_precision() -> str:
+    """The ``verifier_precision`` the service ships with (the settings' default): benchmark
+    results at it keep their plain names; another precision's get a suffix or a folder."""
+    from semcache.config import load_settings
+
+    return load_settings(environ={}).verifier_precision
+
+
 sys.path.insert(0, str(REPO / "tests"))  # for ServerProcess, the real-server test helper
 
 SUBJECTS = [

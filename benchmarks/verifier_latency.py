@@ -9,8 +9,9 @@ Everything in process, on the CPU, each runtime on its shipped intra-op threads
 loaded side by side and measured in alternation (sample by sample, or block by block for the
 concurrent runs), so that load from other processes on the machine falls on both alike;
 compare the two columns, not absolute figures across runs. The onnx models on the other
-thread count (1, or 2) are timed alongside too. ``--verifier-precision int8`` runs the onnx
-verifiers at ``verifier_precision = int8`` (results in ``verifier_latency-int8.*``).
+thread count (1, or 2) are timed alongside too. The onnx verifiers run the shipped
+``verifier_precision`` (int8); ``--verifier-precision fp32`` runs the fp32 one (results in
+``verifier_latency-fp32.*``).
 
 * ``encode``: ``Encoder.encode`` of one text and of 16 texts, per text;
 * ``choose``: ``VerifiedDecision.choose`` with 1 and 4 candidates above the cosine floor;
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, queries, summary_ms, write_results
+from _common import RESULTS, queries, shipped_verifier_precision, summary_ms, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -305,8 +306,9 @@ def main() -> None:
     parser.add_argument(
         "--verifier-precision",
         choices=("fp32", "int8"),
-        default="fp32",
-        help="the onnx verifier's (verifier_precision); int8 writes verifier_latency-int8.*",
+        default=shipped_verifier_precision(),
+        help="the onnx verifier's (verifier_precision; default the shipped int8); fp32 writes "
+        "verifier_latency-fp32.*",
     )
     args = parser.parse_args()
     precision = args.verifier_precision
@@ -363,7 +365,11 @@ def main() -> None:
         "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
         + ".venv/bin/python benchmarks/verifier_latency.py "
         f"--entries {args.entries} --lookups {args.lookups} --threads {args.threads}"
-        + (f" --verifier-precision {precision}" if precision != "fp32" else ""),
+        + (
+            f" --verifier-precision {precision}"
+            if precision != shipped_verifier_precision()
+            else ""
+        ),
         "machine": f"{platform.machine()}, {platform.python_version()}, intra-op threads: "
         f"onnx {threads['onnx']}, torch {threads['torch']}",
         "load_s": load_s,
@@ -450,7 +456,9 @@ def main() -> None:
     previous = RESULTS / "verifier_latency.md"
     if previous.is_file() and NOTES in previous.read_text():
         lines += ["", NOTES + previous.read_text().split(NOTES, 1)[1].rstrip("\n")]
-    name = "verifier_latency" + ("" if precision == "fp32" else f"-{precision}")
+    name = "verifier_latency" + (
+        "" if precision == shipped_verifier_precision() else f"-{precision}"
+    )
     write_results(name, data, "\n".join(lines))
 
 

@@ -3,15 +3,15 @@
 Run from the repository root (about 10 minutes):
 
     .venv/bin/python benchmarks/vs_gptcache.py --shared-data ../shared/data \
-        --peer-dir /tmp/gptcache-peer [--duration 15] [--verifier-precision int8]
+        --peer-dir /tmp/gptcache-peer [--duration 15] [--verifier-precision fp32]
 
 The workload is ../shared/tools/README.md's (benchmarks/_workload.py): 2,000 arena prompts
 stored in both caches, then exact repeats, rewordings (the semantic path) and new prompts,
 each at concurrency 1 and 16, with ../shared/tools/loadgen.py. GPTCache runs from a venv
 under ``--peer-dir`` (built there on first use with the recipe of ../shared/tools/README.md,
 outside the repository; the script says so and skips when it cannot be built). semcache runs
-its shipped defaults (the verified hit decision); ``--verifier-precision int8`` sets its
-``verifier_precision`` (the int8-trained verifier) and writes ``vs_gptcache-int8.*``. Runs
+its shipped defaults (the verified hit decision, verifier_precision int8); ``--verifier-precision
+fp32`` runs the fp32 verifier instead and writes ``vs_gptcache-fp32.*``. Runs
 alternate peer, semcache, peer, ... so the machine's noise falls on both. Writes
 benchmarks/results/vs_gptcache.{json,md}.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import REPO, write_results
+from _common import REPO, shipped_verifier_precision, write_results
 from _workload import build_workload
 from servers import ServerProcess, free_port
 
@@ -148,17 +148,17 @@ def main() -> int:
     parser.add_argument("--shared-data", type=Path, required=True)
     parser.add_argument("--peer-dir", type=Path, required=True, help="outside the repository")
     parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--verifier-precision", choices=("fp32", "int8"), default="fp32")
+    shipped = shipped_verifier_precision()
+    parser.add_argument("--verifier-precision", choices=("fp32", "int8"), default=shipped)
     args = parser.parse_args()
     python = peer_python(args.peer_dir)
     if python is None:
         return 0
-    if args.verifier_precision != "fp32":
-        from semcache.cache.verifier import VerifiedDecision
+    from semcache.cache.verifier import VerifiedDecision
 
-        # Its export (torch, then the quantiser) before the server starts, whose health-check
-        # timeout a first export could run past; the server reuses the shared models dir.
-        VerifiedDecision(precision=args.verifier_precision)
+    # Its export (torch, then the quantiser) before the server starts, whose health-check
+    # timeout a first export could run past; the server reuses the shared models dir.
+    VerifiedDecision(precision=args.verifier_precision)
     started_load = os.getloadavg()
     workload = build_workload(args.shared_data / "arena-prompts-5k" / "prompts.jsonl")
     with tempfile.TemporaryDirectory(prefix="vs-gptcache-") as tmp:
@@ -208,16 +208,18 @@ def main() -> int:
         "stores_per_s": stores,
         "rows": rows,
     }
-    name = "vs_gptcache" + ("" if args.verifier_precision == "fp32" else "-int8")
+    precision = args.verifier_precision
+    name = "vs_gptcache" + ("" if precision == shipped else f"-{precision}")
     write_results(name, report, markdown(report))
     return 0
 
 
 def markdown(report: dict[str, Any]) -> str:
     precision = report.get("verifier_precision", "fp32")
-    option = "" if precision == "fp32" else f" --verifier-precision {precision}"
+    default = precision == shipped_verifier_precision()
+    option = "" if default else f" --verifier-precision {precision}"
     shipped = "shipped defaults" + (
-        "" if precision == "fp32" else f", verifier_precision {precision}"
+        f", verifier_precision {precision}" if default else f" but verifier_precision {precision}"
     )
     lines = [
         "# semcache vs GPTCache 0.1.44, side by side",

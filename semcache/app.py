@@ -142,7 +142,9 @@ def build_services(
         metrics=metrics,
         tracing=tracing,
     )
-    track_store(metrics, store, settings, encoder.precision)
+    # The loaded verifier's precision (fp32 on torch whatever the setting says); none: cosine.
+    verifier_precision = chosen.precision if isinstance(chosen, VerifiedDecision) else "none"
+    track_store(metrics, store, settings, encoder.precision, verifier_precision)
     upstream = UpstreamClient(upstream_config(settings), observer=metrics)
     attribution = store.attribution()
     # On a shared store (PostgreSQL) rate limits and spend budgets hold for every replica.
@@ -206,10 +208,15 @@ def configured_upstreams(settings: Settings) -> dict[str, str]:
 
 
 def track_store(
-    metrics: CacheMetrics, store: CacheStore, settings: Settings, encoder_precision: str
+    metrics: CacheMetrics,
+    store: CacheStore,
+    settings: Settings,
+    encoder_precision: str,
+    verifier_precision: str = "none",
 ) -> None:
     """Index gauges and build info for ``/metrics`` (``encoder_precision``: the loaded
-    encoder's, fp32 on torch whatever the setting says)."""
+    encoder's, fp32 on torch whatever the setting says; ``verifier_precision`` likewise the
+    loaded verifier's, none without one)."""
     backend = "postgres" if settings.resolved_database_url.startswith("postgresql") else "faiss"
     faiss_dir = Path(settings.data_dir) / "faiss"
 
@@ -226,6 +233,7 @@ def track_store(
             "python": platform.python_version(),
             "runtime": settings.inference_runtime,
             "encoder_precision": encoder_precision,
+            "verifier_precision": verifier_precision,
             "store": backend,
             "hit_decision": settings.hit_decision,
         }

@@ -34,10 +34,12 @@ def _prepare_models(folder: str) -> None:
     server spends its start-up timeout exporting them (only a load when they are cached)."""
     if folder not in _models_ready:
         from semcache.cache.verifier import VerifiedDecision
+        from semcache.config import load_settings
         from semcache.embed import Encoder
 
-        Encoder(models_dir=folder)
-        VerifiedDecision(models_dir=folder)
+        shipped = load_settings(environ={})
+        Encoder(models_dir=folder, precision=shipped.encoder_precision)
+        VerifiedDecision(models_dir=folder, precision=shipped.verifier_precision)
         _models_ready.add(folder)
 
 

@@ -236,6 +236,8 @@ def test_ops_endpoints_need_no_key(client: httpx.Client) -> None:
         "semcache_stores_total",
     ):
         assert name in r.text
+    # The shipped decision: the verifier, on its int8-trained model by default.
+    assert 'hit_decision="verified"' in r.text and 'verifier_precision="int8"' in r.text
 
 
 def test_anthropic_style_key_header_is_accepted(client: httpx.Client) -> None:

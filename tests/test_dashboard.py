@@ -361,6 +361,8 @@ def test_new_metrics(server: ServerProcess, traffic: Traffic) -> None:
     assert value(r'semcache_index_size_bytes\{backend="faiss"\}') >= 0
     assert re.search(r'semcache_build_info\{.*version="[^"]+".*\} 1\.0', text)
     assert re.search(r'semcache_build_info\{.*encoder_precision="int8".*\} 1\.0', text)
+    # This server runs the cosine decision: no verifier loaded.
+    assert re.search(r'semcache_build_info\{.*verifier_precision="none".*\} 1\.0', text)
 
 
 # -- the request log --------------------------------------------------------------------------

@@ -27,19 +27,19 @@ QUESTIONS = [
 ]
 
 
-def test_the_int8_setting_runs_the_int8_trained_artifact_with_every_projection_int8(
+def test_the_default_runs_the_int8_trained_artifact_with_every_projection_int8(
     tmp_path: Path,
 ) -> None:
-    """verifier_precision = int8 loads the shipped artifact trained for int8 (its own weights
-    and calibration) with every projection quantised; each pair in a call of its own, so a
-    pair's logit does not move with the pairs scored beside it, and stays near fp32's."""
+    """The shipped default, verifier_precision = int8, loads the artifact trained for int8
+    (its own weights and calibration) with every projection quantised; each pair in a call of
+    its own, so a pair's logit does not move with the pairs scored beside it, and stays near
+    fp32's."""
     import onnx
 
     from semcache.cache.verifier import default_artifact_dir
 
-    settings = load_settings(
-        environ={}, overrides={"data_dir": str(tmp_path), "verifier_precision": "int8"}
-    )
+    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path)})
+    assert settings.verifier_precision == "int8"
     int8, _ = hit_decision(settings)
     assert isinstance(int8, VerifiedDecision) and int8.precision == "int8"
     assert int8.meta.precision == "int8"

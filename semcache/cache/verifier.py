@@ -40,10 +40,11 @@ the default: the pair model exported once from the shipped weights and cached in
 model's ``tokenizer.json``) and give the same probabilities (within 1e-5 on the test pairs).
 On onnx ``precision="int8"`` runs the artifact trained for int8 (``semcache/data/verifier-int8``:
 the fp32 model fine-tuned through int8's rounding, ``training/_int8_verifier.py``, and
-calibrated on the int8 graph's logits) with every projection quantised (``_INT8_ALL_RECIPE``).
-An artifact trained for fp32 run at int8 gets a partly quantised export (``_INT8_RECIPE``),
-which moves a logit by about 0.15 on average and keeps the fp32 calibration. The shipped
-default is fp32.
+calibrated on the int8 graph's logits) with every projection quantised (``_INT8_ALL_RECIPE``):
+the service's default (the ``verifier_precision`` setting); this class's own default stays
+the fp32 model it was trained from. An artifact trained for fp32 run at int8 gets a partly
+quantised export (``_INT8_RECIPE``), which moves a logit by about 0.15 on average and keeps
+the fp32 calibration.
 ``choose`` and ``choose_many`` are thread-safe; ``choose_many`` scores the pairs of several
 lookups in one pass (on onnx one call per pair, ``threads`` at a time; on torch one batch;
 the cache service's verifier micro-batcher calls it). The

@@ -20,8 +20,9 @@ calibrated on int8 cosines, and every committed hit-quality figure of it is with
 fp32's (``benchmarks/results/verifier.md``). One scale quantises a call's activations over the
 whole batch, so an int8 vector moves a little with the other texts of its batch (cosine 0.992
 between one text alone and in a batch of 16, on average); ``fp32`` keeps the exported graph as
-it is, whose vectors do not. The verifier stays fp32 on every setting: an int8 verifier,
-recalibrated the same way, lost 1 to 3 points of hit quality (README, "Benchmarks").
+it is, whose vectors do not. The verifier's precision is its own setting
+(``verifier_precision``, ``semcache.cache.verifier``): the fp32 verifier's weights quantised as
+they are lost 1 to 3 points of hit quality, so its int8 default is a model trained for int8.
 """
 
 from __future__ import annotations
