@@ -1,6 +1,8 @@
 """The shipped models for the benchmarks that time another build of them in their place
-(quantized_models.py, onnx_fusion.py): loaded as ``semcache serve`` loads them, with calls
-that swap in another ONNX session of the same model."""
+(quantized_models.py, onnx_fusion.py): loaded as ``semcache serve`` loads them (the
+verifier as its fp32 model, which those benchmarks quantise themselves; the shipped int8
+verifier is a model trained for int8, ``semcache/data/verifier-int8``), with calls that swap
+in another ONNX session of the same model."""
 
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ def workload_arguments(description: str, samples: int) -> tuple[argparse.Namespa
 
 
 class ShippedModels:
-    """The encoder (at ``precision``; the shipped one is int8) and the verifier on the ONNX
-    runtime, the shipped intra-op threads."""
+    """The encoder (at ``precision``; the shipped one is int8) and the fp32 verifier on the
+    ONNX runtime, the shipped intra-op threads."""
 
     def __init__(self, precision: str = "int8") -> None:
         self.threads = default_threads("onnx")

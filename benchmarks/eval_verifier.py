@@ -8,7 +8,8 @@ Options: ``--shared-data DIR`` (the shared data folder; default ``$SEMCACHE_SHAR
 an error), ``--out`` (default ``benchmarks/results``), ``--only SET``
 (repeatable), ``--artifact-dir`` (default: the shipped ``semcache/data/verifier``),
 ``--verifier-precision`` (``int8``, the shipped default, or ``fp32``: ``verifier_precision``;
-another precision than the shipped one belongs in its own ``--out`` folder),
+another precision than the shipped one writes to ``results/verifier-<precision>/`` unless
+``--out`` says otherwise),
 ``--no-progress``.
 
 Each set goes through the hit-rate harness (``semcache.bench.hitrate.measure``: a real
@@ -140,7 +141,9 @@ def _verifier_sweep(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ds.add_shared_data_option(parser)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default results/, or results/verifier-<precision>"
+    )
     parser.add_argument("--only", action="append")
     parser.add_argument("--artifact-dir", type=Path, default=None)
     shipped = shipped_verifier_precision()
@@ -150,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         "--markdown-only", action="store_true", help="rewrite verifier.md from the JSON files"
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        # Another precision's results never overwrite the shipped decision's.
+        results = REPO / "benchmarks" / "results"
+        other = args.verifier_precision != shipped
+        args.out = results / f"verifier-{args.verifier_precision}" if other else results
     if args.markdown_only:
         names = [name for name, *_ in _sets(Path())]
         done = {n: args.out / f"verifier-{n}.json" for n in names}
@@ -220,7 +228,7 @@ def _markdown(reports: dict[str, dict[str, Any]]) -> str:
     floor, threshold = decision["cosine_floor"], decision["score_threshold"]
     precision = decision.get("precision", "fp32")
     shipped = precision == shipped_verifier_precision()
-    option = "" if shipped else f" --verifier-precision {precision} --out DIR"
+    option = "" if shipped else f" --verifier-precision {precision}"
     lines = [
         "# Hit quality of the verified hit decision (shipped defaults"
         + ("" if shipped else f", but verifier_precision = {precision}")

@@ -14,7 +14,9 @@ a time (ONNX Runtime ``quantize_dynamic``, per-channel int8 weights, as
 * ``all matmuls``: the attention's fused QKV projection (``Attention``), its output
   projection, and the feed-forward input and output projections, in every layer;
 * each of those four alone, and the first and the last layer alone;
-* ``qkv + ffn_in``: ``verifier_precision = int8``, the export ``semcache serve`` caches.
+* ``qkv + ffn_in``: what ``verifier_precision = int8`` exports for an artifact trained for
+  fp32 (the shipped int8 default is ``semcache/data/verifier-int8``, trained for int8, every
+  projection quantised: ``all matmuls``).
 
 Every variant also quantises the linear head (a ``Gemm`` the quantiser takes as a MatMul; it
 reads one pooled vector a pair, and the last layer with the head moved the logit by 0.01).

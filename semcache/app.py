@@ -143,7 +143,7 @@ def build_services(
         tracing=tracing,
     )
     # The loaded verifier's precision (fp32 on torch whatever the setting says); none: cosine.
-    verifier_precision = chosen.precision if isinstance(chosen, VerifiedDecision) else "none"
+    verifier_precision = str(getattr(chosen, "precision", "none"))
     track_store(metrics, store, settings, encoder.precision, verifier_precision)
     upstream = UpstreamClient(upstream_config(settings), observer=metrics)
     attribution = store.attribution()

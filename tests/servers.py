@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 
+from semcache.config import load_settings
 from semcache.embed.runtime import default_models_dir
+from semcache.errors import ConfigError
 
 __all__ = ["ServerProcess", "free_port"]
 
@@ -26,21 +28,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-_models_ready: set[str] = set()
+_models_ready: set[tuple[str, str, str]] = set()
 
 
-def _prepare_models(folder: str) -> None:
-    """Export the ONNX models into ``folder`` once per test run, in this process, so that no
-    server spends its start-up timeout exporting them (only a load when they are cached)."""
-    if folder not in _models_ready:
+def _prepare_models(folder: str, environ: dict[str, str]) -> None:
+    """Export the ONNX models a server with ``environ`` loads into ``folder`` once per test
+    run, in this process, so that no server spends its start-up timeout exporting them (only
+    a load when they are cached)."""
+    try:
+        settings = load_settings(environ=environ)
+    except ConfigError:  # a test of a bad setting: the server itself reports it
+        settings = load_settings(environ={})
+    key = (folder, settings.encoder_precision, settings.verifier_precision)
+    if key not in _models_ready:
         from semcache.cache.verifier import VerifiedDecision
-        from semcache.config import load_settings
         from semcache.embed import Encoder
 
-        shipped = load_settings(environ={})
-        Encoder(models_dir=folder, precision=shipped.encoder_precision)
-        VerifiedDecision(models_dir=folder, precision=shipped.verifier_precision)
-        _models_ready.add(folder)
+        Encoder(models_dir=folder, precision=settings.encoder_precision)
+        VerifiedDecision(models_dir=folder, precision=settings.verifier_precision)
+        _models_ready.add(key)
 
 
 class ServerProcess:
@@ -75,7 +81,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         if self.env.get("SEMCACHE_MODELS_DIR"):
-            _prepare_models(self.env["SEMCACHE_MODELS_DIR"])
+            _prepare_models(self.env["SEMCACHE_MODELS_DIR"], self.env)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semcache", *self.args, "--port", str(self.port)],

@@ -14,9 +14,10 @@ def vocabulary(verifier: VerifiedDecision) -> frozenset[str]:
     return verifier._vocabulary
 
 
-@pytest.fixture(scope="module")
-def verifier() -> VerifiedDecision:
-    return VerifiedDecision()
+@pytest.fixture(scope="module", params=["int8", "fp32"])
+def verifier(request: pytest.FixtureRequest) -> VerifiedDecision:
+    """Both shipped verifiers: int8 (the default, ``verifier_precision``) and fp32."""
+    return VerifiedDecision(precision=request.param)
 
 
 def test_edit_distance_counts_a_swap_as_one_edit() -> None:

@@ -47,9 +47,10 @@ PARAPHRASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def verifier() -> VerifiedDecision:
-    return VerifiedDecision()
+@pytest.fixture(scope="module", params=["int8", "fp32"])
+def verifier(request: pytest.FixtureRequest) -> VerifiedDecision:
+    """Both shipped verifiers: int8 (the default, ``verifier_precision``) and fp32."""
+    return VerifiedDecision(precision=request.param)
 
 
 def _cosine(encoder: Encoder, a: str, b: str) -> float:

@@ -38,6 +38,15 @@ class RecordingDecision:
         self.best: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
+    @property
+    def precision(self) -> str:
+        return self.inner.precision
+
+    @property
+    def max_candidates(self) -> int:
+        """The inner verifier's: the service fetches that many candidates per lookup."""
+        return self.inner.max_candidates
+
     def choose(
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> Candidate | None:
