@@ -167,7 +167,12 @@ class Settings:
     min_free_disk_mb: float = _setting(
         64.0, "/readyz reports unavailable when the data dir's disk has less free space (MiB)."
     )
-    search_k: int = _setting(16, "Nearest neighbours fetched per semantic search.")
+    search_k: int = _setting(
+        16,
+        "Nearest neighbours a semantic search considers; their rows are read only as far as the "
+        "hit decision needs (1 on cosine, verifier_max_candidates on verified) past those "
+        "filtered out.",
+    )
     max_body_bytes: int = _setting(5 * 1024 * 1024, "Largest request body accepted, in bytes.")
     max_query_chars: int = _setting(16_384, "Longest query text accepted, in characters.")
     batch_max_size: int = _setting(64, "Most texts embedded in one encoder call.")

@@ -119,6 +119,31 @@ def test_search_widens_past_crowding_neighbours(store: CacheStore) -> None:
     assert [c.entry.entry_id for c in found] == ["e7-acme"]
 
 
+def test_a_limit_keeps_the_most_similar_live_candidates(store: CacheStore) -> None:
+    """``limit``: the first of what the search finds without one, in order, also when the
+    nearest entries are filtered out (another conversation here) and the rows further down
+    must be read."""
+    query = unit(50)
+    for n in range(8):
+        # The two nearest (near copies of the query) belong to another context.
+        vector = query + (0.02 if n < 2 else 0.5 + 0.2 * n) * unit(60 + n)
+        entry = new(10 + n, context="other" if n < 2 else "ctx")
+        store.put(replace(entry, embedding=vector / np.linalg.norm(vector)), max_entries=100)
+    nearest = store.search(P, query, context_hash="other", now=1001.0, k=16)
+    assert [c.entry.entry_id for c in nearest] == ["e10-acme", "e11-acme"]
+    assert nearest[1].similarity > 0.99
+    everything = store.search(P, query, context_hash="ctx", now=1001.0, k=16)
+    ids = [c.entry.entry_id for c in everything]
+    assert sorted(ids) == [f"e{n}-acme" for n in range(12, 18)]
+    assert max(c.similarity for c in everything) < nearest[1].similarity
+    for limit in (1, 2, 4, 6, 10):
+        found = store.search(P, query, context_hash="ctx", now=1001.0, k=16, limit=limit)
+        assert [c.entry.entry_id for c in found] == ids[:limit]
+        assert [c.similarity for c in found] == pytest.approx(
+            [c.similarity for c in everything[:limit]]
+        )
+
+
 def test_the_widening_stops_where_nothing_further_could_pass_the_floor(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     for n in range(40):

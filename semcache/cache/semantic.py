@@ -47,6 +47,9 @@ class SemanticLayer:
         self.workers = workers
         self.metrics = metrics
         self.tracing = tracing
+        # How many of the most similar live candidates the decision reads: the store fetches
+        # the rows of those first (None: all of the search_k nearest).
+        self.candidate_limit = _candidates_read(decision)
         # Lookups that reach the decision together share one call (one verifier pass); no
         # lookup waits for company (max_wait 0): those arriving while a pass runs form the next.
         # Each gets the candidate chosen (or None) and, from a scoring decision, its best score.
@@ -77,6 +80,7 @@ class SemanticLayer:
                 now=now,
                 k=self.config.search_k,
                 min_similarity=threshold,
+                limit=self.candidate_limit,
             )
             span.set_attribute("semcache.candidates", len(candidates))
             if candidates:
@@ -162,6 +166,15 @@ class SemanticLayer:
             pairs = await asyncio.to_thread(scored, keys.semantic_text, candidates, threshold)
             score = max((s for s, _ in pairs), default=None)
         return replace(result, miss_reason=MissReason.VERIFIER_REJECTED, verifier_score=score)
+
+
+def _candidates_read(decision: HitDecision) -> int | None:
+    """How many of a lookup's most similar candidates ``decision`` reads: one for cosine
+    alone, the verifier's ``max_candidates``; None (all) for a decision that does not say."""
+    if isinstance(decision, ThresholdDecision):
+        return 1
+    limit = getattr(decision, "max_candidates", None)
+    return limit if isinstance(limit, int) and limit >= 1 else None
 
 
 def _best(candidates: list[Candidate]) -> float:

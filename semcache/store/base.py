@@ -235,12 +235,15 @@ class CacheStore(Protocol):
         now: float,
         k: int,
         min_similarity: float = -1.0,
+        limit: int | None = None,
     ) -> list[Candidate]:
         """Live entries of the partition with this context hash that the query may hit (more
         similar than the entry's ``hit_floor`` by over ``HIT_FLOOR_MARGIN``), most similar
-        first. A store that widens its search past entries of other contexts stops once
-        what it would add is less similar than ``min_similarity`` (the caller's cosine
-        floor: such entries could not hit)."""
+        first, among its ``k`` nearest; only the first ``limit`` of them when given (what the
+        caller's hit decision reads; the store may then fetch fewer rows). A store that widens
+        its search past entries of other contexts stops once what it would add is less
+        similar than ``min_similarity`` (the caller's cosine floor: such entries could not
+        hit)."""
         ...
 
     def explain_miss(

@@ -207,9 +207,11 @@ class PostgresStore(SqlEntries):
         now: float,
         k: int,
         min_similarity: float = -1.0,
+        limit: int | None = None,
     ) -> list[Candidate]:
         # The filters run inside pgvector's iterative scan, so there is no widening for
-        # min_similarity to stop.
+        # min_similarity to stop. ``limit`` only trims the answer: the scan's order is relaxed,
+        # so the k rows are read and sorted before the first ``limit`` are kept.
         params = {
             "q": self._vector(vector),
             "partition_key": partition.key,
@@ -223,7 +225,7 @@ class PostgresStore(SqlEntries):
         found = [Candidate(entry_from_row(row._mapping), float(row.similarity)) for row in rows]
         # relaxed_order: the iterative scan may return rows slightly out of order.
         found.sort(key=lambda c: c.similarity, reverse=True)
-        return found
+        return found if limit is None else found[:limit]
 
     def explain_miss(
         self,

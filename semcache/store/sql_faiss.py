@@ -191,6 +191,7 @@ class SqlFaissStore(SqlEntries):
         now: float,
         k: int,
         min_similarity: float = -1.0,
+        limit: int | None = None,
     ) -> list[Candidate]:
         key = partition.key
         size = self.vectors.size(key)
@@ -198,12 +199,7 @@ class SqlFaissStore(SqlEntries):
             hits = self.vectors.search(key, vector, k)
             if not hits:
                 return []
-            found = self._live_rows(partition, [row_id for row_id, _ in hits], context_hash, now)
-            result = [
-                Candidate(found[row_id], score)
-                for row_id, score in hits
-                if row_id in found and _may_hit(found[row_id], score)
-            ]
+            result = self._live_candidates(partition, hits, context_hash, now, limit)
             # Widened (k x 4) past other contexts' entries, expired ones and hit floors, up to
             # _MAX_SEARCH_K, but not once the k-th nearest is below the caller's floor: what
             # lies further could not hit. At a million entries that was most of a miss's cost
@@ -236,6 +232,36 @@ class SqlFaissStore(SqlEntries):
             found = {row.row_id: entry_from_row(row._mapping) for row in rows}
         nearest = [Candidate(found[r], score) for r, score in hits if r in found]
         return filtered_reason(nearest, context_hash=context_hash, now=now, threshold=threshold)
+
+    def _live_candidates(
+        self,
+        partition: Partition,
+        hits: list[tuple[int, float]],
+        context_hash: str,
+        now: float,
+        limit: int | None,
+    ) -> list[Candidate]:
+        """The live candidates among ``hits`` (most similar first), or their first ``limit``.
+
+        With a limit, the rows of the ``limit`` nearest are read first and the others only
+        when some of those were filtered out (another context, expired, a hit floor):
+        reading and decoding the 16 nearest rows was most of a search's cost, and the hit
+        decision reads at most its few most similar candidates
+        (benchmarks/results/hot_path_profile.md)."""
+        chunks = [hits] if limit is None else [hits[:limit], hits[limit:]]
+        result: list[Candidate] = []
+        for chunk in chunks:
+            if not chunk:
+                continue
+            found = self._live_rows(partition, [row_id for row_id, _ in chunk], context_hash, now)
+            result += [
+                Candidate(found[row_id], score)
+                for row_id, score in chunk
+                if row_id in found and _may_hit(found[row_id], score)
+            ]
+            if limit is not None and len(result) >= limit:
+                break
+        return result if limit is None else result[:limit]
 
     def _live_rows(
         self, partition: Partition, row_ids: Sequence[int], context_hash: str, now: float
