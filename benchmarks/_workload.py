@@ -14,7 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Workload", "build_workload"]
+__all__ = ["LOOKUP_TEMPLATE", "Workload", "build_workload"]
+
+# loadgen.py's body for a semcache lookup of one query file line (``{q}``).
+LOOKUP_TEMPLATE = '{"query": "{q}", "model": "gpt-4o-mini"}'
 
 STORED = 2000
 NEW = 1500

@@ -27,22 +27,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, write_results
-from _workload import build_workload
+from _common import REPO, add_baseline_options, write_results
+from _workload import LOOKUP_TEMPLATE, build_workload
 from servers import ServerProcess
 from vs_gptcache import load, loadgen
 
 RUNS = (("reworded", 16), ("new", 16), ("reworded", 1))
-TEMPLATE = '{"query": "{q}", "model": "gpt-4o-mini"}'
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared-data", type=Path, required=True)
-    parser.add_argument("--baseline", type=Path, required=True, help="another semcache checkout")
-    parser.add_argument("--rounds", type=int, default=3)
+    add_baseline_options(parser, rounds=3)
     parser.add_argument("--duration", type=float, default=12.0)
     args = parser.parse_args()
+    if args.baseline is None:
+        parser.error("--baseline DIR is required: the checkout to compare with")
     prompts = args.shared_data / "arena-prompts-5k" / "prompts.jsonl"
     if not prompts.is_file():
         print(f"skipped: {prompts} is absent", file=sys.stderr)
@@ -69,7 +69,8 @@ def main() -> int:
                     row: dict[str, Any] = {"round": r, "queries": name, "c": concurrency}
                     for who in order:
                         url = servers[who].url + "/v1/cache/lookup"
-                        row[who] = loadgen(url, TEMPLATE, files[name], concurrency, args.duration)
+                        run = (files[name], concurrency, args.duration)
+                        row[who] = loadgen(url, LOOKUP_TEMPLATE, *run)
                     row["ratio"] = round(row["this"]["rps"] / row["baseline"]["rps"], 3)
                     row["loadavg_1m"] = round(os.getloadavg()[0], 2)
                     rows.append(row)

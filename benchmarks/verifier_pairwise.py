@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, write_results
-from _workload import build_workload
+from _workload import LOOKUP_TEMPLATE, build_workload
 from servers import ServerProcess
 from vs_gptcache import load, loadgen
 
 from semcache.cache.verifier import VerifiedDecision
 
 RUNS = (("reworded", 1), ("reworded", 16), ("new", 16))
-TEMPLATE = '{"query": "{q}", "model": "gpt-4o-mini"}'
 
 
 def main() -> int:
@@ -73,7 +72,7 @@ def main() -> int:
                 for queries, c in RUNS:
                     for name in order:
                         url = servers[name].url + "/v1/cache/lookup"
-                        result = loadgen(url, TEMPLATE, files[queries], c, args.duration)
+                        result = loadgen(url, LOOKUP_TEMPLATE, files[queries], c, args.duration)
                         rows.append({"round": r, "queries": queries, "c": c, "server": name,
                                      "rps": result["rps"], "p50_ms": result["p50_ms"],
                                      "loadavg_1m": round(os.getloadavg()[0], 2)})  # fmt: skip

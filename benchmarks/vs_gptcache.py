@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 from _common import REPO, shipped_verifier_precision, write_results
-from _workload import build_workload
+from _workload import LOOKUP_TEMPLATE, build_workload
 from servers import ServerProcess, free_port
 
 PEER_PACKAGES = [
@@ -188,7 +188,7 @@ def main() -> int:
                     )
                     ours = loadgen(
                         semcache.url + "/v1/cache/lookup",
-                        '{"query": "{q}", "model": "gpt-4o-mini"}',
+                        LOOKUP_TEMPLATE,
                         files[name],
                         concurrency,
                         args.duration,
