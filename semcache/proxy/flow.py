@@ -213,7 +213,9 @@ class ProxyService:
         except BaseException:
             self._abandon(keys.exact_key, flight)
             raise
-        if found is None or found.entry is None:
+        if found is None or found.entry is None or not self._fresh_enough(found, call.controls):
+            # Older than the client's max-age (the entry a no-cache refresh stored a moment
+            # ago, say): this leader calls upstream as its lookup decided.
             return None
         self._settle(keys.exact_key, flight, found.entry.response)
         return self._hit(call, found)
@@ -225,7 +227,12 @@ class ProxyService:
         replica is already calling for the same request, wait for the answer it stores and
         serve it (to this flight's followers too). None: this process makes the call."""
         controls = call.controls
-        if self.cluster is None or not store or controls.no_cache or controls.max_age_s:
+        if (
+            self.cluster is None
+            or not store
+            or controls.no_cache
+            or controls.max_age_s is not None  # max-age=0 too: a fresh answer of its own
+        ):
             return None
         try:
             entry = await self.cluster.lead_or_wait(call.partition.tenant, keys.exact_key)
