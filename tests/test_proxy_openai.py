@@ -157,6 +157,19 @@ def test_cache_control_directives(client: openai.OpenAI, sim: RunningSimulator) 
     assert sim.stats()["requests"] == before + 4
 
 
+def test_max_age_zero_right_after_a_refresh_goes_upstream(client: openai.OpenAI) -> None:
+    """The refresh's answer is still being stored when the next request looks up: that
+    request's exact recheck, once the refresh's flight lands, finds the new entry, which is
+    older than max-age=0 allows (it was served from cache in about one try of four)."""
+    for _ in range(20):
+        question = unique("What is a token bucket?")
+        create(client, messages=ask(question))
+        h, _ = create(client, messages=ask(question), extra_headers={"Cache-Control": "no-cache"})
+        assert h["x-semcache-status"] == "REFRESH"
+        h, _ = create(client, messages=ask(question), extra_headers={"Cache-Control": "max-age=0"})
+        assert h["x-semcache-status"] == "MISS"
+
+
 def test_fifty_concurrent_identical_misses_make_one_upstream_call(
     server: ServerProcess, sim: RunningSimulator
 ) -> None:
