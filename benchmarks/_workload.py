@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LOOKUP_TEMPLATE", "Workload", "build_workload"]
 
@@ -28,6 +29,13 @@ class Workload:
     stored: list[str]
     reworded: list[str]
     new: list[str]
+
+    def store_bodies(self) -> list[dict[str, Any]]:
+        """A ``POST /v1/cache/store`` body for each stored prompt (its answer: its first 40
+        characters)."""
+        return [
+            {"query": q, "model": "gpt-4o-mini", "response": {"text": q[:40]}} for q in self.stored
+        ]
 
     def write(self, folder: Path) -> dict[str, Path]:
         """One query per line, for loadgen.py; returns the paths by name."""

@@ -61,8 +61,7 @@ def main() -> int:
         }
         with servers["this"], servers["baseline"]:
             for server in servers.values():
-                load(server.url, "/v1/cache/store", [{"query": q, "model": "gpt-4o-mini",
-                     "response": {"text": q[:40]}} for q in workload.stored])  # fmt: skip
+                load(server.url, "/v1/cache/store", workload.store_bodies())
             for r in range(args.rounds):
                 order = ("baseline", "this") if r % 2 == 0 else ("this", "baseline")
                 for name, concurrency in RUNS:

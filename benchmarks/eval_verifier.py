@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _common import shipped_verifier_precision  # noqa: E402
+from _common import RESULTS, shipped_verifier_precision  # noqa: E402
 
 from semcache.bench import datasets as ds  # noqa: E402
 from semcache.bench.hitrate import (  # noqa: E402
@@ -155,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None:
         # Another precision's results never overwrite the shipped decision's.
-        results = REPO / "benchmarks" / "results"
         other = args.verifier_precision != shipped
-        args.out = results / f"verifier-{args.verifier_precision}" if other else results
+        args.out = RESULTS / f"verifier-{args.verifier_precision}" if other else RESULTS
     if args.markdown_only:
         names = [name for name, *_ in _sets(Path())]
         done = {n: args.out / f"verifier-{n}.json" for n in names}

@@ -56,10 +56,7 @@ def main() -> int:
             name: ServerProcess(["serve", "--data-dir", str(root / name)], env=env, repo=repo)
             for name, (repo, env) in variants.items()
         }
-        bodies = [
-            {"query": q, "model": "gpt-4o-mini", "response": {"text": q[:40]}}
-            for q in workload.stored
-        ]
+        bodies = workload.store_bodies()
         # The int8 export (torch, then the quantiser) before the servers start: a server's
         # first start would do it inside its health-check timeout.
         VerifiedDecision(precision="int8")

@@ -170,12 +170,7 @@ def main() -> int:
         )
         with semcache, gptcache_server(python, root) as peer:
             stores = {
-                "semcache": load(
-                    semcache.url,
-                    "/v1/cache/store",
-                    [{"query": q, "model": "gpt-4o-mini", "response": {"text": q[:40]}}
-                     for q in workload.stored],
-                ),
+                "semcache": load(semcache.url, "/v1/cache/store", workload.store_bodies()),
                 "gptcache": load(
                     peer, "/put", [{"prompt": q, "answer": q[:40]} for q in workload.stored]
                 ),

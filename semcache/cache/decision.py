@@ -54,6 +54,9 @@ class ScoringDecision(BatchHitDecision, Protocol):
 class ThresholdDecision:
     """Cosine alone: the most similar candidate hits when ``similarity >= threshold``."""
 
+    # It reads the most similar candidate only (the search fetches no other row).
+    max_candidates = 1
+
     def choose(
         self, query: str, candidates: Sequence[Candidate], threshold: float
     ) -> Candidate | None:

@@ -169,10 +169,8 @@ class SemanticLayer:
 
 
 def _candidates_read(decision: HitDecision) -> int | None:
-    """How many of a lookup's most similar candidates ``decision`` reads: one for cosine
-    alone, the verifier's ``max_candidates``; None (all) for a decision that does not say."""
-    if isinstance(decision, ThresholdDecision):
-        return 1
+    """How many of a lookup's most similar candidates ``decision`` reads, its
+    ``max_candidates`` (1 for cosine alone); None (all) for a decision that does not say."""
     limit = getattr(decision, "max_candidates", None)
     return limit if isinstance(limit, int) and limit >= 1 else None
 
