@@ -5,7 +5,7 @@ Run from the repository root:
     nice -n 10 .venv/bin/python benchmarks/verifier_latency.py [--entries 1000] [--lookups 300]
 
 Everything in process, on the CPU, each runtime on its shipped intra-op threads
-(``embedding_threads`` = 0: 2 on onnx, 1 on torch; ``--threads N`` sets both), both runtimes
+(``embedding_threads`` = 0: 1 on either runtime; ``--threads N`` sets both), both runtimes
 loaded side by side and measured in alternation (sample by sample, or block by block for the
 concurrent runs), so that load from other processes on the machine falls on both alike;
 compare the two columns, not absolute figures across runs. The onnx models on the other

@@ -94,8 +94,9 @@ class Settings:
     embedding_threads: int = _setting(
         0,
         "Intra-op threads of the encoder and of the verifier (ONNX Runtime's per model, torch's "
-        "per process; on onnx also how many verifier pairs are scored at once); 0 means 2 on "
-        "onnx (faster on 2 cores, also when other work shares them) and 1 on torch (whose "
+        "per process; on onnx also how many verifier pairs are scored at once); 0 means 1 (on "
+        "onnx a short query's call is faster on one core than split across two, and the "
+        "encoder's and verifier's calls of concurrent lookups use the other core; on torch "
         "threads stall each other when other work shares the cores).",
     )
     inference_runtime: str = _setting(

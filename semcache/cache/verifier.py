@@ -107,7 +107,7 @@ def default_artifact_dir(precision: str = "fp32") -> Path:
 # One lookup's question to the verifier: (query, candidates, cosine threshold).
 VerificationRequest = tuple[str, Sequence[Candidate], float]
 # Bump when the exported graph changes for the same weights (a new export replaces old files).
-_RECIPE = "semcache-verifier-onnx-2"  # 2: eager attention, fused graph
+_RECIPE = "semcache-verifier-onnx-3"  # 2: eager attention, fused graph; 3: slow fusions split
 # int8: the attention's QKV projections, the feed-forward input projections and the head. The
 # feed-forward output projection (which reads the GELU output) moved the logit most when
 # quantised, so it stays fp32, with attention's output projection; the quantiser's defaults

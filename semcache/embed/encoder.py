@@ -55,7 +55,7 @@ __all__ = ["PRECISIONS", "Encoder", "bundled_model_path"]
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes for the same weights (a new export replaces old files).
-_RECIPE = "semcache-encoder-onnx-2"  # 2: eager attention, fused graph
+_RECIPE = "semcache-encoder-onnx-3"  # 2: eager attention, fused graph; 3: slow fusions split
 _INT8_RECIPE = "+int8-dynamic-per-channel-1"
 PRECISIONS = ("int8", "fp32")
 
@@ -117,7 +117,7 @@ class Encoder:
     ``runtime`` is ``onnx`` or ``torch`` (module doc); ``models_dir`` is where the onnx runtime
     caches its export (default: ``semcache.embed.runtime.default_models_dir()``). ``threads``
     is the runtime's intra-op thread count (torch's is per process); 0 or None means
-    ``semcache.embed.runtime.default_threads(runtime)``: 2 on onnx, 1 on torch. ``precision``
+    ``semcache.embed.runtime.default_threads(runtime)``: 1 on either runtime. ``precision``
     is the onnx graph's, ``int8`` or ``fp32`` (module doc); torch always runs fp32.
     """
 

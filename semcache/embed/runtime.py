@@ -64,17 +64,20 @@ _EXPORT_THREADS = 2
 
 
 def default_threads(runtime: str) -> int:
-    """Intra-op threads when none are named: 2 on onnx (at most the CPU count), 1 on torch.
+    """Intra-op threads when none are named: 1 on either runtime.
 
-    Measured on the 2-core machine (``benchmarks/results/verifier_latency.md``): ONNX Runtime on
-    2 threads cut a verified lookup's p50 by about a third and raised 16-caller throughput, also
-    with two busy processes on the cores (its idle threads sleep). torch's OpenMP threads stall
-    each other when other work shares the cores (one encode went from 8 ms to ~490 ms), so
-    torch keeps 1.
+    On onnx, with the int8 graphs and the slow fusions split (``fusion``), one thread a call
+    was measured against two on the 2-core machine, both servers up, the side-by-side workload
+    (``benchmarks/results/hot_path_profile.md``): 1.06x the reworded throughput at c=16, 1.07x
+    for new prompts, a lower c=1 p50 (7.2 against 8.1 ms) and 15-25% less CPU a lookup. A
+    39-token call is too small to split across cores without the hand-off costing more than
+    it saves, and at c=16 the encoder's and the verifier's calls already run side by side on
+    the two cores. (With fp32 graphs and the fused layer norms, 2 threads had been faster.)
+    torch's OpenMP threads stall each other when other work shares the cores (one encode
+    went from 8 ms to ~490 ms), so torch keeps 1 too. ``runtime`` stays a parameter: the
+    best count is a property of the runtime, measured per runtime.
     """
-    if runtime == "torch":
-        return 1
-    return max(1, min(2, os.cpu_count() or 1))
+    return 1
 
 
 def default_models_dir() -> Path:
