@@ -303,11 +303,11 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", default=str(default_models_dir()), help="ONNX export cache folder"
     )
-    shipped = shipped_verifier_precision()
+    shipped_precision = shipped_verifier_precision()
     parser.add_argument(
         "--verifier-precision",
         choices=("fp32", "int8"),
-        default=shipped,
+        default=shipped_precision,
         help="the onnx verifier's (verifier_precision; default the shipped int8); fp32 writes "
         "verifier_latency-fp32.*",
     )
@@ -366,7 +366,7 @@ def main() -> None:
         "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
         + ".venv/bin/python benchmarks/verifier_latency.py "
         f"--entries {args.entries} --lookups {args.lookups} --threads {args.threads}"
-        + (f" --verifier-precision {precision}" if precision != shipped else ""),
+        + (f" --verifier-precision {precision}" if precision != shipped_precision else ""),
         "machine": f"{platform.machine()}, {platform.python_version()}, intra-op threads: "
         f"onnx {threads['onnx']}, torch {threads['torch']}",
         "load_s": load_s,
@@ -453,7 +453,7 @@ def main() -> None:
     previous = RESULTS / "verifier_latency.md"
     if previous.is_file() and NOTES in previous.read_text():
         lines += ["", NOTES + previous.read_text().split(NOTES, 1)[1].rstrip("\n")]
-    name = "verifier_latency" + ("" if precision == shipped else f"-{precision}")
+    name = "verifier_latency" + ("" if precision == shipped_precision else f"-{precision}")
     write_results(name, data, "\n".join(lines))
 
 
