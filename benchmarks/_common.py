@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -114,3 +115,16 @@ def checkouts_in_turn(baseline: Path | None, rounds: int) -> Iterator[tuple[int,
     for r in range(rounds if baseline is not None else 1):
         for name, repo in codes[:: 1 if r % 2 == 0 else -1]:
             yield r, name, repo
+
+
+def revision(repo: Path) -> str:
+    """The checkout's commit (short hash and subject), flagged when it has uncommitted changes."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()[:90] + (" (+ uncommitted changes)" if dirty.stdout.strip() else "")

@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, add_baseline_options, write_results
+from _common import REPO, add_baseline_options, revision, write_results
 from _workload import LOOKUP_TEMPLATE, build_workload
 from servers import ServerProcess
 from vs_gptcache import load, loadgen
@@ -48,7 +47,7 @@ def main() -> int:
         print(f"skipped: {prompts} is absent", file=sys.stderr)
         return 0
     workload = build_workload(prompts)
-    revisions = {"this": _revision(REPO), "baseline": _revision(args.baseline)}
+    revisions = {"this": revision(REPO), "baseline": revision(args.baseline)}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="checkout-ab-") as tmp:
         root = Path(tmp)
@@ -77,18 +76,6 @@ def main() -> int:
     report = {"revisions": revisions, "duration_s": args.duration, "rows": rows}
     write_results("checkout_ab", report, _markdown(report))
     return 0
-
-
-def _revision(repo: Path) -> str:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "log", "-1", "--format=%h %s"], capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()[:90] + (" (+ uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def _markdown(report: dict[str, Any]) -> str:

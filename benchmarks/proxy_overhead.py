@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import add_baseline_options, checkouts_in_turn, queries, summary_ms, write_results
+from _common import (
+    add_baseline_options,
+    checkouts_in_turn,
+    queries,
+    revision,
+    summary_ms,
+    write_results,
+)
 from servers import ServerProcess
 
 
@@ -113,8 +120,9 @@ def baseline_table(
     paths = [p for p in ours[0] if p != "direct upstream" and all(p in r for r in ours + theirs)]
     lines = [
         "",
-        f"Against `--baseline {baseline}`, runs alternated (order flipped each round), "
-        f"{len(ours)} rounds: added median ms per round, and the ratio of the rounds' medians.",
+        f"Against `--baseline {baseline}` ({revision(baseline)}), runs alternated (order "
+        f"flipped each round), {len(ours)} rounds: added median ms per round, and the ratio of "
+        "the rounds' medians.",
         "",
         "| path | this checkout | baseline | this / baseline |",
         "|---|---|---|---|",
@@ -128,7 +136,12 @@ def baseline_table(
             f"| {path} | {', '.join(f'{x:g}' for x in mine)} | "
             f"{', '.join(f'{x:g}' for x in base)} | {ratios[path]:.2f}x |"
         )
-    return lines, {"baseline": str(baseline), "rounds": runs, "ratio_of_added_median": ratios}
+    return lines, {
+        "baseline": str(baseline),
+        "baseline_revision": revision(baseline),
+        "rounds": runs,
+        "ratio_of_added_median": ratios,
+    }
 
 
 def main() -> None:
