@@ -118,9 +118,10 @@ def baseline_table(
     of the rounds' medians."""
     ours, theirs = runs["this checkout"], runs["baseline"]
     paths = [p for p in ours[0] if p != "direct upstream" and all(p in r for r in ours + theirs)]
+    baseline_revision = revision(baseline)
     lines = [
         "",
-        f"Against `--baseline {baseline}` ({revision(baseline)}), runs alternated (order "
+        f"Against `--baseline {baseline}` ({baseline_revision}), runs alternated (order "
         f"flipped each round), {len(ours)} rounds: added median ms per round, and the ratio of "
         "the rounds' medians.",
         "",
@@ -138,7 +139,7 @@ def baseline_table(
         )
     return lines, {
         "baseline": str(baseline),
-        "baseline_revision": revision(baseline),
+        "baseline_revision": baseline_revision,
         "rounds": runs,
         "ratio_of_added_median": ratios,
     }
